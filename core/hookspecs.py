@@ -1,0 +1,87 @@
+"""The hooks of ovquant, as pluggy hook specifications.
+
+Every built-in estimator, aggregator, algorithm and hardware target is registered through these same
+hooks; a third-party package does the same from a module named in the entry-point group ``ovquant``::
+
+    from ovquant import hookimpl
+
+    @hookimpl
+    def register_estimators(register):
+        register(MyEstimator)
+
+Registration hooks receive a ``register`` callable. The event hooks are called while a pipeline runs and
+are meant for progress bars, loggers and reports; their return values are ignored.
+
+The hook API is versioned by :data:`HOOK_API_VERSION`. A plugin module may set
+``ovquant_api_version = N``; ovquant refuses to load it when N is newer than what it implements.
+"""
+import pluggy
+
+PROJECT = "ovquant"
+#: Version of the hook API described in this module. Bumped when a hook changes incompatibly.
+HOOK_API_VERSION = 1
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---- registration --------------------------------------------------------------------------------
+@hookspec
+def register_estimators(register):
+    """Register range estimators: ``register(cls)``.
+
+    ``cls`` subclasses :class:`ovquant.statistics.Estimator` and sets a unique ``name`` (the value of
+    ``range_estimator.min.type`` / ``max.type`` in a config). An estimator reduces one sample's tensor to
+    a value per sample (per tensor, or per channel); it may offer an in-graph form (OpenVINO ops appended
+    to the statistics model) and always has a numpy form.
+    """
+
+
+@hookspec
+def register_aggregators(register):
+    """Register aggregators: ``register(cls)``.
+
+    ``cls`` subclasses :class:`ovquant.statistics.Aggregator` and sets a unique ``name`` (the value of
+    ``range_estimator.min.aggregator`` / ``max.aggregator``). An aggregator folds the per-sample values of
+    an estimator over the calibration samples into one value.
+    """
+
+
+@hookspec
+def register_algorithms(register):
+    """Register algorithms: ``register(cls)``.
+
+    ``cls`` subclasses :class:`ovquant.algorithm.Algorithm` and sets a unique ``name`` (the value of
+    ``compression.algorithms[i].name``, e.g. ``MinMaxQuantization``).
+    """
+
+
+@hookspec
+def register_hw_targets(register):
+    """Register hardware targets: ``register(path)``.
+
+    ``path`` is a JSON file in the schema of docs/hw_targets.md (``importlib.resources`` paths work).
+    The file is validated when it is registered; its ``name`` is the ``target_device`` users give.
+    """
+
+
+# ---- pipeline events -----------------------------------------------------------------------------
+@hookspec
+def stage_started(stage, algorithms, n_samples):
+    """A statistics stage starts: ``stage`` is its index (1-based), ``algorithms`` the names it serves,
+    ``n_samples`` how many calibration samples it will run (0 when nothing is to be collected)."""
+
+
+@hookspec
+def sample_processed(stage, index, n_samples):
+    """One calibration sample of ``stage`` was inferred and its statistics folded in (for progress bars)."""
+
+
+@hookspec
+def statistics_collected(stage, n_samples, n_statistics, seconds):
+    """A statistics stage finished: ``n_statistics`` values were collected over ``n_samples`` samples."""
+
+
+@hookspec
+def algorithm_finished(name, seconds, report):
+    """Algorithm ``name`` finished editing the model; ``report`` is the dict it adds to the run report."""

@@ -1,0 +1,216 @@
+"""The plugin manager: built-in plugins from ``ovquant.plugins`` and third-party plugins from the
+entry-point group ``ovquant``, registered through the hooks of :mod:`ovquant.hookspecs`.
+
+Set ``OVQUANT_DISABLE_PLUGIN_AUTOLOAD=1`` to load built-ins only (tests do, so that whatever is installed
+in the environment cannot change their results).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import threading
+from typing import Any, Callable, Optional
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+ENTRY_POINT_GROUP = "ovquant"
+DISABLE_AUTOLOAD_ENV = "OVQUANT_DISABLE_PLUGIN_AUTOLOAD"
+KINDS = ("estimators", "aggregators", "algorithms", "hw_targets")
+
+_lock = threading.RLock()
+_pm: Optional[pluggy.PluginManager] = None
+_registry: Optional["Registry"] = None
+
+
+@attrs.define
+class Entry:
+    """One registered thing: its name, the object, the plugin that registered it and its package."""
+
+    name: str
+    obj: Any
+    plugin: str
+    package: str
+
+
+class Registry:
+    """Everything the plugins registered, by kind and name."""
+
+    def __init__(self):
+        self.entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+
+    def add(self, kind: str, name: str, obj: Any, plugin: str, package: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered {kind[:-1]} {obj!r} without a name")
+        known = self.entries[kind]
+        key = name.lower() if kind == "hw_targets" else name
+        if key in known:
+            other = known[key]
+            raise PluginError(f"{kind[:-1]} {name!r} is registered twice: by plugin {other.plugin!r} "
+                              f"(package {other.package}) and by plugin {plugin!r} (package {package})")
+        known[key] = Entry(name, obj, plugin, package)
+
+    def get(self, kind: str, name: str) -> Entry:
+        key = name.lower() if kind == "hw_targets" else name
+        try:
+            return self.entries[kind][key]
+        except KeyError:
+            raise KeyError(f"unknown {kind[:-1].replace('_', ' ')} {name!r} (known: {', '.join(self.names(kind))})") from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(e.name for e in self.entries[kind].values())
+
+
+def _builtin_modules():
+    import ovquant.plugins as root
+
+    for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
+        yield importlib.import_module(info.name)
+
+
+def _check_api_version(plugin: Any, name: str) -> None:
+    need = getattr(plugin, "ovquant_api_version", None)
+    if need is None:
+        return
+    if not isinstance(need, int) or need > hookspecs.HOOK_API_VERSION:
+        raise PluginError(f"plugin {name!r} needs ovquant hook API version {need!r}, but this ovquant "
+                          f"implements version {hookspecs.HOOK_API_VERSION}; upgrade ovquant")
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, created on first use."""
+    global _pm
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager(hookspecs.PROJECT)
+            pm.add_hookspecs(hookspecs)
+            for mod in _builtin_modules():
+                if any(hasattr(getattr(mod, h, None), "ovquant_impl") for h in dir(mod)):
+                    pm.register(mod, name=mod.__name__)
+            if not os.environ.get(DISABLE_AUTOLOAD_ENV):
+                try:
+                    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+                except Exception as exc:  # a broken third-party package
+                    raise PluginError(f"loading plugins of entry-point group {ENTRY_POINT_GROUP!r} failed: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+            for name, plugin in pm.list_name_plugin():
+                _check_api_version(plugin, name)
+            _pm = pm
+        return _pm
+
+
+def register_plugin(plugin: Any, name: Optional[str] = None) -> str:
+    """Register a plugin object (a module or an instance with hook implementations) at run time."""
+    name = name or getattr(plugin, "__name__", None) or repr(plugin)
+    _check_api_version(plugin, name)
+    with _lock:
+        get_plugin_manager().register(plugin, name=name)
+        _reset_registry()
+    return name
+
+
+def unregister_plugin(name: str) -> None:
+    with _lock:
+        get_plugin_manager().unregister(name=name)
+        _reset_registry()
+
+
+def _reset_registry():
+    global _registry
+    _registry = None
+
+
+def _package_of(pm: pluggy.PluginManager, plugin: Any) -> str:
+    for p, dist in pm.list_plugin_distinfo():
+        if p is plugin:
+            return f"{dist.project_name} {dist.version}"
+    mod = getattr(plugin, "__name__", "") or type(plugin).__module__
+    if mod.startswith("ovquant."):
+        from . import __version__
+        return f"ovquant {__version__}"
+    return mod.split(".")[0] or "?"
+
+
+def call_each(hook_name: str, **kwargs) -> list:
+    """Call every implementation of ``hook_name``; an exception names the plugin and the hook."""
+    pm = get_plugin_manager()
+    results = []
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        try:
+            results.append(impl.function(**{a: kwargs[a] for a in impl.argnames}))
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r} raised in hook {hook_name!r}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    return results
+
+
+def _build_registry() -> Registry:
+    pm = get_plugin_manager()
+    reg = Registry()
+    from .hwtarget import load_target  # local: hwtarget imports nothing of plugins
+
+    for kind in KINDS:
+        hook = getattr(pm.hook, f"register_{kind}")
+        for impl in reversed(hook.get_hookimpls()):
+            package = _package_of(pm, impl.plugin)
+
+            def register(obj, _impl=impl, _kind=kind, _package=package):
+                if _kind == "hw_targets":
+                    try:
+                        target = load_target(obj)
+                    except Exception as exc:
+                        raise PluginError(f"plugin {_impl.plugin_name!r} registered a malformed hardware "
+                                          f"target: {exc}") from exc
+                    reg.add(_kind, target.name, target, _impl.plugin_name, _package)
+                    for alias in target.aliases:
+                        reg.add(_kind, alias, target, _impl.plugin_name, _package)
+                else:
+                    reg.add(_kind, getattr(obj, "name", None), obj, _impl.plugin_name, _package)
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {impl.plugin_name!r} raised in hook 'register_{kind}': "
+                                  f"{type(exc).__name__}: {exc}") from exc
+    return reg
+
+
+def get_registry() -> Registry:
+    """The registry of every estimator, aggregator, algorithm and hardware target (built once)."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = _build_registry()
+        return _registry
+
+
+def known(kind: str) -> list[str]:
+    return get_registry().names(kind)
+
+
+def lookup(kind: str, name: str) -> Any:
+    """The registered object of ``kind`` called ``name``; KeyError lists the known names."""
+    return get_registry().get(kind, name).obj
+
+
+def notify(event: str, **kwargs) -> None:
+    """Fire a pipeline event hook (stage_started, sample_processed, ...)."""
+    call_each(event, **kwargs)
+
+
+def make_estimator(name: str, **params):
+    return lookup("estimators", name)(**params)
+
+
+def make_aggregator(name: str, **params):
+    return lookup("aggregators", name)(**params)
+
+

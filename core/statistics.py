@@ -1,0 +1,143 @@
+"""Base classes of range estimators and aggregators, and the statistic request the engine collects.
+
+Statistics follow POT's two-step semantics:
+
+1. an **estimator** reduces each calibration sample's tensor ``x`` (batch axis first) to one value per
+   sample, per tensor (all axes but the batch axis are reduced) or per channel (all axes but the batch
+   and the channel axis);
+2. an **aggregator** folds those per-sample values over the calibration samples into the final value.
+
+Concrete estimators and aggregators are plugins (``ovquant.plugins.estimators``, ``...aggregators``);
+this module holds no concrete one.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Optional, Sequence
+
+import attrs
+import numpy as np
+
+SIDES = ("min", "max")
+
+
+class Estimator:
+    """A per-sample reduction of a tensor.
+
+    Subclasses set ``name`` and implement :meth:`reduce` (numpy). Those that can be expressed with
+    OpenVINO ops also implement :meth:`graph_reduce`: the engine then appends those ops to the statistics
+    model so that only the small reduced tensor leaves OpenVINO. The two forms must agree.
+
+    ``side`` is the range border the estimator serves (``min`` or ``max``); quantile estimators use
+    ``q = outlier_prob`` on the min side and ``q = 1 - outlier_prob`` on the max side.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, side: str = "max", outlier_prob: float = 1e-4):
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, not {side!r}")
+        self.side = side
+        self.outlier_prob = float(outlier_prob)
+
+    # numpy form ----------------------------------------------------------------------------------
+    def reduce(self, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        """Reduce ``x`` over ``axes`` (the other axes are kept, in order). Must be implemented."""
+        raise NotImplementedError
+
+    # in-graph form -------------------------------------------------------------------------------
+    def graph_reduce(self, output, axes: tuple[int, ...]):
+        """Append OpenVINO ops computing :meth:`reduce` on ``output`` (an ``openvino.Output`` with a
+        static shape) and return the output to expose, or ``None`` to use the numpy form."""
+        return None
+
+    def from_graph(self, value: np.ndarray) -> np.ndarray:
+        """Turn the value computed by the :meth:`graph_reduce` ops into what :meth:`reduce` returns."""
+        return value
+
+    def key(self) -> tuple:
+        """What makes two estimators compute the same thing (used to collect it once)."""
+        return (self.name, self.side, self.outlier_prob) if self.uses_outlier_prob else (self.name,)
+
+    #: whether ``outlier_prob`` and ``side`` change the result (quantile estimators)
+    uses_outlier_prob: ClassVar[bool] = False
+
+    def __repr__(self):
+        return f"{type(self).__name__}(side={self.side!r}, outlier_prob={self.outlier_prob})"
+
+
+class Aggregator:
+    """Folds per-sample estimator values over the calibration samples.
+
+    :meth:`update` receives an array whose first axis indexes samples (one row per batch item); the
+    engine calls it in sample order. :meth:`result` returns the aggregated value with the sample axis
+    removed. Streaming aggregators keep O(1) memory; those that need every sample set
+    ``needs_all_samples = True`` and implement :meth:`aggregate` on the stacked values.
+    """
+
+    name: ClassVar[str] = ""
+    needs_all_samples: ClassVar[bool] = True
+
+    def __init__(self):
+        self._rows: list[np.ndarray] = []
+
+    def update(self, values: np.ndarray) -> None:
+        self._rows.append(np.asarray(values))
+
+    def result(self) -> np.ndarray:
+        if not self._rows:
+            raise ValueError(f"aggregator {self.name!r} received no samples")
+        return self.aggregate(np.concatenate(self._rows, axis=0))
+
+    def aggregate(self, x: np.ndarray) -> np.ndarray:
+        """Aggregate ``x`` of shape ``[n_samples, ...]`` over axis 0."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def reduction_axes(rank: int, channel_axis: Optional[int]) -> tuple[int, ...]:
+    """Axes an estimator reduces for a tensor of ``rank``: all but the batch axis 0 and, per channel,
+    the channel axis. A rank-0 or rank-1 tensor is one sample, reduced whole (or kept per channel)."""
+    if rank <= 1:
+        if channel_axis is not None:
+            return ()
+        return tuple(range(rank))
+    keep = {0}
+    if channel_axis is not None:
+        keep.add(channel_axis % rank)
+    return tuple(a for a in range(rank) if a not in keep)
+
+
+@attrs.frozen
+class TensorRef:
+    """An output port of a node of the model, by the node's friendly name."""
+
+    node: str
+    port: int = 0
+
+    def __str__(self):
+        return self.node if self.port == 0 else f"{self.node}:{self.port}"
+
+
+@attrs.frozen
+class Statistic:
+    """One value an algorithm asks the engine for: ``aggregator(estimator(tensor) per sample)``.
+
+    ``channel_axis`` is ``None`` for a per-tensor value. ``estimator_params`` and ``aggregator_params``
+    are tuples of ``(name, value)`` pairs (hashable), passed to the plugin classes as keyword arguments.
+    """
+
+    tensor: TensorRef
+    estimator: str
+    aggregator: str = "mean"
+    channel_axis: Optional[int] = None
+    estimator_params: tuple = ()
+    aggregator_params: tuple = ()
+
+    @classmethod
+    def make(cls, tensor: TensorRef, estimator: str, aggregator: str = "mean", channel_axis=None,
+             estimator_params: Optional[dict] = None, aggregator_params: Optional[dict] = None) -> "Statistic":
+        return cls(tensor, estimator, aggregator, channel_axis,
+                   tuple(sorted((estimator_params or {}).items())),
+                   tuple(sorted((aggregator_params or {}).items())))
