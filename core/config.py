@@ -1,0 +1,432 @@
+"""The config model: POT's JSON config file as attrs classes, loaded with cattrs.
+
+The file has three sections, ``model``, ``engine`` and ``compression`` (docs/config.md documents every
+key). JSON with ``//`` and ``/* */`` comments loads. Every problem is reported as one line naming the
+key path, e.g.::
+
+    compression.algorithms[0].params.weights.range_estimator.max.type: unknown estimator 'maxx' (known: ...)
+
+Algorithm params are structured by the algorithm's own ``params_class`` (found in the plugin registry),
+so third-party algorithms validate their own keys. Plugin names are checked against the registry, never
+against a hard-coded list.
+"""
+import os
+from typing import Any, Optional, Union
+
+import attrs
+import cattrs
+import json5
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from .errors import ConfigError
+
+PRESETS = ("performance", "mixed", "accuracy")
+MODES = ("symmetric", "asymmetric")
+GRANULARITIES = ("pertensor", "perchannel")
+MODEL_TYPES = ("transformer",)
+RANGE_PRESETS = ("default", "quantile")
+SATURATION_FIX = ("first_layer", "all", "no")
+
+
+# ---- sections ---------------------------------------------------------------------------------------
+@attrs.define(kw_only=True)
+class RangeBorder:
+    """``range_estimator.min`` / ``range_estimator.max``: estimator type, aggregator, outlier_prob."""
+
+    type: Optional[str] = None
+    aggregator: Optional[str] = None
+    outlier_prob: Optional[float] = None
+    clipping_value: Optional[float] = None
+
+
+@attrs.define(kw_only=True)
+class RangeEstimatorConfig:
+    preset: Optional[str] = None
+    min: Optional[RangeBorder] = None
+    max: Optional[RangeBorder] = None
+
+
+@attrs.define(kw_only=True)
+class TensorQuantization:
+    """``weights`` / ``activations``: the scheme a user asks for, and how ranges are estimated."""
+
+    bits: Optional[int] = None
+    mode: Optional[str] = None
+    level_low: Optional[int] = None
+    level_high: Optional[int] = None
+    granularity: Optional[str] = None
+    range_estimator: Optional[RangeEstimatorConfig] = None
+
+
+@attrs.define(kw_only=True)
+class IgnoredOperation:
+    type: str
+    attributes: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.define(kw_only=True)
+class Ignored:
+    """``ignored``: node names (exact, or a regex as NNCF allows) and op types with attribute filters."""
+
+    scope: list[str] = attrs.Factory(list)
+    operations: list[IgnoredOperation] = attrs.Factory(list)
+    skip_model: bool = False
+
+
+@attrs.define(kw_only=True)
+class QuantizationParams:
+    """The params of POT's DefaultQuantization (and of the algorithms it is made of)."""
+
+    preset: str = "performance"
+    stat_subset_size: Optional[int] = None
+    shuffle_data: bool = False
+    seed: int = 0
+    model_type: Optional[str] = None
+    target_device: Optional[str] = None
+    ignored: Ignored = attrs.Factory(Ignored)
+    weights: Optional[TensorQuantization] = None
+    activations: Optional[TensorQuantization] = None
+    range_estimator: Optional[RangeEstimatorConfig] = None
+    use_layerwise_tuning: bool = False
+    inplace_statistics: Optional[bool] = None
+    dump_intermediate_model: Optional[bool] = None
+    saturation_fix: str = "first_layer"
+    threshold: float = 2.0
+    apply_for_all_nodes: bool = False
+    use_fast_bias: bool = True
+
+
+@attrs.define(kw_only=True)
+class ModelConfig:
+    model_name: str = "model"
+    model: str
+    weights: Optional[str] = None
+
+
+@attrs.define(kw_only=True)
+class EngineConfig:
+    type: str = "simplified"
+    data_source: Optional[str] = None
+    device: str = "CPU"
+    layout: Optional[str] = None
+    stat_requests_number: Optional[int] = None
+
+
+@attrs.define(kw_only=True)
+class AlgorithmConfig:
+    name: str
+    params: Any = attrs.Factory(dict)
+
+
+@attrs.define(kw_only=True)
+class CompressionConfig:
+    target_device: str = "ANY"
+    model_type: Optional[str] = None
+    inplace_statistics: bool = True
+    dump_intermediate_model: bool = False
+    algorithms: list[AlgorithmConfig] = attrs.Factory(list)
+
+
+@attrs.define(kw_only=True)
+class Config:
+    model: Optional[ModelConfig] = None
+    engine: Optional[EngineConfig] = None
+    compression: CompressionConfig = attrs.Factory(CompressionConfig)
+    #: the directory relative paths in the file are resolved against (not a key of the file)
+    base_dir: str = attrs.field(default=".", metadata={"internal": True})
+
+
+# ---- strict structuring --------------------------------------------------------------------------
+def _json_name(t) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[t]
+
+
+def _describe(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (dict, list)):
+        return "an object" if isinstance(v, dict) else "a list"
+    return repr(v)
+
+
+def _strict(t):
+    def hook(v, _):
+        ok = isinstance(v, t) and not (t in (int, float) and isinstance(v, bool))
+        if t is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise TypeError(f"expected {_json_name(t)}, got {_describe(v)}")
+        return t(v)
+    return hook
+
+
+def _make_converter() -> cattrs.Converter:
+    c = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    for t in (int, float, str, bool):
+        c.register_structure_hook(t, _strict(t))
+
+    def any_hook(v, _):
+        return v
+
+    c.register_structure_hook(Any, any_hook)
+
+    def dict_hook(v, t):
+        if not isinstance(v, dict):
+            raise TypeError(f"expected an object, got {_describe(v)}")
+        return dict(v)
+
+    c.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is dict, dict_hook)
+
+    return c
+
+
+_converter = _make_converter()
+
+
+def _check_containers(data: Any, cls: type, path: str) -> None:
+    """Type-check objects and lists before cattrs sees them (it would iterate a string as a list)."""
+    if not attrs.has(cls):
+        return
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or '<top>'}: expected an object, got {_describe(data)}")
+    fields = {f.name: f for f in attrs.fields(cls) if not f.metadata.get("internal")}
+    for key, val in data.items():
+        if key not in fields:
+            raise ConfigError(f"{_join(path, key)}: unknown key (known: {', '.join(sorted(fields))})")
+        t = fields[key].type
+        t = _unwrap_optional(t)
+        if val is None:
+            continue
+        if attrs.has(t):
+            _check_containers(val, t, _join(path, key))
+        elif getattr(t, "__origin__", None) is list:
+            if not isinstance(val, list):
+                raise ConfigError(f"{_join(path, key)}: expected a list, got {_describe(val)}")
+            inner = t.__args__[0]
+            for i, item in enumerate(val):
+                if attrs.has(inner):
+                    _check_containers(item, inner, f"{_join(path, key)}[{i}]")
+        elif getattr(t, "__origin__", None) is dict and not isinstance(val, dict):
+            raise ConfigError(f"{_join(path, key)}: expected an object, got {_describe(val)}")
+
+
+def _unwrap_optional(t):
+    if getattr(t, "__origin__", None) is Union:
+        args = [a for a in t.__args__ if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return t
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _first_error(exc: BaseException, path: str) -> tuple[str, str]:
+    """The path and message of the first leaf error of a cattrs validation error tree."""
+    if isinstance(exc, ClassValidationError):
+        with_notes, without = exc.group_exceptions()
+        if with_notes:
+            sub, note = with_notes[0]
+            return _first_error(sub, path if isinstance(sub, KeyError) else _join(path, note.name))
+        if without:
+            return _first_error(without[0], path)
+    if isinstance(exc, IterableValidationError):
+        with_notes, without = exc.group_exceptions()
+        if with_notes:
+            sub, note = with_notes[0]
+            return _first_error(sub, f"{path}[{note.index}]")
+        if without:
+            return _first_error(without[0], path)
+    if isinstance(exc, ForbiddenExtraKeysError):
+        key = sorted(exc.extra_fields)[0]
+        known = ", ".join(sorted(f.name for f in attrs.fields(exc.cl)))
+        return _join(path, key), f"unknown key (known: {known})"
+    if isinstance(exc, KeyError):
+        return path, f"missing required key {exc.args[0]!r}"
+    return path, str(exc)
+
+
+def structure(data: Any, cls: type, path: str = ""):
+    """Structure ``data`` into ``cls``; any problem is a ConfigError with the key path."""
+    _check_containers(data, cls, path)
+    try:
+        return _converter.structure(data, cls)
+    except ConfigError:
+        raise
+    except Exception as exc:  # cattrs validation tree
+        where, msg = _first_error(exc, path)
+        raise ConfigError(f"{where or '<top>'}: {msg}") from None
+
+
+def unstructure(obj) -> Any:
+    return _converter.unstructure(obj)
+
+
+# ---- loading -------------------------------------------------------------------------------------
+def read_json(path: str) -> Any:
+    """Read JSON with comments; a problem names the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return json5.loads(text, allow_duplicate_keys=False)
+    except ValueError as exc:
+        msg = str(exc).replace("<string>:", "line ").splitlines()[0]
+        raise ConfigError(f"{path}: not valid JSON: {msg}") from None
+
+
+def load_config(path: str) -> Config:
+    """Load and fully validate a POT-style config file."""
+    data = read_json(path)
+    cfg = config_from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)))
+    return cfg
+
+
+def config_from_dict(data: Any, base_dir: str = ".") -> Config:
+    cfg = structure(data, Config)
+    cfg.base_dir = base_dir
+    validate_config(cfg)
+    return cfg
+
+
+# ---- semantic validation -------------------------------------------------------------------------
+def _bad(path: str, msg: str):
+    raise ConfigError(f"{path}: {msg}")
+
+
+def _choice(path: str, value, choices, what="value"):
+    if value is not None and value not in choices:
+        _bad(path, f"unknown {what} {value!r} (known: {', '.join(choices)})")
+
+
+def _check_plugin(path: str, kind: str, name: Optional[str]):
+    if name is None:
+        return
+    from .plugins import get_registry
+
+    reg = get_registry()
+    try:
+        reg.get(kind, name)
+    except KeyError:
+        label = {"estimators": "estimator", "aggregators": "aggregator", "algorithms": "algorithm",
+                 "hw_targets": "target device"}[kind]
+        _bad(path, f"unknown {label} {name!r} (known: {', '.join(reg.names(kind))})")
+
+
+def normalize_model_type(value: Optional[str]) -> Optional[str]:
+    if value is None or value.lower() in ("none", ""):
+        return None
+    return value.lower()
+
+
+def validate_params(p: QuantizationParams, path: str) -> None:
+    """Check the values of DefaultQuantization-style params (types were checked when structuring)."""
+    _choice(f"{path}.preset", p.preset, PRESETS, "preset")
+    if p.stat_subset_size is not None and p.stat_subset_size < 1:
+        _bad(f"{path}.stat_subset_size", f"must be at least 1, got {p.stat_subset_size}")
+    mt = normalize_model_type(p.model_type)
+    if mt is not None and mt not in MODEL_TYPES:
+        _bad(f"{path}.model_type", f"unknown model type {p.model_type!r} (known: None, Transformer)")
+    _check_plugin(f"{path}.target_device", "hw_targets", p.target_device)
+    _choice(f"{path}.saturation_fix", p.saturation_fix, SATURATION_FIX)
+    if not p.threshold > 0:
+        _bad(f"{path}.threshold", f"must be positive, got {p.threshold}")
+    seen = set()
+    for i, s in enumerate(p.ignored.scope):
+        if not s.strip():
+            _bad(f"{path}.ignored.scope[{i}]", "empty node name")
+        if s in seen:
+            _bad(f"{path}.ignored.scope[{i}]", f"duplicate entry {s!r}")
+        seen.add(s)
+    seen_ops = []
+    for i, op in enumerate(p.ignored.operations):
+        if not op.type.strip():
+            _bad(f"{path}.ignored.operations[{i}].type", "empty op type")
+        if (op.type, op.attributes) in seen_ops:
+            _bad(f"{path}.ignored.operations[{i}]", f"duplicate entry for type {op.type!r}")
+        seen_ops.append((op.type, op.attributes))
+    if p.range_estimator is not None:
+        _validate_range(p.range_estimator, f"{path}.range_estimator")
+    for name in ("weights", "activations"):
+        tq = getattr(p, name)
+        if tq is not None:
+            _validate_tensor(tq, f"{path}.{name}")
+
+
+def _validate_tensor(tq: TensorQuantization, path: str) -> None:
+    if tq.bits is not None and not 1 <= tq.bits <= 16:
+        _bad(f"{path}.bits", f"must be between 1 and 16, got {tq.bits}")
+    _choice(f"{path}.mode", tq.mode, MODES, "mode")
+    _choice(f"{path}.granularity", tq.granularity, GRANULARITIES, "granularity")
+    lo, hi = tq.level_low, tq.level_high
+    if lo is not None and hi is not None and lo >= hi:
+        _bad(f"{path}.level_low", f"level_low {lo} must be below level_high {hi}")
+    bits = tq.bits or 8
+    for key, v in (("level_low", lo), ("level_high", hi)):
+        if v is not None and not -(2 ** bits) < v < 2 ** bits:
+            _bad(f"{path}.{key}", f"{v} does not fit in {bits} bits")
+    if lo is not None and hi is not None and hi - lo + 1 > 2 ** bits:
+        _bad(f"{path}.level_high", f"levels [{lo}, {hi}] need more than {bits} bits")
+    if tq.range_estimator is not None:
+        _validate_range(tq.range_estimator, f"{path}.range_estimator")
+
+
+def _validate_range(re_: RangeEstimatorConfig, path: str) -> None:
+    _choice(f"{path}.preset", re_.preset, RANGE_PRESETS, "range estimator preset")
+    for side in ("min", "max"):
+        b = getattr(re_, side)
+        if b is None:
+            continue
+        _check_plugin(f"{path}.{side}.type", "estimators", b.type)
+        _check_plugin(f"{path}.{side}.aggregator", "aggregators", b.aggregator)
+        if b.outlier_prob is not None and not 0 < b.outlier_prob < 0.5:
+            _bad(f"{path}.{side}.outlier_prob", f"must be in (0, 0.5), got {b.outlier_prob}")
+
+
+def validate_config(cfg: Config) -> None:
+    """Check names against the plugin registry, value ranges, and structure each algorithm's params."""
+    comp = cfg.compression
+    _check_plugin("compression.target_device", "hw_targets", comp.target_device)
+    mt = normalize_model_type(comp.model_type)
+    if mt is not None and mt not in MODEL_TYPES:
+        _bad("compression.model_type", f"unknown model type {comp.model_type!r} (known: None, Transformer)")
+    if cfg.engine is not None:
+        _choice("engine.type", cfg.engine.type, ("simplified",), "engine type (ovquant runs the simplified engine)")
+        if cfg.engine.stat_requests_number is not None and cfg.engine.stat_requests_number < 1:
+            _bad("engine.stat_requests_number", "must be at least 1")
+    if not comp.algorithms:
+        _bad("compression.algorithms", "no algorithm given")
+    from .plugins import lookup
+
+    for i, algo in enumerate(comp.algorithms):
+        path = f"compression.algorithms[{i}]"
+        _check_plugin(f"{path}.name", "algorithms", algo.name)
+        cls = lookup("algorithms", algo.name)
+        algo.params = parse_params(cls, algo.params, f"{path}.params", comp)
+
+
+def parse_params(algorithm_cls, raw: Any, path: str, comp: Optional[CompressionConfig] = None):
+    """Structure and validate the params of one algorithm, inheriting the ``compression`` section's
+    target_device, model_type, inplace_statistics and dump_intermediate_model as POT does."""
+    params_cls = getattr(algorithm_cls, "params_class", QuantizationParams)
+    if attrs.has(type(raw)):
+        params = raw
+    else:
+        params = structure({} if raw is None else raw, params_cls, path)
+    if comp is not None:
+        for key in ("target_device", "model_type", "inplace_statistics", "dump_intermediate_model"):
+            if hasattr(params, key) and getattr(params, key) is None:
+                setattr(params, key, getattr(comp, key))
+    check = getattr(algorithm_cls, "validate_params", None)
+    if check is not None:
+        check(params, path)
+    elif isinstance(params, QuantizationParams):
+        validate_params(params, path)
+    return params

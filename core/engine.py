@@ -1,0 +1,183 @@
+"""The calibration engine: one pass over the data collects every statistic a stage asks for.
+
+For each distinct per-sample reduction (tensor, estimator, channel axis) the engine appends the
+estimator's in-graph form to a clone of the model as an extra output, so that only small tensors reach
+Python; estimators without an in-graph form get the raw tensor (exposed once per tensor) and reduce it
+in numpy. Inference runs on an ``AsyncInferQueue`` with the number of requests the device suggests.
+Per-sample values are folded into the aggregators in sample order, so results do not depend on the
+order in which requests complete, and memory grows with the number of samples only for aggregators
+that need every sample.
+"""
+import threading
+import time
+from collections import defaultdict
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import openvino as ov
+
+from .dataset import FeedBuilder, open_source, take, warn_short
+from .errors import DataError, ModelError
+from .plugins import make_aggregator, make_estimator, notify
+from .statistics import Statistic, reduction_axes
+
+F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+class _Reduction:
+    """One per-sample reduction and the aggregators fed by it."""
+
+    def __init__(self, estimator, axes, statistics: list):
+        self.estimator = estimator
+        self.axes = axes
+        self.statistics = statistics
+        self.output_index: Optional[int] = None
+        self.in_graph = False
+
+    def value(self, request) -> np.ndarray:
+        data = request.get_output_tensor(self.output_index).data
+        if self.in_graph:
+            return np.asarray(self.estimator.from_graph(np.array(data)))
+        return np.asarray(self.estimator.reduce(data, self.axes))
+
+
+def _est_params(stat: Statistic) -> dict:
+    return dict(stat.estimator_params)
+
+
+class Engine:
+    """Runs a model over calibration samples and collects statistics.
+
+    ``device`` is the OpenVINO device used for calibration inference (always FP32 precision);
+    ``n_requests`` overrides the number of parallel infer requests; ``inplace_statistics=False`` turns
+    the in-graph reductions off (every estimator then runs in numpy).
+    """
+
+    def __init__(self, device: str = "CPU", n_requests: Optional[int] = None, inplace_statistics: bool = True,
+                 core: Optional[ov.Core] = None):
+        self.device = device
+        self.n_requests = n_requests
+        self.inplace_statistics = inplace_statistics
+        self.core = core or ov.Core()
+        self.last_run: dict = {}
+
+    # ------------------------------------------------------------------------------------------
+    def _plan(self, model: ov.Model, statistics: Sequence[Statistic]):
+        nodes = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+        groups: dict[tuple, list[Statistic]] = defaultdict(list)
+        estimators = {}
+        for st in statistics:
+            est = make_estimator(st.estimator, **_est_params(st))
+            key = (st.tensor, est.key(), st.channel_axis)
+            groups[key].append(st)
+            estimators[key] = est
+        reductions: list[_Reduction] = []
+        raw_index: dict = {}
+        results = []
+        n_out = len(model.outputs)
+        for key, stats in groups.items():
+            tensor, _, channel_axis = key
+            node = nodes.get(tensor.node)
+            if node is None:
+                raise ModelError(f"statistics requested for node {tensor.node!r}, which is not in the model")
+            if tensor.port >= node.get_output_size():
+                raise ModelError(f"node {tensor.node!r} has no output port {tensor.port}")
+            out = node.output(tensor.port)
+            ps = out.get_partial_shape()
+            if ps.rank.is_dynamic:
+                raise ModelError(f"node {tensor.node!r}: output rank is dynamic; cannot reduce it")
+            rank = ps.rank.get_length()
+            axes = reduction_axes(rank, channel_axis)
+            red = _Reduction(estimators[key], axes, stats)
+            graph_out = None
+            if self.inplace_statistics and ps.is_static:
+                graph_out = red.estimator.graph_reduce(out, axes)
+            if graph_out is not None:
+                results.append(ov.opset13.result(graph_out))
+                red.output_index = n_out + len(results) - 1
+                red.in_graph = True
+            else:
+                if tensor not in raw_index:
+                    results.append(ov.opset13.result(out))
+                    raw_index[tensor] = n_out + len(results) - 1
+                red.output_index = raw_index[tensor]
+            reductions.append(red)
+        if results:
+            model.add_results(results)
+        return reductions
+
+    def collect(self, model: ov.Model, statistics: Sequence[Statistic], data: Any,
+                subset_size: Optional[int] = None, stage: int = 1, algorithms: Sequence[str] = ()) -> dict:
+        """Run ``model`` over the first ``subset_size`` samples of ``data`` and return
+        ``{statistic: value}`` for every requested statistic, in one pass."""
+        statistics = list(dict.fromkeys(statistics))
+        t0 = time.perf_counter()
+        if not statistics:
+            notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=0)
+            notify("statistics_collected", stage=stage, n_samples=0, n_statistics=0, seconds=0.0)
+            return {}
+        clone = model.clone()
+        reductions = self._plan(clone, statistics)
+        aggs = {st: make_aggregator(st.aggregator, **dict(st.aggregator_params)) for st in statistics}
+        compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
+        n_req = self.n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        queue = ov.AsyncInferQueue(compiled, int(n_req))
+
+        shapes = [tuple(p.get_partial_shape().to_shape()) if p.get_partial_shape().is_static else None
+                  for p in model.inputs]
+        samples = open_source(data, shapes)
+        n_expected = _maybe_len(samples, subset_size)
+        notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=n_expected or 0)
+        feeds = FeedBuilder(model.inputs)
+        lock = threading.Lock()
+        pending: dict[int, list] = {}
+        state = {"next": 0, "error": None}
+
+        def fold(values: list) -> None:
+            for red, v in zip(reductions, values):
+                for st in red.statistics:
+                    aggs[st].update(v)
+
+        def callback(request, index):
+            try:
+                values = [red.value(request) for red in reductions]
+            except Exception as exc:  # surfaced after wait_all
+                with lock:
+                    state["error"] = state["error"] or exc
+                return
+            with lock:
+                pending[index] = values
+                while state["next"] in pending:
+                    fold(pending.pop(state["next"]))
+                    state["next"] += 1
+            notify("sample_processed", stage=stage, index=index, n_samples=n_expected or 0)
+
+        queue.set_callback(callback)
+        n = 0
+        try:
+            for n, sample in enumerate(take(samples, subset_size), start=1):
+                queue.start_async(feeds(sample, n - 1), userdata=n - 1)
+                if state["error"] is not None:
+                    break
+        finally:
+            queue.wait_all()
+        if state["error"] is not None:
+            raise state["error"]
+        if n == 0:
+            raise DataError("the calibration dataset is empty")
+        warn_short(n, subset_size)
+        out = {st: np.asarray(agg.result()) for st, agg in aggs.items()}
+        secs = time.perf_counter() - t0
+        self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
+                         "n_requests": int(n_req), "n_reductions": len(reductions),
+                         "n_in_graph": sum(r.in_graph for r in reductions)}
+        notify("statistics_collected", stage=stage, n_samples=n, n_statistics=len(out), seconds=secs)
+        return out
+
+
+def _maybe_len(samples: Iterable, subset_size: Optional[int]) -> Optional[int]:
+    try:
+        n = len(samples)  # type: ignore[arg-type]
+    except TypeError:
+        return subset_size
+    return n if subset_size is None else min(n, subset_size)
