@@ -54,7 +54,7 @@ class OpRule:
 
     activations: tuple[Scheme, ...] = ()
     weights: tuple[Scheme, ...] = ()
-    ports: Optional[tuple[int, ...]] = None     # activation input ports to quantize (None: all)
+    ports: Optional[tuple[int, ...]] = None     # input ports to quantize, activations or weights (None: all)
     unified_scales: bool = False                # inputs share one scale (Concat)
     attributes: tuple = ()                      # (name, value) pairs the op must have to match
 
@@ -157,7 +157,7 @@ def _parse(data: Any, path: str) -> HardwareTarget:
     if not isinstance(name, str) or not name:
         _fail("name", "a non-empty string is required")
     ver = data.get("$schema_version", SCHEMA_VERSION)
-    if ver != SCHEMA_VERSION:
+    if ver != SCHEMA_VERSION or isinstance(ver, bool):
         _fail("$schema_version", f"{ver!r} is not supported (this ovquant reads version {SCHEMA_VERSION})")
     aliases = data.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
@@ -181,8 +181,9 @@ def _parse(data: Any, path: str) -> HardwareTarget:
             acts = _scheme_list(spec["activations"], schemes, f"{where}.activations") if "activations" in spec else ()
             wts = _scheme_list(spec["weights"], schemes, f"{where}.weights") if "weights" in spec else ()
             ports = spec.get("ports")
-            if ports is not None and (not isinstance(ports, list) or not all(isinstance(p, int) and p >= 0 for p in ports)):
-                _fail(f"{where}.ports", "expected a list of input port numbers")
+            if ports is not None and (not isinstance(ports, list) or not ports or not all(
+                    isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in ports)):
+                _fail(f"{where}.ports", "expected a non-empty list of input port numbers")
             us = spec.get("unified_scales", False)
             if not isinstance(us, bool):
                 _fail(f"{where}.unified_scales", f"expected true or false, got {us!r}")
@@ -217,6 +218,8 @@ def load_target(source: Any) -> HardwareTarget:
             text = source.read_text(encoding="utf-8") if hasattr(source, "read_text") else open(os.fspath(source), encoding="utf-8").read()
         except OSError as exc:
             raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: not UTF-8 text (byte {exc.start})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -1,0 +1,1 @@
+import os; os.environ.setdefault("OVQUANT_DISABLE_PLUGIN_AUTOLOAD", "1")
