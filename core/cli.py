@@ -20,7 +20,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _cmd_plugins(args) -> int:
-    from .plugins import KINDS, get_registry
+    from .registry import KINDS, get_registry
 
     reg = get_registry()
     titles = {"algorithms": "Algorithms", "estimators": "Range estimators", "aggregators": "Aggregators",

@@ -309,7 +309,7 @@ def _choice(path: str, value, choices, what="value"):
 def _check_plugin(path: str, kind: str, name: Optional[str]):
     if name is None:
         return
-    from .plugins import get_registry
+    from .registry import get_registry
 
     reg = get_registry()
     try:
@@ -403,7 +403,7 @@ def validate_config(cfg: Config) -> None:
             _bad("engine.stat_requests_number", "must be at least 1")
     if not comp.algorithms:
         _bad("compression.algorithms", "no algorithm given")
-    from .plugins import lookup
+    from .registry import lookup
 
     for i, algo in enumerate(comp.algorithms):
         path = f"compression.algorithms[{i}]"

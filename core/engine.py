@@ -18,7 +18,7 @@ import openvino as ov
 
 from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError
-from .plugins import make_aggregator, make_estimator, notify
+from .registry import make_aggregator, make_estimator, notify
 from .statistics import Statistic, reduction_axes
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}

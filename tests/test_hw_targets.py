@@ -7,7 +7,7 @@ from importlib.resources import files
 
 import pytest
 
-from ovquant import hookimpl, plugins
+from ovquant import hookimpl, registry as plugins
 from ovquant.errors import PluginError
 from ovquant.hwtarget import GRANULARITIES, MODES, HardwareTarget, Scheme, load_target
 

@@ -1,0 +1,100 @@
+"""Reading models, and writing outputs atomically."""
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+import openvino as ov
+
+from .errors import ModelError, OVQuantError
+
+MODEL_SUFFIXES = (".xml", ".onnx")
+
+
+def read_model(path: str, weights: Optional[str] = None, core: Optional[ov.Core] = None) -> ov.Model:
+    """Read an OpenVINO IR (.xml + .bin) or an ONNX model; problems name the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: no such model file")
+    if not path.lower().endswith(MODEL_SUFFIXES):
+        raise ModelError(f"{path}: unsupported model file type (give an OpenVINO .xml or an .onnx)")
+    if path.lower().endswith(".xml"):
+        bin_path = weights or os.path.splitext(path)[0] + ".bin"
+        if not os.path.isfile(bin_path):
+            raise ModelError(f"{bin_path}: no such weights file (the .bin of {path})")
+    core = core or ov.Core()
+    try:
+        return core.read_model(path, weights) if weights else core.read_model(path)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        msg = next((l for l in first if l.strip() and "Exception from" not in l), first[0] if first else "")
+        raise ModelError(f"{path}: cannot read the model: {msg.strip()[:300]}") from None
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE). False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    AT_FDCWD = -100
+    rc = fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def save_outputs(model: ov.Model, output_dir: str, name: str, report: dict) -> dict:
+    """Write ``<name>.xml``, ``<name>.bin`` and ``<name>.report.json`` into ``output_dir`` atomically.
+
+    Everything is written to a temporary folder beside ``output_dir`` first. When ``output_dir`` already
+    exists, the rest of its content is hard-linked into the new folder and the two folders are swapped
+    in one atomic rename, so a run killed at any moment leaves either the old or the new output whole.
+    """
+    output_dir = os.path.abspath(output_dir)
+    parent = os.path.dirname(output_dir)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    except OSError as exc:
+        raise OVQuantError(f"{output_dir}: cannot create the output folder: {exc.strerror}") from None
+    try:
+        xml = os.path.join(tmp, f"{name}.xml")
+        ov.save_model(model, xml, compress_to_fp16=False)
+        with open(os.path.join(tmp, f"{name}.report.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2, sort_keys=False)
+            f.write("\n")
+        for fn in os.listdir(tmp):
+            with open(os.path.join(tmp, fn), "rb") as f:
+                os.fsync(f.fileno())
+        mine = {f"{name}.xml", f"{name}.bin", f"{name}.report.json"}
+        if os.path.isdir(output_dir):
+            for entry in os.listdir(output_dir):
+                if entry in mine:
+                    continue
+                src, dst = os.path.join(output_dir, entry), os.path.join(tmp, entry)
+                if os.path.isdir(src) and not os.path.islink(src):
+                    shutil.copytree(src, dst, symlinks=True, copy_function=os.link)
+                else:
+                    os.link(src, dst, follow_symlinks=False)
+            if not _exchange(tmp, output_dir):
+                old = tmp + ".old"
+                os.rename(output_dir, old)
+                os.rename(tmp, output_dir)
+                tmp = old
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(output_dir):
+            raise OVQuantError(f"{output_dir}: exists and is not a folder")
+        else:
+            os.rename(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"xml": os.path.join(output_dir, f"{name}.xml"), "bin": os.path.join(output_dir, f"{name}.bin"),
+            "report": os.path.join(output_dir, f"{name}.report.json")}

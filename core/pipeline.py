@@ -1,0 +1,123 @@
+"""Pipelines: a sequence of registered algorithms run over one model with one engine.
+
+For each algorithm the pipeline asks which statistics it needs on the model as the previous algorithms
+left it, collects them in one pass over the calibration data, and lets the algorithm edit the model.
+Composite algorithms (``steps``) expand to their registered parts, sharing their params.
+"""
+import time
+from typing import Any, Optional, Sequence
+
+import attrs
+import openvino as ov
+
+from .config import QuantizationParams, normalize_model_type, parse_params
+from .engine import Engine
+from .errors import ConfigError
+from .graph import Graph
+from .registry import lookup, notify
+
+
+@attrs.define
+class Context:
+    """What every algorithm of a run shares: the hardware target, the engine, the run report."""
+
+    target: Any
+    engine: Engine
+    strict: bool = False
+    report: dict = attrs.Factory(dict)
+
+
+@attrs.define
+class Step:
+    name: str
+    params: Any
+
+
+def expand(name: str, params: Any, path: str = "algorithm") -> list:
+    """The leaf steps of algorithm ``name`` (a composite expands to its registered ``steps``)."""
+    try:
+        cls = lookup("algorithms", name)
+    except KeyError as exc:
+        raise ConfigError(f"{path}.name: {exc.args[0]}") from None
+    if not cls.steps:
+        return [Step(name, params)]
+    out = []
+    for sub in cls.steps:
+        out.extend(expand(sub, params, path))
+    return out
+
+
+class Pipeline:
+    """Runs ``steps`` (``[(name, params), ...]``; params may be a dict or a params object)."""
+
+    def __init__(self, steps: Sequence, target_device: str = "ANY", engine: Optional[Engine] = None,
+                 strict: bool = False):
+        self.steps: list[Step] = []
+        for i, item in enumerate(steps):
+            name, params = (item.name, item.params) if isinstance(item, Step) else item
+            cls = lookup("algorithms", name) if _known(name) else None
+            if cls is None:
+                from .registry import known
+                raise ConfigError(f"pipeline[{i}]: unknown algorithm {name!r} (known: {', '.join(known('algorithms'))})")
+            params = parse_params(cls, params if params is not None else {}, f"pipeline[{i}].params")
+            self.steps.extend(expand(name, params, f"pipeline[{i}]"))
+        self.target_device = target_device
+        self.engine = engine or Engine()
+        self.strict = strict
+
+    @property
+    def names(self) -> list:
+        return [s.name for s in self.steps]
+
+    def _target(self):
+        device = self.target_device
+        for s in self.steps:
+            device = getattr(s.params, "target_device", None) or device
+        try:
+            return lookup("hw_targets", device)
+        except KeyError as exc:
+            raise ConfigError(f"target_device: {exc.args[0]}") from None
+
+    def run(self, model: ov.Model, data: Any, subset_size: Optional[int] = None) -> tuple:
+        """Quantize ``model`` in place and return ``(model, report)``."""
+        target = self._target()
+        ctx = Context(target=target, engine=self.engine, strict=self.strict)
+        graph = Graph(model)
+        report = {"algorithms": [], "stages": [], "target_device": target.name}
+        t_run = time.perf_counter()
+        for i, step in enumerate(self.steps, start=1):
+            algo = lookup("algorithms", step.name)(step.params, ctx)
+            n = subset_size if subset_size is not None else getattr(step.params, "stat_subset_size", None)
+            t0 = time.perf_counter()
+            requested = list(algo.statistics(graph))
+            stats = self.engine.collect(graph.model, requested, data, n, stage=i, algorithms=[step.name]) if requested else {}
+            t1 = time.perf_counter()
+            if requested:
+                report["stages"].append({"stage": i, "algorithms": [step.name], "seconds": round(t1 - t0, 3),
+                                         **{k: v for k, v in self.engine.last_run.items() if k != "stage"}})
+            entry = algo.apply(graph, stats) or {}
+            graph.invalidate()
+            secs = time.perf_counter() - t1
+            report["algorithms"].append({"name": step.name, "seconds": round(secs, 3), **entry})
+            notify("algorithm_finished", name=step.name, seconds=secs, report=entry)
+        report["seconds"] = round(time.perf_counter() - t_run, 3)
+        return graph.model, report
+
+
+def _known(name: str) -> bool:
+    try:
+        lookup("algorithms", name)
+        return True
+    except KeyError:
+        return False
+
+
+def default_params(**overrides) -> QuantizationParams:
+    p = QuantizationParams()
+    for k, v in overrides.items():
+        if not hasattr(p, k):
+            raise ConfigError(f"{k}: unknown parameter")
+        setattr(p, k, v)
+    if p.model_type is not None:
+        p.model_type = normalize_model_type(p.model_type)
+    return p

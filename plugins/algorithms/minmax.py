@@ -1,0 +1,291 @@
+"""MinMaxQuantization: insert FakeQuantize ops where the hardware target runs int8, with ranges from
+calibration statistics (POT's semantics).
+
+Ranges, for a quantizer with ``levels`` integer levels:
+
+* activations, symmetric: ``hi = max(M, max(8e-5, 0.01 * max_c M))`` with ``M`` the aggregated max
+  estimate; ``lo = 0`` when the aggregated min is >= 0 (e.g. after ReLU: unsigned), else
+  ``lo = -hi * levels / (levels - 2)`` (int8 zero point 128, scale ``hi / 127``).
+* activations and weights, asymmetric: widen ranges narrower than 8e-4, include 0
+  (``lo = min(lo, 0)``, ``hi = max(hi, 0)``), then move one border outward so that 0 falls exactly on
+  the integer grid (whichever moves less).
+* weights, symmetric: per output channel ``[-hi, hi]`` with ``hi`` the channel's abs max (floored as
+  above), levels 255 for [-127, 127]. With the saturation fix (CPU, first convolution(s) by default) the
+  weights use a 7-bit grid: the range is widened by 254/126 so that only [-63, 63] is used.
+
+Default estimators (per sample, then aggregator over samples), as POT: symmetric per tensor: min/min and
+abs_max/mean; asymmetric per tensor: min/mean and max/mean; per channel: min/min and (abs_)max/max.
+``range_estimator.preset: quantile`` uses quantile (abs_quantile for a symmetric max) with outlier_prob
+1e-4. Unified-scale groups (Concat inputs) share the min of their mins and the max of their maxes.
+"""
+import warnings
+from typing import Optional
+
+import numpy as np
+
+from ovquant import hookimpl
+from ovquant.algorithm import Algorithm
+from ovquant.config import normalize_model_type
+from ovquant.graph import Graph, type_of
+from ovquant.registry import make_estimator
+from ovquant.statistics import Statistic, TensorRef
+
+from .placement import check_unmatched, find_quantizers
+
+ZERO_FLOOR = 8e-5
+ASYM_MIN_RANGE = 8e-4
+FIRST_LAYER_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
+
+
+# ---- range estimator configuration ---------------------------------------------------------------
+def default_estimators(kind: str, mode: str, granularity: str) -> dict:
+    """POT's default (type, aggregator) per side."""
+    if kind == "weights":
+        if mode == "symmetric":
+            return {"max": {"type": "abs_max", "aggregator": "max"}}
+        return {"min": {"type": "min", "aggregator": "min"}, "max": {"type": "max", "aggregator": "max"}}
+    if granularity == "perchannel":
+        return {"min": {"type": "min", "aggregator": "min"},
+                "max": {"type": "abs_max" if mode == "symmetric" else "max", "aggregator": "max"}}
+    if mode == "symmetric":
+        return {"min": {"type": "min", "aggregator": "min"}, "max": {"type": "abs_max", "aggregator": "mean"}}
+    return {"min": {"type": "min", "aggregator": "mean"}, "max": {"type": "max", "aggregator": "mean"}}
+
+
+def estimator_config(params, kind: str, mode: str, granularity: str) -> dict:
+    """Defaults, then ``range_estimator.preset``, then the user's min/max entries (merged)."""
+    cfg = default_estimators(kind, mode, granularity)
+    cfg.setdefault("min", {"type": "min", "aggregator": "min"})
+    tq = getattr(params, kind, None)
+    re_ = (tq.range_estimator if tq is not None and tq.range_estimator is not None else params.range_estimator)
+    if re_ is None:
+        return cfg
+    if re_.preset == "quantile":
+        cfg["min"] = {**cfg["min"], "type": "quantile", "outlier_prob": 1e-4}
+        cfg["max"] = {**cfg["max"], "type": "abs_quantile" if mode == "symmetric" else "quantile", "outlier_prob": 1e-4}
+    for side in ("min", "max"):
+        user = getattr(re_, side)
+        if user is not None:
+            cfg[side] = {**cfg[side], **{k: v for k, v in (("type", user.type), ("aggregator", user.aggregator),
+                                                          ("outlier_prob", user.outlier_prob),
+                                                          ("clipping_value", user.clipping_value)) if v is not None}}
+    return cfg
+
+
+def _stat(tensor: TensorRef, side: str, spec: dict, axis) -> Statistic:
+    est_params = {"side": side}
+    if "outlier_prob" in spec:
+        est_params["outlier_prob"] = spec["outlier_prob"]
+    return Statistic.make(tensor, spec["type"], spec.get("aggregator", "mean"), axis, est_params)
+
+
+# ---- range math ----------------------------------------------------------------------------------
+def fix_zero_symmetric(hi: np.ndarray) -> np.ndarray:
+    hi = np.asarray(hi, np.float64)
+    return np.maximum(hi, max(ZERO_FLOOR, 0.01 * float(np.max(hi)) if hi.size else ZERO_FLOOR))
+
+
+def tune_range(lo: np.ndarray, hi: np.ndarray, levels: int) -> tuple:
+    """Move one border outward so that 0 falls exactly on the grid of ``levels`` levels."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    n = levels - 1
+    zp = np.round(-lo * n / (hi - lo))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo1 = np.where(zp < n, zp * hi / (zp - n), lo)    # keep hi, move lo
+        hi2 = np.where(zp > 0, lo * (zp - n) / zp, hi)    # keep lo, move hi
+    use1 = (hi - lo1) <= (hi2 - lo)
+    use1 = np.where(zp >= n, False, np.where(zp <= 0, True, use1))
+    return np.where(use1, lo1, lo), np.where(use1, hi, hi2)
+
+
+def asymmetric_range(lo, hi, levels: int) -> tuple:
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    narrow = (hi - lo) < ASYM_MIN_RANGE
+    mid = (hi + lo) / 2
+    lo = np.where(narrow, mid - ASYM_MIN_RANGE / 2, lo)
+    hi = np.where(narrow, mid + ASYM_MIN_RANGE / 2, hi)
+    lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+    return tune_range(lo, hi, levels)
+
+
+def activation_range(scheme, mn, mx) -> tuple:
+    levels = scheme.levels
+    if scheme.mode == "symmetric":
+        hi = fix_zero_symmetric(mx)
+        unsigned = mn is not None and bool(np.all(np.asarray(mn) >= 0)) and (scheme.level_low is None or scheme.level_low >= 0)
+        lo = np.zeros_like(hi) if unsigned else -hi * levels / (levels - 2)
+        return lo, hi
+    return asymmetric_range(mn, mx, levels)
+
+
+def _clip(spec: dict, value: np.ndarray, side: str) -> np.ndarray:
+    c = spec.get("clipping_value")
+    if c is None:
+        return value
+    return np.minimum(value, c) if side == "max" else np.maximum(value, -abs(c))
+
+
+# ---- the algorithm -------------------------------------------------------------------------------
+class MinMaxQuantization(Algorithm):
+    """Inserts FakeQuantize ops at the places the hardware target runs in int8 and sets their ranges
+    from the calibration statistics (see the module docstring for the math)."""
+
+    name = "MinMaxQuantization"
+
+    def __init__(self, params, context):
+        super().__init__(params, context)
+        self.quantizers = None
+        self.ignored = set()
+
+    def _plan(self, graph: Graph):
+        extra = ()
+        if normalize_model_type(self.params.model_type) == "transformer":
+            extra = TRANSFORMER_IGNORED_TYPES
+        qs, ignored, unmatched = find_quantizers(graph, self.context.target, self.params, extra)
+        check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
+        self.quantizers, self.ignored = qs, ignored
+        return qs
+
+    def _act_stats(self, q) -> dict:
+        cfg = estimator_config(self.params, "activations", q.scheme.mode, q.scheme.granularity)
+        t = TensorRef(*q.source)
+        out = {"max": _stat(t, "max", cfg["max"], q.channel_axis), "cfg": cfg}
+        # the min side is per tensor for symmetric schemes (it only decides signedness)
+        min_axis = q.channel_axis if q.scheme.mode == "asymmetric" else None
+        out["min"] = _stat(t, "min", cfg["min"], min_axis)
+        return out
+
+    def statistics(self, graph: Graph):
+        qs = self._plan(graph)
+        for q in qs:
+            if q.kind == "activations":
+                s = self._act_stats(q)
+                yield s["min"]
+                yield s["max"]
+
+    def apply(self, graph: Graph, stats) -> dict:
+        qs = self.quantizers if self.quantizers is not None else self._plan(graph)
+        acts = [q for q in qs if q.kind == "activations"]
+        values = {}
+        for q in acts:
+            s = self._act_stats(q)
+            mn = _clip(s["cfg"]["min"], np.asarray(stats[s["min"]], np.float64), "min")
+            mx = _clip(s["cfg"]["max"], np.asarray(stats[s["max"]], np.float64), "max")
+            values[q.name] = (mn, mx)
+        groups: dict = {}
+        for q in acts:
+            if q.group is not None:
+                groups.setdefault(q.group, []).append(q)
+        for members in groups.values():
+            mn = min(float(np.min(values[q.name][0])) for q in members)
+            mx = max(float(np.max(values[q.name][1])) for q in members)
+            for q in members:
+                values[q.name] = (np.asarray(mn), np.asarray(mx))
+
+        report = []
+        first = self._first_layer_weights(graph)
+        for q in acts:
+            mn, mx = values[q.name]
+            lo, hi = activation_range(q.scheme, mn, mx)
+            lo, hi = self._shape_activation(graph, q, lo, hi)
+            targets = [graph.node(n).input(p) for n, p in q.inputs]
+            graph.insert_fake_quantize(targets, lo, hi, q.scheme.levels, q.name)
+            report.append(self._entry(q, lo, hi))
+        for q in qs:
+            if q.kind != "weights":
+                continue
+            node = graph.node(q.source[0])
+            out = node.input_value(q.source[1])
+            w = Graph.constant_value(out).astype(np.float64)
+            lo, hi = self._weight_range(q, w)
+            levels = q.scheme.levels
+            if q.source[0] in first:
+                lo, hi = self._half_range(q, lo, hi)
+            graph.insert_fake_quantize(node.input(q.source[1]), lo, hi, levels, q.name)
+            e = self._entry(q, lo, hi)
+            e["saturation_fix"] = q.source[0] in first
+            report.append(e)
+        return {"quantizers": report, "n_fake_quantize": len(report),
+                "ignored": sorted(self.ignored)}
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def _shape_activation(self, graph, q, lo, hi):
+        lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+        if q.channel_axis is None or lo.ndim == 0 and hi.ndim == 0:
+            return lo.reshape(()) if lo.size == 1 else lo, hi.reshape(()) if hi.size == 1 else hi
+        rank = graph.node(q.source[0]).output(q.source[1]).get_partial_shape().rank.get_length()
+        shape = [1] * rank
+        c = max(lo.size, hi.size)
+        shape[q.channel_axis] = c
+        return np.broadcast_to(lo, (c,)).reshape(shape), np.broadcast_to(hi, (c,)).reshape(shape)
+
+    def _weight_range(self, q, w: np.ndarray) -> tuple:
+        axes = tuple(a for a in range(w.ndim) if q.channel_axis is None or a not in q.channel_axis)
+        cfg = estimator_config(self.params, "weights", q.scheme.mode, q.scheme.granularity)
+
+        def estimate(side):
+            spec = cfg[side]
+            est = make_estimator(spec["type"], side=side, outlier_prob=spec.get("outlier_prob", 1e-4))
+            v = np.asarray(est.reduce(w[None], tuple(a + 1 for a in axes)), np.float64)[0]
+            keep = [1 if a in axes else w.shape[a] for a in range(w.ndim)]
+            return _clip(spec, v.reshape(keep), side)
+
+        if q.scheme.mode == "symmetric":
+            hi = fix_zero_symmetric(estimate("max"))
+            if q.scheme.level_low is not None and q.scheme.level_low >= 0:
+                return np.zeros_like(hi), hi
+            # a symmetric grid with an even number of levels gets one more step on the negative side
+            lo = -hi if q.scheme.levels % 2 == 1 else -hi * q.scheme.levels / (q.scheme.levels - 2)
+            return lo, hi
+        return asymmetric_range(estimate("min"), estimate("max"), q.scheme.levels)
+
+    def _half_range(self, q, lo, hi):
+        """Saturation fix: use a 7-bit grid inside the 8-bit export levels."""
+        levels = q.scheme.levels
+        half = levels // 2 + (levels % 2) - 1 if levels % 2 else levels // 2
+        factor = (levels - 1) / (half - 1)
+        return lo * factor, hi * factor
+
+    def _first_layer_weights(self, graph: Graph) -> set:
+        mode = self.params.saturation_fix
+        if mode == "no" or not self.context.target.saturation_fix:
+            return set()
+        if mode == "all":
+            return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
+        found, seen = set(), set()
+        stack = [p.get_node() for p in graph.model.get_parameters()]
+        while stack:
+            n = stack.pop()
+            if n.get_friendly_name() in seen:
+                continue
+            seen.add(n.get_friendly_name())
+            if n.get_type_name() in FIRST_LAYER_TYPES:
+                found.add(n.get_friendly_name())
+                continue
+            for i in range(n.get_output_size()):
+                stack.extend(Graph.consumer_nodes(n.output(i)))
+        return found
+
+    @staticmethod
+    def _entry(q, lo, hi) -> dict:
+        lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+        e = {"name": q.name, "kind": q.kind, "tensor": f"{q.source[0]}:{q.source[1]}",
+             "consumers": [f"{n}:{p}" for n, p in q.inputs], "levels": q.scheme.levels,
+             "scheme": q.scheme.describe(), "granularity": q.scheme.granularity}
+        if lo.size == 1 and hi.size == 1:
+            e["range"] = [round(float(lo.ravel()[0]), 6), round(float(hi.ravel()[0]), 6)]
+        else:
+            e["range"] = [round(float(lo.min()), 6), round(float(hi.max()), 6)]
+            e["channels"] = int(max(lo.size, hi.size))
+        if q.group is not None:
+            e["unified_scale_group"] = q.group
+        return e
+
+
+#: op types a Transformer keeps in float (POT: residual and normalization arithmetic)
+TRANSFORMER_IGNORED_TYPES = ("Add", "Power", "Squeeze", "Subtract", "ReduceMean", "SquaredDifference", "MVN")
+
+
+@hookimpl
+def register_algorithms(register):
+    register(MinMaxQuantization)

@@ -1,0 +1,105 @@
+"""Small real OpenVINO models built with the opset API, for the tests (no files, no downloads)."""
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+RNG_SEED = 0
+
+
+def _w(rng, *shape, scale=0.3):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def conv_bias(x, rng, c_out, k=3, pad=1, name="conv", group=None, stride=1):
+    x = x.output(0) if isinstance(x, ov.Node) else x
+    c_in = x.get_partial_shape()[1].get_length()
+    if group:
+        w = ops.constant(_w(rng, c_in, 1, 1, k, k), name=f"{name}/weights")
+        y = ops.group_convolution(x, w, [stride, stride], [pad, pad], [pad, pad], [1, 1], name=name)
+    else:
+        w = ops.constant(_w(rng, c_out, c_in, k, k, scale=1.0 / np.sqrt(c_in * k * k)), name=f"{name}/weights")
+        y = ops.convolution(x, w, [stride, stride], [pad, pad], [pad, pad], [1, 1], name=name)
+    b = ops.constant(_w(rng, 1, c_out if not group else c_in, 1, 1, scale=0.1), name=f"{name}/bias")
+    return ops.add(y, b, name=f"{name}/add")
+
+
+def conv_net(seed=RNG_SEED, hw=16) -> ov.Model:
+    """conv-bias-relu, maxpool, conv-bias-relu, depthwise conv-bias-relu, global avg, FC."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, 3, hw, hw], np.float32, name="image")
+    y = ops.relu(conv_bias(x, rng, 8, name="conv1"), name="relu1")
+    y = ops.max_pool(y, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2], name="pool1").output(0)
+    y = ops.relu(conv_bias(y, rng, 16, name="conv2"), name="relu2")
+    y = ops.relu(conv_bias(y, rng, 16, name="dwconv", group=True), name="relu3")
+    y = ops.reduce_mean(y, ops.constant(np.array([2, 3])), keep_dims=False, name="gap")
+    w = ops.constant(_w(rng, 10, 16), name="fc/weights")
+    y = ops.matmul(y, w, False, True, name="fc")
+    y = ops.add(y, ops.constant(_w(rng, 1, 10, scale=0.1)), name="fc/add")
+    r = ops.result(y, name="logits")
+    return ov.Model([r], [x], "conv_net")
+
+
+def residual_net(seed=RNG_SEED, hw=8) -> ov.Model:
+    """conv-relu feeding a conv and a residual Add, then Concat with another branch, then conv."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, 4, hw, hw], np.float32, name="input")
+    a = ops.relu(conv_bias(x, rng, 8, name="conv1"), name="relu1")
+    b = conv_bias(a, rng, 8, name="conv2")
+    s = ops.relu(ops.add(a, b, name="residual_add"), name="relu2")
+    c = ops.sigmoid(conv_bias(x, rng, 4, name="conv3"), name="sigmoid")
+    cat = ops.concat([s, c], axis=1, name="concat")
+    y = conv_bias(cat, rng, 6, k=1, pad=0, name="conv4")
+    return ov.Model([ops.result(y, name="out")], [x], "residual_net")
+
+
+def matmul_net(seed=RNG_SEED, tokens=6, hidden=8) -> ov.Model:
+    """A MatMul with constant weights, and a MatMul of two activations (attention-like)."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, tokens, hidden], np.float32, name="x")
+    q = ops.add(ops.matmul(x, ops.constant(_w(rng, hidden, hidden)), False, True, name="q"),
+                ops.constant(_w(rng, hidden, scale=0.1)), name="q/add")
+    k = ops.add(ops.matmul(x, ops.constant(_w(rng, hidden, hidden)), False, True, name="k"),
+                ops.constant(_w(rng, hidden, scale=0.1)), name="k/add")
+    att = ops.softmax(ops.matmul(q, k, False, True, name="qk"), -1, name="softmax")
+    y = ops.matmul(att, x, False, False, name="av")
+    return ov.Model([ops.result(y, name="out")], [x], "matmul_net")
+
+
+def int_input_net(seed=RNG_SEED, vocab=20, tokens=5, hidden=8) -> ov.Model:
+    """Token ids (i64) -> embedding Gather -> MatMul: the integer input must never be quantized."""
+    rng = np.random.default_rng(seed)
+    ids = ops.parameter([1, tokens], np.int64, name="input_ids")
+    emb = ops.gather(ops.constant(_w(rng, vocab, hidden)), ids, ops.constant(np.int64(0)), name="embedding")
+    y = ops.matmul(emb, ops.constant(_w(rng, 4, hidden)), False, True, name="proj")
+    return ov.Model([ops.result(y, name="out")], [ids], "int_input_net")
+
+
+def activations(model: ov.Model, names, samples) -> dict:
+    """Reference: the FP32 output 0 of each named node for each sample, with a plain infer request."""
+    m = model.clone()
+    nodes = {n.get_friendly_name(): n for n in m.get_ordered_ops()}
+    m.add_outputs([nodes[n].output(0) for n in names])
+    cm = ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    req = cm.create_infer_request()
+    k = len(model.outputs)
+    out = {n: [] for n in names}
+    for s in samples:
+        req.infer(s)
+        for i, n in enumerate(names):
+            out[n].append(np.array(req.get_output_tensor(k + i).data))
+    return {n: np.stack(v) for n, v in out.items()}
+
+
+def random_samples(model: ov.Model, n: int, seed: int = 1, scale: float = 1.0) -> list:
+    rng = np.random.default_rng(seed)
+    res = []
+    for _ in range(n):
+        feed = []
+        for inp in model.inputs:
+            shape = tuple(inp.get_shape())
+            if inp.get_element_type() == ov.Type.i64:
+                feed.append(rng.integers(0, 20, shape).astype(np.int64))
+            else:
+                feed.append((rng.standard_normal(shape) * scale).astype(np.float32))
+        res.append(feed[0] if len(feed) == 1 else feed)
+    return res
