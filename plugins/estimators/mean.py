@@ -1,0 +1,32 @@
+"""Built-in estimator ``mean``: the mean of the finite values of each slice."""
+import warnings
+
+import numpy as np
+import openvino.opset13 as ops
+
+from ovquant import hookimpl
+from ovquant.statistics import Estimator
+
+
+class MeanEstimator(Estimator):
+    """``y = sum(x) / count(x)`` over the reduced axes, finite values only, summed in float64 (NaN for a
+    slice without any finite value).
+
+    In graph: ``ReduceMean`` (float32, does not skip NaN/Inf).
+    """
+
+    name = "mean"
+
+    def reduce(self, x, axes):
+        x = np.asarray(x)
+        with warnings.catch_warnings():  # "Mean of empty slice" gives NaN, as documented
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.mean(x, axis=axes, dtype=np.float64, where=np.isfinite(x)).astype(np.float32)
+
+    def graph_reduce(self, output, axes):
+        return ops.reduce_mean(output, np.array(axes, np.int64), keep_dims=False).output(0)
+
+
+@hookimpl
+def register_estimators(register):
+    register(MeanEstimator)
