@@ -91,9 +91,18 @@ def quantize_with_report(model: ov.Model, calibration_dataset: Any, config: Any 
     pipe = build_pipeline(config, pipeline=pipeline, strict=strict, engine=engine, **overrides)
     fp32 = model
     q, report = pipe.run(model.clone(), calibration_dataset)
+    compress_weights(q)
     report["pipeline"] = pipe.names
     report["output_error"] = output_error(fp32, q, calibration_dataset)
     return q, report
+
+
+def compress_weights(model: ov.Model) -> ov.Model:
+    """Fold weight FakeQuantizes into int8 Constants + Convert (+ Subtract) + Multiply, in place."""
+    from openvino._offline_transformations import compress_quantize_weights_transformation
+
+    compress_quantize_weights_transformation(model)
+    return model
 
 
 def quantize(model: ov.Model, calibration_dataset: Any, config: Any = None, **kwargs) -> ov.Model:

@@ -19,7 +19,7 @@ import openvino as ov
 from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError
 from .registry import make_aggregator, make_estimator, notify
-from .statistics import Statistic, reduction_axes
+from .statistics import Statistic, reduction_axes, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
@@ -31,14 +31,19 @@ class _Reduction:
         self.estimator = estimator
         self.axes = axes
         self.statistics = statistics
-        self.output_index: Optional[int] = None
-        self.in_graph = False
+        self.output_index: Optional[int] = None   # raw tensor output (numpy form)
+        self.packed: Optional[tuple] = None       # (offset, shape) in the packed in-graph output
 
-    def value(self, request) -> np.ndarray:
-        data = request.get_output_tensor(self.output_index).data
-        if self.in_graph:
-            return np.asarray(self.estimator.from_graph(np.array(data)))
-        return np.asarray(self.estimator.reduce(data, self.axes))
+    @property
+    def in_graph(self) -> bool:
+        return self.packed is not None
+
+    def value(self, request, flat: Optional[np.ndarray]) -> np.ndarray:
+        if self.packed is not None:
+            off, shape = self.packed
+            size = int(np.prod(shape, dtype=np.int64))
+            return np.asarray(self.estimator.from_graph(flat[off:off + size].reshape(shape)))
+        return np.asarray(self.estimator.reduce(request.get_output_tensor(self.output_index).data, self.axes))
 
 
 def _est_params(stat: Statistic) -> dict:
@@ -73,8 +78,9 @@ class Engine:
             estimators[key] = est
         reductions: list[_Reduction] = []
         raw_index: dict = {}
-        results = []
-        n_out = len(model.outputs)
+        packed: dict = {}      # in-graph output -> (offset, shape, output)
+        offset = 0
+        raw_results = []
         for key, stats in groups.items():
             tensor, _, channel_axis = key
             node = nodes.get(tensor.node)
@@ -86,24 +92,34 @@ class Engine:
             ps = out.get_partial_shape()
             if ps.rank.is_dynamic:
                 raise ModelError(f"node {tensor.node!r}: output rank is dynamic; cannot reduce it")
-            rank = ps.rank.get_length()
-            axes = reduction_axes(rank, channel_axis)
+            axes = reduction_axes(ps.rank.get_length(), channel_axis)
             red = _Reduction(estimators[key], axes, stats)
             graph_out = None
             if self.inplace_statistics and ps.is_static:
                 graph_out = red.estimator.graph_reduce(out, axes)
-            if graph_out is not None:
-                results.append(ov.opset13.result(graph_out))
-                red.output_index = n_out + len(results) - 1
-                red.in_graph = True
+            if graph_out is not None and graph_out.get_partial_shape().is_static:
+                gkey = (graph_out.get_node().get_friendly_name(), graph_out.get_index())
+                if gkey not in packed:
+                    shape = tuple(graph_out.get_shape())
+                    packed[gkey] = (offset, shape, graph_out)
+                    offset += int(np.prod(shape, dtype=np.int64))
+                red.packed = packed[gkey][:2]
             else:
                 if tensor not in raw_index:
-                    results.append(ov.opset13.result(out))
-                    raw_index[tensor] = n_out + len(results) - 1
+                    raw_results.append(ov.opset13.result(out))
+                    raw_index[tensor] = len(model.outputs) + len(raw_results)  # after the packed output
                 red.output_index = raw_index[tensor]
             reductions.append(red)
-        if results:
-            model.add_results(results)
+        # every in-graph value travels in ONE f32 output: one tensor read per sample in Python
+        flat = []
+        for _, (_, shape, o) in sorted(packed.items(), key=lambda kv: kv[1][0]):
+            if o.get_element_type() != ov.Type.f32:
+                o = ov.opset13.convert(o, ov.Type.f32).output(0)
+            flat.append(ov.opset13.reshape(o, ov.opset13.constant(np.array([-1], np.int64)), False).output(0))
+        if not flat:
+            flat.append(ov.opset13.constant(np.zeros(1, np.float32)).output(0))
+        pack = ov.opset13.concat(flat, 0) if len(flat) > 1 else flat[0].get_node()
+        model.add_results([ov.opset13.result(pack)] + raw_results)
         return reductions
 
     def collect(self, model: ov.Model, statistics: Sequence[Statistic], data: Any,
@@ -117,7 +133,9 @@ class Engine:
             notify("statistics_collected", stage=stage, n_samples=0, n_statistics=0, seconds=0.0)
             return {}
         clone = model.clone()
-        reductions = self._plan(clone, statistics)
+        packed_index = len(clone.outputs)
+        with shared_reductions():
+            reductions = self._plan(clone, statistics)
         aggs = {st: make_aggregator(st.aggregator, **dict(st.aggregator_params)) for st in statistics}
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
         n_req = self.n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
@@ -140,7 +158,8 @@ class Engine:
 
         def callback(request, index):
             try:
-                values = [red.value(request) for red in reductions]
+                flat = np.array(request.get_output_tensor(packed_index).data)
+                values = [red.value(request, flat) for red in reductions]
             except Exception as exc:  # surfaced after wait_all
                 with lock:
                     state["error"] = state["error"] or exc

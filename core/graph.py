@@ -24,6 +24,28 @@ def type_of(node: ov.Node) -> str:
     return t
 
 
+_NONNEG_OPS = {"Relu", "Sigmoid", "HSigmoid", "Softmax", "Exp", "Abs", "SoftPlus", "Sqrt"}
+_NONNEG_PASS = {"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "ReduceMax", "ReduceMean", "AvgPool",
+                "StridedSlice", "Slice", "Split", "VariadicSplit", "Interpolate", "Concat", "Gather"}
+
+
+def is_nonnegative(output: ov.Output, depth: int = 8) -> bool:
+    """Whether ``output`` is >= 0 by construction: produced by ReLU, Clamp with a min >= 0, Sigmoid,
+    Softmax, Exp, Abs, ..., possibly through ops that keep signs (pooling, reshapes, Concat)."""
+    n = output.get_node()
+    t = n.get_type_name()
+    if t in _NONNEG_OPS:
+        return True
+    if t == "Clamp":
+        return n.get_attributes().get("min", -1.0) >= 0
+    if t in _NONNEG_PASS and depth > 0:
+        data = [n.input_value(i) for i in range(n.get_input_size())]
+        if t != "Concat":
+            data = data[:1]
+        return all(is_nonnegative(d, depth - 1) for d in data)
+    return False
+
+
 def _types(t: NodeTypes) -> Optional[set]:
     if t is None:
         return None

@@ -12,7 +12,9 @@ this module holds no concrete one.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional, Sequence
+import contextlib
+import contextvars
+from typing import ClassVar, Optional
 
 import attrs
 import numpy as np
@@ -81,7 +83,7 @@ class Aggregator:
         self._rows: list[np.ndarray] = []
 
     def update(self, values: np.ndarray) -> None:
-        self._rows.append(np.asarray(values))
+        self._rows.append(np.atleast_1d(np.asarray(values)))
 
     def result(self) -> np.ndarray:
         if not self._rows:
@@ -141,3 +143,37 @@ class Statistic:
         return cls(tensor, estimator, aggregator, channel_axis,
                    tuple(sorted((estimator_params or {}).items())),
                    tuple(sorted((aggregator_params or {}).items())))
+
+
+# ---- shared in-graph reductions ------------------------------------------------------------------
+_shared: contextvars.ContextVar = contextvars.ContextVar("ovquant_shared_reductions", default=None)
+_REDUCE_OPS = ("min", "max", "mean")
+
+
+@contextlib.contextmanager
+def shared_reductions():
+    """Within this context, :func:`reduce_op` returns one node per (op, tensor, axes): estimators that
+    need the same reduction (``min`` and ``abs_max``, say) share it. The engine plans in this context."""
+    token = _shared.set({})
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+
+
+def reduce_op(kind: str, output, axes: tuple):
+    """An OpenVINO ``Reduce{Min,Max,Mean}`` of ``output`` over ``axes`` (no kept dims), shared with
+    every other estimator asking for the same one while the engine plans a statistics model."""
+    import openvino.opset13 as ops
+
+    if kind not in _REDUCE_OPS:
+        raise ValueError(f"reduce_op: kind must be one of {_REDUCE_OPS}")
+    cache = _shared.get()
+    key = (kind, output.get_node().get_friendly_name(), output.get_index(), tuple(axes))
+    if cache is not None and key in cache:
+        return cache[key]
+    fn = {"min": ops.reduce_min, "max": ops.reduce_max, "mean": ops.reduce_mean}[kind]
+    out = fn(output, np.array(axes, np.int64), keep_dims=False).output(0)
+    if cache is not None:
+        cache[key] = out
+    return out

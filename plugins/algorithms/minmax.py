@@ -149,10 +149,13 @@ class MinMaxQuantization(Algorithm):
     def _act_stats(self, q) -> dict:
         cfg = estimator_config(self.params, "activations", q.scheme.mode, q.scheme.granularity)
         t = TensorRef(*q.source)
-        out = {"max": _stat(t, "max", cfg["max"], q.channel_axis), "cfg": cfg}
-        # the min side is per tensor for symmetric schemes (it only decides signedness)
-        min_axis = q.channel_axis if q.scheme.mode == "asymmetric" else None
-        out["min"] = _stat(t, "min", cfg["min"], min_axis)
+        out = {"max": _stat(t, "max", cfg["max"], q.channel_axis), "cfg": cfg, "min": None}
+        # for symmetric schemes the min side only decides signedness: per tensor, and not needed at
+        # all for tensors that are non-negative by construction
+        if q.scheme.mode == "asymmetric":
+            out["min"] = _stat(t, "min", cfg["min"], q.channel_axis)
+        elif not q.nonnegative:
+            out["min"] = _stat(t, "min", cfg["min"], None)
         return out
 
     def statistics(self, graph: Graph):
@@ -160,8 +163,7 @@ class MinMaxQuantization(Algorithm):
         for q in qs:
             if q.kind == "activations":
                 s = self._act_stats(q)
-                yield s["min"]
-                yield s["max"]
+                yield from (st for st in (s["min"], s["max"]) if st is not None)
 
     def apply(self, graph: Graph, stats) -> dict:
         qs = self.quantizers if self.quantizers is not None else self._plan(graph)
@@ -169,7 +171,8 @@ class MinMaxQuantization(Algorithm):
         values = {}
         for q in acts:
             s = self._act_stats(q)
-            mn = _clip(s["cfg"]["min"], np.asarray(stats[s["min"]], np.float64), "min")
+            mn = (np.zeros(()) if s["min"] is None else
+                  _clip(s["cfg"]["min"], np.asarray(stats[s["min"]], np.float64), "min"))
             mx = _clip(s["cfg"]["max"], np.asarray(stats[s["max"]], np.float64), "max")
             values[q.name] = (mn, mx)
         groups: dict = {}
@@ -253,7 +256,7 @@ class MinMaxQuantization(Algorithm):
         if mode == "all":
             return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
         found, seen = set(), set()
-        stack = [p.get_node() for p in graph.model.get_parameters()]
+        stack = list(graph.model.get_parameters())
         while stack:
             n = stack.pop()
             if n.get_friendly_name() in seen:

@@ -18,7 +18,7 @@ import attrs
 import openvino as ov
 
 from ovquant.errors import ConfigError, HardwareTargetError
-from ovquant.graph import Graph, _attr_matches, type_of
+from ovquant.graph import Graph, _attr_matches, is_nonnegative, type_of
 from ovquant.hwtarget import Scheme
 
 WEIGHTED = {"Convolution", "GroupConvolution", "DepthwiseConvolution", "ConvolutionBackpropData", "MatMul",
@@ -40,6 +40,7 @@ class Quantizer:
     channel_axis: Optional[int] = None
     group: Optional[int] = None     # unified-scale group id (Concat inputs)
     name: str = ""
+    nonnegative: bool = False       # the tensor is >= 0 by construction (after ReLU, Sigmoid, ...)
 
     @property
     def consumers(self) -> list:
@@ -250,7 +251,8 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=()) -> tup
             scheme = attrs.evolve(scheme, granularity="pertensor")
         quantizers.append(Quantizer("activations", key, [(n, p) for n, p, _, _ in reqs], scheme, cands,
                                     channel_axis=axis, group=groups.get(key),
-                                    name=f"{key[0]}/fq_output_{key[1]}"))
+                                    name=f"{key[0]}/fq_output_{key[1]}",
+                                    nonnegative=is_nonnegative(graph.node(key[0]).output(key[1]))))
     for q in weights:
         q.name = f"{q.source[0]}/fq_weights_{q.source[1]}"
     return quantizers + weights, ignored, unmatched

@@ -3,13 +3,16 @@ import numpy as np
 import openvino.opset13 as ops
 
 from ovquant import hookimpl
-from ovquant.statistics import Estimator
+from ovquant.graph import is_nonnegative
+from ovquant.statistics import Estimator, reduce_op
 
 
 class AbsMaxEstimator(Estimator):
     """``y = max(|x|)`` over the reduced axes, finite values only (NaN for a slice without any).
 
-    In graph: ``Abs`` + ``ReduceMax`` (which do not skip NaN/Inf).
+    In graph: ``ReduceMax`` when the tensor is non-negative by construction (after ReLU, ReLU6,
+    Sigmoid, ...), else ``max(ReduceMax(x), -ReduceMin(x))``; both reductions are shared with the
+    ``max`` and ``min`` estimators of the same tensor. The in-graph form does not skip NaN/Inf.
     """
 
     name = "abs_max"
@@ -19,7 +22,10 @@ class AbsMaxEstimator(Estimator):
         return np.fmax.reduce(np.where(np.isinf(x), np.nan, x), axis=axes)
 
     def graph_reduce(self, output, axes):
-        return ops.reduce_max(ops.abs(output), np.array(axes, np.int64), keep_dims=False).output(0)
+        hi = reduce_op("max", output, axes)
+        if is_nonnegative(output):
+            return hi
+        return ops.maximum(hi, ops.negative(reduce_op("min", output, axes))).output(0)
 
 
 @hookimpl

@@ -3,7 +3,7 @@ import numpy as np
 import openvino.opset13 as ops
 
 from ovquant import hookimpl
-from ovquant.statistics import Estimator
+from ovquant.statistics import Estimator, reduce_op
 
 
 class MaxEstimator(Estimator):
@@ -19,7 +19,7 @@ class MaxEstimator(Estimator):
         return np.fmax.reduce(np.where(np.isinf(x), np.nan, x), axis=axes)
 
     def graph_reduce(self, output, axes):
-        return ops.reduce_max(output, np.array(axes, np.int64), keep_dims=False).output(0)
+        return reduce_op("max", output, axes)
 
 
 @hookimpl

@@ -5,7 +5,7 @@ import numpy as np
 import openvino.opset13 as ops
 
 from ovquant import hookimpl
-from ovquant.statistics import Estimator
+from ovquant.statistics import Estimator, reduce_op
 
 
 class MeanEstimator(Estimator):
@@ -24,7 +24,7 @@ class MeanEstimator(Estimator):
             return np.mean(x, axis=axes, dtype=np.float64, where=np.isfinite(x)).astype(np.float32)
 
     def graph_reduce(self, output, axes):
-        return ops.reduce_mean(output, np.array(axes, np.int64), keep_dims=False).output(0)
+        return reduce_op("mean", output, axes)
 
 
 @hookimpl
