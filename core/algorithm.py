@@ -24,6 +24,8 @@ class Algorithm:
     params_class: ClassVar[type] = QuantizationParams
     #: a composite algorithm: the registered algorithms it runs, in order
     steps: ClassVar[tuple] = ()
+    #: the algorithm ``ovquant.quantize`` runs when no config names one (POT: DefaultQuantization)
+    is_default: ClassVar[bool] = False
 
     def __init__(self, params: Any, context: "Any"):
         self.params = params

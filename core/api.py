@@ -20,20 +20,30 @@ from .io import read_model, save_outputs
 from .pipeline import Pipeline
 from .registry import lookup
 
-DEFAULT_ALGORITHM = "DefaultQuantization"
 _OVERRIDE_ALIASES = {"subset_size": "stat_subset_size"}
 _NESTED = {"ignored": Ignored, "weights": TensorQuantization, "activations": TensorQuantization,
            "range_estimator": RangeEstimatorConfig}
 
 
+def default_algorithm() -> str:
+    """The name of the registered algorithm marked ``is_default`` (what a bare quantize() runs)."""
+    from .registry import get_registry
+
+    names = [e.name for e in get_registry().entries["algorithms"].values() if getattr(e.obj, "is_default", False)]
+    if len(names) != 1:
+        raise ConfigError(f"no single default algorithm is registered (found: {', '.join(names) or 'none'}); "
+                          "name one in the config")
+    return names[0]
+
+
 def _params_from(config: Any) -> tuple:
     """(list of (algorithm name, params), compression-level target_device) from what a user passes."""
     if config is None:
-        return [(DEFAULT_ALGORITHM, QuantizationParams())], None
+        return [(default_algorithm(), QuantizationParams())], None
     if isinstance(config, Config):
         return [(a.name, a.params) for a in config.compression.algorithms], config.compression.target_device
     if isinstance(config, QuantizationParams):
-        return [(DEFAULT_ALGORITHM, config)], None
+        return [(default_algorithm(), config)], None
     if isinstance(config, (str, os.PathLike)):
         return _params_from(load_config(os.fspath(config)))
     if isinstance(config, dict):
@@ -41,7 +51,7 @@ def _params_from(config: Any) -> tuple:
             return _params_from(config_from_dict(config))
         if "algorithms" in config:
             return _params_from(config_from_dict({"compression": config}))
-        return [(DEFAULT_ALGORITHM, structure(config, QuantizationParams, "params"))], None
+        return [(default_algorithm(), structure(config, QuantizationParams, "params"))], None
     raise ConfigError(f"config of type {type(config).__name__} is not supported (a path, a dict or QuantizationParams)")
 
 
