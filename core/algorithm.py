@@ -10,10 +10,15 @@ from .statistics import Statistic
 class Algorithm:
     """One step of a pipeline.
 
-    A pipeline calls, for each algorithm in order, :meth:`statistics` on the model as the previous
-    algorithms left it, collects every requested :class:`~ovquant.statistics.Statistic` (one pass over
-    the calibration data for the stage, shared with the algorithms of the same stage), then calls
-    :meth:`apply`, which edits the model and returns a dict for the run report.
+    A pipeline runs in **stages**: a stage is one pass over the calibration data. The first algorithm
+    starts a stage, and so does every algorithm with ``new_stage = True``. At the start of a stage the
+    pipeline asks each of its algorithms, in order, for :meth:`statistics` on the model as it is then,
+    collects all of them in one pass, and then calls :meth:`apply` on each in order; ``apply`` edits the
+    model and returns a dict for the run report.
+
+    An algorithm that changes a tensor later algorithms of its stage measured (as channel alignment
+    does) records how in ``context.channel_transforms`` so that they can correct their statistics;
+    one that might do so announces the tensors in ``context.may_transform`` from :meth:`statistics`.
 
     Composite algorithms (like POT's DefaultQuantization) set ``steps`` to the names of registered
     algorithms they expand to; they implement nothing else.
@@ -24,6 +29,8 @@ class Algorithm:
     params_class: ClassVar[type] = QuantizationParams
     #: a composite algorithm: the registered algorithms it runs, in order
     steps: ClassVar[tuple] = ()
+    #: start a new statistics pass on the model as the previous algorithms left it
+    new_stage: ClassVar[bool] = False
     #: the algorithm ``ovquant.quantize`` runs when no config names one (POT: DefaultQuantization)
     is_default: ClassVar[bool] = False
 

@@ -80,7 +80,7 @@ def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = No
                    engine: Optional[Engine] = None, **overrides) -> Pipeline:
     """The pipeline a config describes. ``pipeline`` lists algorithm names to run instead of the
     config's (each gets the same params), e.g. ``["MinMaxQuantization"]``."""
-    steps, device = _params_from(config)
+    steps, device = _params_from(config) if config is not None or pipeline is None else ([], None)
     if pipeline is not None:
         base = steps[0][1] if steps else QuantizationParams()
         steps = [(name, base) for name in pipeline]

@@ -26,6 +26,7 @@ GRANULARITIES = ("pertensor", "perchannel")
 MODEL_TYPES = ("transformer",)
 RANGE_PRESETS = ("default", "quantile")
 SATURATION_FIX = ("first_layer", "all", "no")
+BIAS_CORRECTION_FORMS = ("exact", "mean_blob")
 
 
 # ---- sections ---------------------------------------------------------------------------------------
@@ -94,6 +95,7 @@ class QuantizationParams:
     threshold: float = 2.0
     apply_for_all_nodes: bool = False
     use_fast_bias: bool = True
+    bias_correction_form: str = "exact"
 
 
 @attrs.define(kw_only=True)
@@ -195,9 +197,15 @@ def _check_containers(data: Any, cls: type, path: str) -> None:
     for key, val in data.items():
         if key not in fields:
             raise ConfigError(f"{_join(path, key)}: unknown key (known: {', '.join(sorted(fields))})")
-        t = fields[key].type
-        t = _unwrap_optional(t)
+        declared = fields[key].type
+        t = _unwrap_optional(declared)
         if val is None:
+            # null is allowed for Optional keys; a required object or list must not be null
+            if t is declared and attrs.has(t):
+                raise ConfigError(f"{_join(path, key)}: expected an object, got null")
+            if t is declared and getattr(t, "__origin__", None) in (list, dict):
+                kind = "a list" if t.__origin__ is list else "an object"
+                raise ConfigError(f"{_join(path, key)}: expected {kind}, got null")
             continue
         if attrs.has(t):
             _check_containers(val, t, _join(path, key))
@@ -230,7 +238,9 @@ def _first_error(exc: BaseException, path: str) -> tuple[str, str]:
         with_notes, without = exc.group_exceptions()
         if with_notes:
             sub, note = with_notes[0]
-            return _first_error(sub, path if isinstance(sub, KeyError) else _join(path, note.name))
+            if isinstance(sub, KeyError):  # the key path of a missing key is the key itself
+                return _join(path, note.name), "missing required key"
+            return _first_error(sub, _join(path, note.name))
         if without:
             return _first_error(without[0], path)
     if isinstance(exc, IterableValidationError):
@@ -336,6 +346,7 @@ def validate_params(p: QuantizationParams, path: str) -> None:
         _bad(f"{path}.model_type", f"unknown model type {p.model_type!r} (known: None, Transformer)")
     _check_plugin(f"{path}.target_device", "hw_targets", p.target_device)
     _choice(f"{path}.saturation_fix", p.saturation_fix, SATURATION_FIX)
+    _choice(f"{path}.bias_correction_form", p.bias_correction_form, BIAS_CORRECTION_FORMS, "bias correction form")
     if not p.threshold > 0:
         _bad(f"{path}.threshold", f"must be positive, got {p.threshold}")
     seen = set()
@@ -398,7 +409,9 @@ def validate_config(cfg: Config) -> None:
     if mt is not None and mt not in MODEL_TYPES:
         _bad("compression.model_type", f"unknown model type {comp.model_type!r} (known: None, Transformer)")
     if cfg.engine is not None:
-        _choice("engine.type", cfg.engine.type, ("simplified",), "engine type (ovquant runs the simplified engine)")
+        if cfg.engine.type != "simplified":
+            _bad("engine.type", f"unknown engine type {cfg.engine.type!r} (known: simplified; ovquant runs the "
+                                "simplified engine only)")
         if cfg.engine.stat_requests_number is not None and cfg.engine.stat_requests_number < 1:
             _bad("engine.stat_requests_number", "must be at least 1")
     if not comp.algorithms:

@@ -46,6 +46,19 @@ class _Reduction:
         return np.asarray(self.estimator.reduce(request.get_output_tensor(self.output_index).data, self.axes))
 
 
+class _Stack:
+    """What a statistic with ``aggregator=None`` gets: every per-sample value, stacked."""
+
+    def __init__(self):
+        self.rows = []
+
+    def update(self, values):
+        self.rows.append(np.atleast_1d(np.asarray(values)))
+
+    def result(self):
+        return np.concatenate(self.rows, axis=0)
+
+
 def _est_params(stat: Statistic) -> dict:
     return dict(stat.estimator_params)
 
@@ -95,7 +108,7 @@ class Engine:
             axes = reduction_axes(ps.rank.get_length(), channel_axis)
             red = _Reduction(estimators[key], axes, stats)
             graph_out = None
-            if self.inplace_statistics and ps.is_static:
+            if self.inplace_statistics and ps.is_static and axes:
                 graph_out = red.estimator.graph_reduce(out, axes)
             if graph_out is not None and graph_out.get_partial_shape().is_static:
                 gkey = (graph_out.get_node().get_friendly_name(), graph_out.get_index())
@@ -136,7 +149,8 @@ class Engine:
         packed_index = len(clone.outputs)
         with shared_reductions():
             reductions = self._plan(clone, statistics)
-        aggs = {st: make_aggregator(st.aggregator, **dict(st.aggregator_params)) for st in statistics}
+        aggs = {st: (make_aggregator(st.aggregator, **dict(st.aggregator_params)) if st.aggregator else _Stack())
+                for st in statistics}
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
         n_req = self.n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         queue = ov.AsyncInferQueue(compiled, int(n_req))

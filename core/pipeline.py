@@ -25,6 +25,12 @@ class Context:
     engine: Engine
     strict: bool = False
     report: dict = attrs.Factory(dict)
+    #: tensors an algorithm of the current stage may change: TensorRef -> channel axis
+    may_transform: dict = attrs.Factory(dict)
+    #: tensors changed per channel by an algorithm: TensorRef -> (axis, shift, scale), new = (old - shift) / scale
+    channel_transforms: dict = attrs.Factory(dict)
+    #: weighted ops whose weights must use the saturation-fix grid (channel-aligned consumers)
+    need_rescale: set = attrs.Factory(set)
 
 
 @attrs.define
@@ -85,21 +91,33 @@ class Pipeline:
         graph = Graph(model)
         report = {"algorithms": [], "stages": [], "target_device": target.name}
         t_run = time.perf_counter()
-        for i, step in enumerate(self.steps, start=1):
-            algo = lookup("algorithms", step.name)(step.params, ctx)
-            n = subset_size if subset_size is not None else getattr(step.params, "stat_subset_size", None)
+        stages: list = []
+        for step in self.steps:
+            cls = lookup("algorithms", step.name)
+            if not stages or cls.new_stage:
+                stages.append([])
+            stages[-1].append((step, cls))
+        for i, stage in enumerate(stages, start=1):
+            ctx.may_transform.clear()
+            ctx.channel_transforms.clear()
+            algos = [(step, cls(step.params, ctx)) for step, cls in stage]
+            names = [step.name for step, _ in stage]
+            first = stage[0][0].params
+            n = subset_size if subset_size is not None else getattr(first, "stat_subset_size", None)
             t0 = time.perf_counter()
-            requested = list(algo.statistics(graph))
-            stats = self.engine.collect(graph.model, requested, data, n, stage=i, algorithms=[step.name]) if requested else {}
-            t1 = time.perf_counter()
-            if requested:
-                report["stages"].append({"stage": i, "algorithms": [step.name], "seconds": round(t1 - t0, 3),
+            requested = [list(algo.statistics(graph)) for _, algo in algos]
+            union = list(dict.fromkeys(st for req in requested for st in req))
+            stats = self.engine.collect(graph.model, union, data, n, stage=i, algorithms=names) if union else {}
+            if union:
+                report["stages"].append({"stage": i, "algorithms": names, "seconds": round(time.perf_counter() - t0, 3),
                                          **{k: v for k, v in self.engine.last_run.items() if k != "stage"}})
-            entry = algo.apply(graph, stats) or {}
-            graph.invalidate()
-            secs = time.perf_counter() - t1
-            report["algorithms"].append({"name": step.name, "seconds": round(secs, 3), **entry})
-            notify("algorithm_finished", name=step.name, seconds=secs, report=entry)
+            for step, algo in algos:
+                t1 = time.perf_counter()
+                entry = algo.apply(graph, stats) or {}
+                graph.invalidate()
+                secs = time.perf_counter() - t1
+                report["algorithms"].append({"name": step.name, "seconds": round(secs, 3), **entry})
+                notify("algorithm_finished", name=step.name, seconds=secs, report=entry)
         report["seconds"] = round(time.perf_counter() - t_run, 3)
         return graph.model, report
 

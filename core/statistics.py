@@ -126,19 +126,21 @@ class TensorRef:
 class Statistic:
     """One value an algorithm asks the engine for: ``aggregator(estimator(tensor) per sample)``.
 
-    ``channel_axis`` is ``None`` for a per-tensor value. ``estimator_params`` and ``aggregator_params``
+    ``aggregator=None`` asks for every per-sample value, stacked along axis 0 (for algorithms that
+    derive their own statistic from per-sample values). ``channel_axis`` is ``None`` for a per-tensor
+    value. ``estimator_params`` and ``aggregator_params``
     are tuples of ``(name, value)`` pairs (hashable), passed to the plugin classes as keyword arguments.
     """
 
     tensor: TensorRef
     estimator: str
-    aggregator: str = "mean"
+    aggregator: Optional[str] = "mean"
     channel_axis: Optional[int] = None
     estimator_params: tuple = ()
     aggregator_params: tuple = ()
 
     @classmethod
-    def make(cls, tensor: TensorRef, estimator: str, aggregator: str = "mean", channel_axis=None,
+    def make(cls, tensor: TensorRef, estimator: str, aggregator: Optional[str] = "mean", channel_axis=None,
              estimator_params: Optional[dict] = None, aggregator_params: Optional[dict] = None) -> "Statistic":
         return cls(tensor, estimator, aggregator, channel_axis,
                    tuple(sorted((estimator_params or {}).items())),

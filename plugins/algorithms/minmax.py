@@ -27,7 +27,7 @@ from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
 from ovquant.graph import Graph, type_of
-from ovquant.registry import make_estimator
+from ovquant.registry import make_aggregator, make_estimator
 from ovquant.statistics import Statistic, TensorRef
 
 from .placement import check_unmatched, find_quantizers
@@ -35,6 +35,7 @@ from .placement import check_unmatched, find_quantizers
 ZERO_FLOOR = 8e-5
 ASYM_MIN_RANGE = 8e-4
 FIRST_LAYER_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
+DERIVABLE = {"min", "max", "abs_max"}
 
 
 # ---- range estimator configuration ---------------------------------------------------------------
@@ -158,18 +159,61 @@ class MinMaxQuantization(Algorithm):
             out["min"] = _stat(t, "min", cfg["min"], None)
         return out
 
+    def _derived(self, q):
+        """Per-channel, per-sample min and max of a tensor an earlier algorithm of this stage may change
+        per channel; the quantizer's statistics are derived from them after that change."""
+        t = TensorRef(*q.source)
+        axis = self.context.may_transform.get(t)
+        if axis is None:
+            return None
+        cfg = estimator_config(self.params, "activations", q.scheme.mode, q.scheme.granularity)
+        if any(cfg[side]["type"] not in DERIVABLE for side in ("min", "max")) or \
+                (q.channel_axis is not None and q.channel_axis != axis):
+            return None
+        return {"cfg": cfg, "axis": axis,
+                "min": Statistic.make(t, "min", None, axis, {"side": "min"}),
+                "max": Statistic.make(t, "max", None, axis, {"side": "max"})}
+
     def statistics(self, graph: Graph):
         qs = self._plan(graph)
         for q in qs:
             if q.kind == "activations":
-                s = self._act_stats(q)
+                d = self._derived(q)
+                s = d or self._act_stats(q)
                 yield from (st for st in (s["min"], s["max"]) if st is not None)
+
+    def _derive(self, q, d: dict, stats) -> tuple:
+        lo = np.asarray(stats[d["min"]], np.float64)
+        hi = np.asarray(stats[d["max"]], np.float64)
+        t = self.context.channel_transforms.get(TensorRef(*q.source))
+        if t is not None:
+            _, shift, scale = t
+            lo, hi = (lo - shift) / scale, (hi - shift) / scale
+        per_channel = q.channel_axis is not None
+
+        def side(name):
+            spec = d["cfg"][name]
+            v = {"min": lo, "max": hi, "abs_max": np.maximum(np.abs(lo), np.abs(hi))}[spec["type"]]
+            if not per_channel:
+                v = v.min(axis=1) if spec["type"] == "min" else v.max(axis=1)
+            agg = make_aggregator(spec["aggregator"])
+            agg.update(v)
+            return _clip(spec, np.asarray(agg.result(), np.float64), name)
+
+        mn = side("min") if q.scheme.mode == "asymmetric" or not q.nonnegative else np.zeros(())
+        if q.scheme.mode == "symmetric" and not q.nonnegative:
+            mn = np.asarray(np.min(mn))
+        return mn, side("max")
 
     def apply(self, graph: Graph, stats) -> dict:
         qs = self.quantizers if self.quantizers is not None else self._plan(graph)
         acts = [q for q in qs if q.kind == "activations"]
         values = {}
         for q in acts:
+            d = self._derived(q)
+            if d is not None:
+                values[q.name] = self._derive(q, d, stats)
+                continue
             s = self._act_stats(q)
             mn = (np.zeros(()) if s["min"] is None else
                   _clip(s["cfg"]["min"], np.asarray(stats[s["min"]], np.float64), "min"))
@@ -253,8 +297,13 @@ class MinMaxQuantization(Algorithm):
         mode = self.params.saturation_fix
         if mode == "no" or not self.context.target.saturation_fix:
             return set()
-        if mode == "all":
-            return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
+        if mode == "first_layer":
+            return self._first_layers(graph) | set(self.context.need_rescale)
+        return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
+
+    @staticmethod
+    def _first_layers(graph: Graph) -> set:
+        """The first convolution(s) reachable from each model input."""
         found, seen = set(), set()
         stack = list(graph.model.get_parameters())
         while stack:

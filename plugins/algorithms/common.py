@@ -1,0 +1,60 @@
+"""Helpers shared by the built-in algorithms (not a plugin)."""
+from typing import Optional
+
+import numpy as np
+import openvino as ov
+
+from ovquant.graph import Graph
+
+CONV_TYPES = ("Convolution", "GroupConvolution")
+
+
+def fake_quantize_value(fq: ov.Node, x: np.ndarray) -> np.ndarray:
+    """``x`` through FakeQuantize ``fq`` (its range inputs must be constants), as OpenVINO computes it."""
+    il, ih, ol, oh = (Graph.constant_value(fq.input_value(i)).astype(np.float64) for i in range(1, 5))
+    levels = int(fq.get_attributes()["levels"])
+    x = np.asarray(x, np.float64)
+    q = np.round((np.clip(x, il, ih) - il) / (ih - il) * (levels - 1))
+    return q / (levels - 1) * (oh - ol) + ol
+
+
+def weights_of(node: ov.Node, port: int = 1) -> tuple:
+    """(float weights, quantized weights or None): the constant of ``port`` and, when a weight
+    FakeQuantize sits in front of it, its dequantized value."""
+    src = node.input_value(port)
+    fq = src.get_node() if src.get_node().get_type_name() == "FakeQuantize" else None
+    w = Graph.constant_value(fq.input_value(0) if fq is not None else src)
+    if w is None:
+        return None, None
+    w = w.astype(np.float64)
+    return w, (fake_quantize_value(fq, w) if fq is not None else None)
+
+
+def weight_source(node: ov.Node, port: int = 1) -> Optional[ov.Output]:
+    """The output holding the float weight constant of ``port`` (behind a weight FakeQuantize)."""
+    src = node.input_value(port)
+    if src.get_node().get_type_name() == "FakeQuantize":
+        src = src.get_node().input_value(0)
+    return src if Graph.constant_node(src) is not None else None
+
+
+def conv_geometry(node: ov.Node) -> Optional[dict]:
+    """Kernel, strides, dilations, pads and output size of a 2-D (group) convolution, or None."""
+    if node.get_type_name() not in CONV_TYPES:
+        return None
+    w = node.input_value(1).get_partial_shape()
+    out = node.output(0).get_partial_shape()
+    if not (w.is_static and out.is_static) or len(out) != 4:
+        return None
+    a = node.get_attributes()
+    wshape = list(w.to_shape())
+    return {"kernel": tuple(wshape[-2:]), "strides": tuple(a["strides"]), "dilations": tuple(a["dilations"]),
+            "pads_begin": tuple(a["pads_begin"]), "output": tuple(list(out.to_shape())[2:])}
+
+
+def layer_input(node: ov.Node) -> ov.Output:
+    """The activation feeding a layer, looking through an activation FakeQuantize."""
+    src = node.input_value(0)
+    if src.get_node().get_type_name() == "FakeQuantize":
+        src = src.get_node().input_value(0)
+    return src
