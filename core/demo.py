@@ -97,8 +97,10 @@ def run_demo(output_dir: Optional[str] = None, verbose: bool = True) -> dict:
     say = print if verbose else (lambda *a, **k: None)
     model, images, labels, meta = load_demo()
     n = len(images)
+    where = ""
     if output_dir is None:
         output_dir = tempfile.mkdtemp(prefix="ovquant-demo-")
+        where = " (a new temporary folder; choose one with -o DIR)"
     output_dir = os.path.abspath(os.fspath(output_dir))
     n_params = sum(int(np.prod(op.get_output_shape(0))) for op in model.get_ops()
                    if op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.f32)
@@ -139,7 +141,7 @@ def run_demo(output_dir: Optional[str] = None, verbose: bool = True) -> dict:
     say(f"{'latency (median)':<22}{lat_fp32 * 1e3:>7.3f} ms{lat_int8 * 1e3:>7.3f} ms   "
         f"INT8 {lat_fp32 / lat_int8:.2f}x the speed of FP32 "
         f"(CPU, {N_LATENCY} single-image sync inferences each, interleaved)")
-    say(f"saved {paths['xml']} (+ .bin, .report.json)")
+    say(f"saved {paths['xml']} (+ .bin, .report.json){where}")
 
     return {"output_dir": output_dir, **paths, "n_calibration": N_CALIB, "n_evaluation": n,
             "pipeline": steps, "quantize_seconds": quantize_s,
