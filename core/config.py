@@ -26,7 +26,7 @@ GRANULARITIES = ("pertensor", "perchannel")
 MODEL_TYPES = ("transformer",)
 RANGE_PRESETS = ("default", "quantile")
 SATURATION_FIX = ("first_layer", "all", "no")
-BIAS_CORRECTION_FORMS = ("exact", "mean_blob")
+BIAS_CORRECTION_FORMS = ("exact", "fast", "mean_blob")
 
 
 # ---- sections ---------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class QuantizationParams:
     inplace_statistics: Optional[bool] = None
     dump_intermediate_model: Optional[bool] = None
     saturation_fix: str = "first_layer"
-    threshold: float = 2.0
+    threshold: Optional[float] = None
     apply_for_all_nodes: bool = False
     use_fast_bias: bool = True
     bias_correction_form: str = "exact"
@@ -347,7 +347,7 @@ def validate_params(p: QuantizationParams, path: str) -> None:
     _check_plugin(f"{path}.target_device", "hw_targets", p.target_device)
     _choice(f"{path}.saturation_fix", p.saturation_fix, SATURATION_FIX)
     _choice(f"{path}.bias_correction_form", p.bias_correction_form, BIAS_CORRECTION_FORMS, "bias correction form")
-    if not p.threshold > 0:
+    if p.threshold is not None and not p.threshold > 0:
         _bad(f"{path}.threshold", f"must be positive, got {p.threshold}")
     seen = set()
     for i, s in enumerate(p.ignored.scope):

@@ -48,8 +48,12 @@ def conv_geometry(node: ov.Node) -> Optional[dict]:
         return None
     a = node.get_attributes()
     wshape = list(w.to_shape())
+    x = node.input_value(0).get_partial_shape()
+    if not x.is_static:
+        return None
     return {"kernel": tuple(wshape[-2:]), "strides": tuple(a["strides"]), "dilations": tuple(a["dilations"]),
-            "pads_begin": tuple(a["pads_begin"]), "output": tuple(list(out.to_shape())[2:])}
+            "pads_begin": tuple(a["pads_begin"]), "output": tuple(list(out.to_shape())[2:]),
+            "input": tuple(list(x.to_shape())[2:])}
 
 
 def layer_input(node: ov.Node) -> ov.Output:
@@ -58,3 +62,13 @@ def layer_input(node: ov.Node) -> ov.Output:
     if src.get_node().get_type_name() == "FakeQuantize":
         src = src.get_node().input_value(0)
     return src
+
+
+def tap_coverage(geo: dict) -> np.ndarray:
+    """[kh, kw]: the fraction of output positions at which each kernel tap reads inside the input
+    (not the zero padding); 1 everywhere for a convolution without padding."""
+    def axis(size, out, k, stride, pad, dil):
+        rows = np.arange(out)[None, :] * stride + np.arange(k)[:, None] * dil - pad
+        return ((rows >= 0) & (rows < size)).mean(axis=1)
+    return np.outer(*(axis(geo["input"][a], geo["output"][a], geo["kernel"][a], geo["strides"][a],
+                           geo["pads_begin"][a], geo["dilations"][a]) for a in (0, 1)))
