@@ -95,7 +95,7 @@ class QuantizationParams:
     threshold: Optional[float] = None
     apply_for_all_nodes: bool = False
     use_fast_bias: bool = True
-    bias_correction_form: str = "exact"
+    bias_correction_form: str = "fast"
 
 
 @attrs.define(kw_only=True)

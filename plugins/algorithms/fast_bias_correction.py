@@ -38,7 +38,7 @@ class FastBiasCorrection(Algorithm):
 
     def __init__(self, params, context):
         super().__init__(params, context)
-        self.form = getattr(params, "bias_correction_form", "exact")
+        self.form = getattr(params, "bias_correction_form", "fast")
         self.layers = {}
         # POT's guard protects the mean-blob form from its own approximation error; the other forms
         # compute the weight-error shift directly and are not guarded unless a threshold is given
