@@ -77,7 +77,7 @@ def _apply_overrides(steps: list, overrides: dict) -> list:
 
 
 def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = None, strict: bool = False,
-                   engine: Optional[Engine] = None, **overrides) -> Pipeline:
+                   engine: Optional[Engine] = None, cache_dir: Optional[str] = None, **overrides) -> Pipeline:
     """The pipeline a config describes. ``pipeline`` lists algorithm names to run instead of the
     config's (each gets the same params), e.g. ``["MinMaxQuantization"]``."""
     steps, device = _params_from(config) if config is not None or pipeline is None else ([], None)
@@ -89,18 +89,19 @@ def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = No
         overrides["model_type"] = normalize_model_type(overrides["model_type"])
     steps = _apply_overrides(steps, {**overrides, "target_device": target})
     inplace = all(getattr(p, "inplace_statistics", True) is not False for _, p in steps)
-    return Pipeline(steps, target_device=target, strict=strict, engine=engine or Engine(inplace_statistics=inplace))
+    return Pipeline(steps, target_device=target, strict=strict,
+                    engine=engine or Engine(inplace_statistics=inplace, cache_dir=cache_dir))
 
 
 def quantize_with_report(model: ov.Model, calibration_dataset: Any, config: Any = None, *,
                          pipeline: Optional[Sequence[str]] = None, strict: bool = False,
                          subset_size: Optional[int] = None, engine: Optional[Engine] = None,
-                         error_samples: int = 0, **overrides) -> tuple:
+                         error_samples: int = 0, cache_dir: Optional[str] = None, **overrides) -> tuple:
     """Like :func:`quantize`, and also return the run report (quantizers, stage times and, with
     ``error_samples``, the INT8-vs-FP32 error of each output on that many calibration samples)."""
     if subset_size is not None:
         overrides["stat_subset_size"] = subset_size
-    pipe = build_pipeline(config, pipeline=pipeline, strict=strict, engine=engine, **overrides)
+    pipe = build_pipeline(config, pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides)
     shapes = [tuple(p.get_shape()) if p.get_partial_shape().is_static else None for p in model.inputs]
     data = open_source(calibration_dataset, shapes)   # read a file source once for every stage
     q, report = pipe.run(model.clone(), data)
@@ -127,7 +128,8 @@ def quantize(model: ov.Model, calibration_dataset: Any, config: Any = None, **kw
     per row), or a path (folder of images, .npy, .npz). ``config`` is a POT config file path or dict,
     a params dict, or :class:`~ovquant.config.QuantizationParams`. Keyword overrides set params, e.g.
     ``preset="mixed"``, ``subset_size=300``, ``target_device="CPU"``, ``model_type="transformer"``,
-    ``ignored={"scope": ["conv1"]}``; ``pipeline=["MinMaxQuantization"]`` runs other algorithms.
+    ``ignored={"scope": ["conv1"]}``; ``pipeline=["MinMaxQuantization"]`` runs other algorithms;
+    ``cache_dir=PATH`` keeps per-sample statistics there so that reruns skip calibration inference.
     """
     return quantize_with_report(model, calibration_dataset, config, **kwargs)[0]
 
@@ -171,13 +173,17 @@ def _resolve(path: Optional[str], base_dir: str) -> Optional[str]:
     return cand if os.path.exists(cand) else path
 
 
-def _run_and_save(model_path, weights, data, config, output_dir, name, strict, progress, **overrides) -> dict:
+def _run_and_save(model_path, weights, data, config, output_dir, name, strict, progress, use_cache=True,
+                  **overrides) -> dict:
+    from .cache import default_root
+
     from .progress import progress_bar
 
     t0 = time.perf_counter()
     model = read_model(model_path, weights)
     with progress_bar(enabled=progress):
-        q, report = quantize_with_report(model, data, config, strict=strict, error_samples=8, **overrides)
+        q, report = quantize_with_report(model, data, config, strict=strict, error_samples=8,
+                                         cache_dir=default_root() if use_cache else None, **overrides)
     report["model"] = os.path.abspath(model_path)
     report["total_seconds"] = round(time.perf_counter() - t0, 3)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
@@ -196,7 +202,7 @@ def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache:
     weights = _resolve(cfg.model.weights, cfg.base_dir)
     data = _resolve(cfg.engine.data_source, cfg.base_dir)
     return _run_and_save(model_path, weights, data, cfg, output_dir or "results", cfg.model.model_name,
-                         strict, progress)
+                         strict, progress, use_cache)
 
 
 def quantize_from_args(model: str, data: str, weights: Optional[str] = None, preset: str = "performance",
@@ -204,5 +210,5 @@ def quantize_from_args(model: str, data: str, weights: Optional[str] = None, pre
                        output_dir: str = "results", name: Optional[str] = None, use_cache: bool = True,
                        strict: bool = False, progress: bool = True) -> dict:
     """``ovquant quantize -m model.xml --data PATH ...``: DefaultQuantization with these settings."""
-    return _run_and_save(model, weights, data, None, output_dir, name, strict, progress, preset=preset,
+    return _run_and_save(model, weights, data, None, output_dir, name, strict, progress, use_cache, preset=preset,
                          stat_subset_size=subset_size, target_device=target_device, model_type=model_type)

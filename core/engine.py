@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import openvino as ov
 
+from .cache import StatisticsCache
 from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError
 from .registry import make_aggregator, make_estimator, notify
@@ -72,16 +73,18 @@ class Engine:
     """
 
     def __init__(self, device: str = "CPU", n_requests: Optional[int] = None, inplace_statistics: bool = True,
-                 core: Optional[ov.Core] = None):
+                 core: Optional[ov.Core] = None, cache_dir: Optional[str] = None):
         self.device = device
+        self.cache = StatisticsCache(cache_dir) if cache_dir else None
         self.n_requests = n_requests
         self.inplace_statistics = inplace_statistics
         self.core = core or ov.Core()
         self.last_run: dict = {}
 
     # ------------------------------------------------------------------------------------------
-    def _plan(self, model: ov.Model, statistics: Sequence[Statistic]):
-        nodes = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    @staticmethod
+    def _group(statistics: Sequence[Statistic]) -> tuple:
+        """Statistics by per-sample reduction (tensor, estimator key, channel axis)."""
         groups: dict[tuple, list[Statistic]] = defaultdict(list)
         estimators = {}
         for st in statistics:
@@ -89,6 +92,12 @@ class Engine:
             key = (st.tensor, est.key(), st.channel_axis)
             groups[key].append(st)
             estimators[key] = est
+        return groups, estimators
+
+    def _plan(self, model: ov.Model, statistics: Sequence[Statistic], groups=None, estimators=None):
+        nodes = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+        if groups is None:
+            groups, estimators = self._group(statistics)
         reductions: list[_Reduction] = []
         raw_index: dict = {}
         packed: dict = {}      # in-graph output -> (offset, shape, output)
@@ -107,6 +116,7 @@ class Engine:
                 raise ModelError(f"node {tensor.node!r}: output rank is dynamic; cannot reduce it")
             axes = reduction_axes(ps.rank.get_length(), channel_axis)
             red = _Reduction(estimators[key], axes, stats)
+            red.key = key
             graph_out = None
             if self.inplace_statistics and ps.is_static and axes:
                 graph_out = red.estimator.graph_reduce(out, axes)
@@ -145,45 +155,86 @@ class Engine:
             notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=0)
             notify("statistics_collected", stage=stage, n_samples=0, n_statistics=0, seconds=0.0)
             return {}
-        clone = model.clone()
-        packed_index = len(clone.outputs)
-        with shared_reductions():
-            reductions = self._plan(clone, statistics)
-        aggs = {st: (make_aggregator(st.aggregator, **dict(st.aggregator_params)) if st.aggregator else _Stack())
-                for st in statistics}
-        compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
-        n_req = self.n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-        queue = ov.AsyncInferQueue(compiled, int(n_req))
-
         shapes = [tuple(p.get_partial_shape().to_shape()) if p.get_partial_shape().is_static else None
                   for p in model.inputs]
         samples = open_source(data, shapes)
         n_expected = _maybe_len(samples, subset_size)
+        groups, estimators = self._group(statistics)
+        aggs = {st: (make_aggregator(st.aggregator, **dict(st.aggregator_params)) if st.aggregator else _Stack())
+                for st in statistics}
+        store = self.cache.open(model, samples, subset_size, "g" if self.inplace_statistics else "np") \
+            if self.cache is not None else None
+        cached = {}
+        if store is not None:
+            for key in groups:
+                arr = store.get(key)
+                if arr is not None:
+                    cached[key] = arr
+        if len({len(a) for a in cached.values()}) > 1:
+            cached = {}
+        missing = {k: v for k, v in groups.items() if k not in cached}
         notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=n_expected or 0)
+        n, n_req, reductions = 0, 0, []
+        if missing:
+            n, n_req, reductions = self._infer(model, missing, estimators, aggs, samples, subset_size, n_expected,
+                                               stage, store)
+        elif cached:
+            n = len(next(iter(cached.values())))
+        for key, arr in cached.items():
+            if missing and len(arr) != n:
+                raise DataError(f"the statistics cache holds {len(arr)} samples but the data gave {n}; rerun with --no-cache")
+            for i in range(0, len(arr), 256):
+                rows = np.asarray(arr[i:i + 256])
+                for st in groups[key]:
+                    for r in range(len(rows)):   # one sample at a time, as in a fresh pass: same results
+                        aggs[st].update(rows[r:r + 1])
+        if n == 0:
+            raise DataError("the calibration dataset is empty")
+        warn_short(n, subset_size)
+        out = {st: np.asarray(agg.result()) for st, agg in aggs.items()}
+        secs = time.perf_counter() - t0
+        self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
+                         "n_requests": int(n_req), "n_reductions": len(reductions),
+                         "n_in_graph": sum(r.in_graph for r in reductions), "n_cached": len(cached)}
+        notify("statistics_collected", stage=stage, n_samples=n, n_statistics=len(out), seconds=secs)
+        return out
+
+    def _infer(self, model, groups, estimators, aggs, samples, subset_size, n_expected, stage, store):
+        """One pass of inference over the samples for the reductions in ``groups``."""
+        clone = model.clone()
+        packed_index = len(clone.outputs)
+        with shared_reductions():
+            reductions = self._plan(clone, [], groups, estimators)
+        compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
+        n_req = int(self.n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        queue = ov.AsyncInferQueue(compiled, n_req)
+        writers = [store.writer(red.key) for red in reductions] if store is not None else None
         feeds = FeedBuilder(model.inputs)
         lock = threading.Lock()
         pending: dict[int, list] = {}
         state = {"next": 0, "error": None}
 
         def fold(values: list) -> None:
-            for red, v in zip(reductions, values):
+            for i, (red, v) in enumerate(zip(reductions, values)):
                 for st in red.statistics:
                     aggs[st].update(v)
+                if writers is not None:
+                    for row in np.atleast_1d(v) if np.ndim(v) else [v]:
+                        writers[i].write(row)
 
         def callback(request, index):
             try:
                 flat = np.array(request.get_output_tensor(packed_index).data)
                 values = [red.value(request, flat) for red in reductions]
+                with lock:
+                    pending[index] = values
+                    while state["next"] in pending:
+                        fold(pending.pop(state["next"]))
+                        state["next"] += 1
+                notify("sample_processed", stage=stage, index=index, n_samples=n_expected or 0)
             except Exception as exc:  # surfaced after wait_all
                 with lock:
                     state["error"] = state["error"] or exc
-                return
-            with lock:
-                pending[index] = values
-                while state["next"] in pending:
-                    fold(pending.pop(state["next"]))
-                    state["next"] += 1
-            notify("sample_processed", stage=stage, index=index, n_samples=n_expected or 0)
 
         queue.set_callback(callback)
         n = 0
@@ -192,21 +243,23 @@ class Engine:
                 queue.start_async(feeds(sample, n - 1), userdata=n - 1)
                 if state["error"] is not None:
                     break
-        finally:
+        except BaseException:
             queue.wait_all()
-        if state["error"] is not None:
-            raise state["error"]
-        if n == 0:
-            raise DataError("the calibration dataset is empty")
-        warn_short(n, subset_size)
-        out = {st: np.asarray(agg.result()) for st, agg in aggs.items()}
-        secs = time.perf_counter() - t0
-        self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
-                         "n_requests": int(n_req), "n_reductions": len(reductions),
-                         "n_in_graph": sum(r.in_graph for r in reductions)}
-        notify("statistics_collected", stage=stage, n_samples=n, n_statistics=len(out), seconds=secs)
-        return out
-
+            if writers is not None:
+                for w in writers:
+                    w.abort()
+            raise
+        queue.wait_all()
+        if state["error"] is not None or n == 0:
+            if writers is not None:
+                for w in writers:
+                    w.abort()
+            if state["error"] is not None:
+                raise state["error"]
+        elif writers is not None:
+            for w in writers:
+                w.commit()
+        return n, n_req, reductions
 
 def _maybe_len(samples: Iterable, subset_size: Optional[int]) -> Optional[int]:
     try:
