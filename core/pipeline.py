@@ -4,6 +4,7 @@ For each algorithm the pipeline asks which statistics it needs on the model as t
 left it, collects them in one pass over the calibration data, and lets the algorithm edit the model.
 Composite algorithms (``steps``) expand to their registered parts, sharing their params.
 """
+import random
 import time
 from typing import Any, Optional, Sequence
 
@@ -84,6 +85,21 @@ class Pipeline:
         except KeyError as exc:
             raise ConfigError(f"target_device: {exc.args[0]}") from None
 
+    def _subset(self, data: Any, subset_size: Optional[int]) -> Any:
+        """POT's sampler: the first ``stat_subset_size`` samples, or with ``shuffle_data`` a random
+        subset drawn with ``seed`` (deterministic), kept in dataset order."""
+        p = self.steps[0].params if self.steps else None
+        if not getattr(p, "shuffle_data", False):
+            return data
+        from .dataset import open_source
+
+        items = list(open_source(data, None))
+        n = subset_size if subset_size is not None else getattr(p, "stat_subset_size", None)
+        if n is None or n >= len(items):
+            return items
+        idx = sorted(random.Random(getattr(p, "seed", 0)).sample(range(len(items)), n))
+        return [items[i] for i in idx]
+
     def run(self, model: ov.Model, data: Any, subset_size: Optional[int] = None) -> tuple:
         """Quantize ``model`` in place and return ``(model, report)``."""
         target = self._target()
@@ -97,6 +113,7 @@ class Pipeline:
             if not stages or cls.new_stage:
                 stages.append([])
             stages[-1].append((step, cls))
+        data = self._subset(data, subset_size)
         for i, stage in enumerate(stages, start=1):
             ctx.may_transform.clear()
             ctx.channel_transforms.clear()
