@@ -34,6 +34,11 @@ class Algorithm:
     #: the algorithm ``ovquant.quantize`` runs when no config names one (POT: DefaultQuantization)
     is_default: ClassVar[bool] = False
 
+    @classmethod
+    def steps_for(cls, params: Any) -> tuple:
+        """The registered algorithms a composite runs for these params (default: ``steps``)."""
+        return tuple(cls.steps)
+
     def __init__(self, params: Any, context: "Any"):
         self.params = params
         self.context = context

@@ -46,10 +46,11 @@ def expand(name: str, params: Any, path: str = "algorithm") -> list:
         cls = lookup("algorithms", name)
     except KeyError as exc:
         raise ConfigError(f"{path}.name: {exc.args[0]}") from None
-    if not cls.steps:
+    steps = cls.steps_for(params)
+    if not steps:
         return [Step(name, params)]
     out = []
-    for sub in cls.steps:
+    for sub in steps:
         out.extend(expand(sub, params, path))
     return out
 

@@ -14,6 +14,13 @@ class DefaultQuantization(Algorithm):
     steps = ("ActivationChannelAlignment", "MinMaxQuantization", "FastBiasCorrection")
     is_default = True
 
+    @classmethod
+    def steps_for(cls, params):
+        """``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm, as POT does."""
+        if getattr(params, "use_layerwise_tuning", False):
+            return cls.steps + ("LayerwiseTuning",)
+        return cls.steps
+
 
 @hookimpl
 def register_algorithms(register):
