@@ -96,6 +96,8 @@ class QuantizationParams:
     apply_for_all_nodes: bool = False
     use_fast_bias: bool = True
     bias_correction_form: str = "fast"
+    use_smooth_quant: Optional[bool] = None
+    smooth_quant_alpha: Optional[float] = None
 
 
 @attrs.define(kw_only=True)
@@ -347,6 +349,8 @@ def validate_params(p: QuantizationParams, path: str) -> None:
     _check_plugin(f"{path}.target_device", "hw_targets", p.target_device)
     _choice(f"{path}.saturation_fix", p.saturation_fix, SATURATION_FIX)
     _choice(f"{path}.bias_correction_form", p.bias_correction_form, BIAS_CORRECTION_FORMS, "bias correction form")
+    if p.smooth_quant_alpha is not None and not 0 <= p.smooth_quant_alpha <= 1:
+        _bad(f"{path}.smooth_quant_alpha", f"must be in [0, 1], got {p.smooth_quant_alpha}")
     if p.threshold is not None and not p.threshold > 0:
         _bad(f"{path}.threshold", f"must be positive, got {p.threshold}")
     seen = set()

@@ -5,6 +5,7 @@ two derive that tensor's statistics, and bias correction is exact for the weight
 FastBiasCorrection), so no second pass is needed."""
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
+from ovquant.config import normalize_model_type
 
 
 class DefaultQuantization(Algorithm):
@@ -16,10 +17,17 @@ class DefaultQuantization(Algorithm):
 
     @classmethod
     def steps_for(cls, params):
-        """``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm, as POT does."""
+        """``use_smooth_quant`` (default: on for ``model_type: Transformer``) puts SmoothQuant first;
+        ``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm, as POT does."""
+        steps = cls.steps
+        smooth = getattr(params, "use_smooth_quant", None)
+        if smooth is None:
+            smooth = normalize_model_type(getattr(params, "model_type", None)) == "transformer"
+        if smooth:
+            steps = ("SmoothQuant",) + steps
         if getattr(params, "use_layerwise_tuning", False):
-            return cls.steps + ("LayerwiseTuning",)
-        return cls.steps
+            steps = steps + ("LayerwiseTuning",)
+        return steps
 
 
 @hookimpl

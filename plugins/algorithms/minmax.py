@@ -142,7 +142,8 @@ class MinMaxQuantization(Algorithm):
         extra = ()
         if normalize_model_type(self.params.model_type) == "transformer":
             extra = TRANSFORMER_IGNORED_TYPES
-        qs, ignored, unmatched = find_quantizers(graph, self.context.target, self.params, extra)
+        qs, ignored, unmatched = find_quantizers(graph, self.context.target, self.params, extra,
+                                                 symmetric_act_matmul=bool(extra))
         check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
         self.quantizers, self.ignored = qs, ignored
         return qs
@@ -334,8 +335,13 @@ class MinMaxQuantization(Algorithm):
         return e
 
 
-#: op types a Transformer keeps in float (POT: residual and normalization arithmetic)
-TRANSFORMER_IGNORED_TYPES = ("Add", "Power", "Squeeze", "Subtract", "ReduceMean", "SquaredDifference", "MVN")
+#: op types a Transformer keeps in float: residual, normalization and pooling arithmetic (POT's list,
+#: extended as NNCF does with Divide, Sqrt, reductions, Maximum and comparisons)
+TRANSFORMER_IGNORED_TYPES = ("Add", "Subtract", "Multiply", "Divide", "Power", "Sqrt", "Squeeze", "AvgPool",
+                             "ReduceMean", "ReduceL2", "ReduceSum", "SquaredDifference", "MVN", "GroupNormalization",
+                             "BatchNormInference", "Maximum", "Minimum", "Equal", "NotEqual", "Less", "LessEqual",
+                             "Greater", "GreaterEqual", "LogicalAnd", "LogicalOr", "LogicalXor", "LogicalNot",
+                             "Softmax", "ScaledDotProductAttention")
 
 
 @hookimpl

@@ -159,8 +159,15 @@ def _weight_channel_axes(node: ov.Node, port: int, rank: int) -> tuple:
     return (0,)
 
 
-def find_quantizers(graph: Graph, target, params, extra_ignored_types=()) -> tuple:
-    """Plan the quantizers of ``graph``. Returns (quantizers, ignored names, unmatched ignored entries)."""
+def _act_matmul(node: ov.Node) -> bool:
+    return node.get_type_name() == "MatMul" and all(
+        Graph.constant_node(node.input_value(i)) is None for i in range(2))
+
+
+def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmetric_act_matmul=False) -> tuple:
+    """Plan the quantizers of ``graph``. Returns (quantizers, ignored names, unmatched ignored entries).
+    With ``symmetric_act_matmul`` (Transformers) the inputs of a MatMul of two activations are
+    quantized symmetrically, as the CPU needs."""
     ignored, unmatched = resolve_ignored(graph, params.ignored, extra_ignored_types)
     act_req = _tensor_request(params.activations)
     w_req = _tensor_request(params.weights)
@@ -245,6 +252,9 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=()) -> tup
         axis = reqs[0][3] if all(r[3] == reqs[0][3] for r in reqs) else None
         where = f"node {reqs[0][0]!r}"
         scheme = choose(cands, params.preset, "activations", act_req, where)
+        if symmetric_act_matmul and scheme.mode == "asymmetric" and any(_act_matmul(graph.node(n)) for n, _, _, _ in reqs):
+            sym = [c for c in cands if c.mode == "symmetric" and c.granularity == scheme.granularity]
+            scheme = sym[0] if sym else attrs.evolve(scheme, mode="symmetric")
         if scheme.granularity == "pertensor":
             axis = None
         elif axis is None:
