@@ -3,12 +3,11 @@
 For each distinct per-sample reduction (tensor, estimator, channel axis) the engine appends the
 estimator's in-graph form to a clone of the model as an extra output, so that only small tensors reach
 Python; estimators without an in-graph form get the raw tensor (exposed once per tensor) and reduce it
-in numpy. Inference runs on an ``AsyncInferQueue`` with the number of requests the device suggests.
-Per-sample values are folded into the aggregators in sample order, so results do not depend on the
-order in which requests complete, and memory grows with the number of samples only for aggregators
-that need every sample.
+in numpy. Inference runs the number of asynchronous infer requests the device suggests, round-robin, and
+per-sample values are folded into the aggregators in sample order, so results do not depend on the
+number of requests, and memory grows with the number of samples only for aggregators that need every
+sample.
 """
-import threading
 import time
 from collections import defaultdict
 from typing import Any, Iterable, Optional, Sequence
@@ -207,58 +206,52 @@ class Engine:
             reductions = self._plan(clone, [], groups, estimators)
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
         n_req = int(self.n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        queue = ov.AsyncInferQueue(compiled, n_req)
+        # The device's suggested number of async requests, driven round-robin from this thread: results
+        # are folded in sample order without locks, and no Python callback runs on OpenVINO's threads
+        # (an AsyncInferQueue with a Python callback can deadlock when it is destroyed, openvino#37073).
+        requests = [compiled.create_infer_request() for _ in range(n_req)]
+        busy: list = [None] * n_req
         writers = [store.writer(red.key) for red in reductions] if store is not None else None
         feeds = FeedBuilder(model.inputs)
-        lock = threading.Lock()
-        pending: dict[int, list] = {}
-        state = {"next": 0, "error": None}
 
-        def fold(values: list) -> None:
-            for i, (red, v) in enumerate(zip(reductions, values)):
+        def finish(slot: int) -> None:
+            req, index = requests[slot], busy[slot]
+            req.wait()
+            busy[slot] = None
+            flat = np.array(req.get_output_tensor(packed_index).data)
+            for i, red in enumerate(reductions):
+                v = red.value(req, flat)
                 for st in red.statistics:
                     aggs[st].update(v)
                 if writers is not None:
-                    for row in np.atleast_1d(v) if np.ndim(v) else [v]:
+                    for row in (np.atleast_1d(v) if np.ndim(v) else [v]):
                         writers[i].write(row)
+            notify("sample_processed", stage=stage, index=index, n_samples=n_expected or 0)
 
-        def callback(request, index):
-            try:
-                flat = np.array(request.get_output_tensor(packed_index).data)
-                values = [red.value(request, flat) for red in reductions]
-                with lock:
-                    pending[index] = values
-                    while state["next"] in pending:
-                        fold(pending.pop(state["next"]))
-                        state["next"] += 1
-                notify("sample_processed", stage=stage, index=index, n_samples=n_expected or 0)
-            except Exception as exc:  # surfaced after wait_all
-                with lock:
-                    state["error"] = state["error"] or exc
-
-        queue.set_callback(callback)
         n = 0
         try:
             for n, sample in enumerate(take(samples, subset_size), start=1):
-                queue.start_async(feeds(sample, n - 1), userdata=n - 1)
-                if state["error"] is not None:
-                    break
+                feed = feeds(sample, n - 1)
+                slot = (n - 1) % n_req
+                if busy[slot] is not None:
+                    finish(slot)
+                requests[slot].start_async(feed)
+                busy[slot] = n - 1
+            for k in range(n_req):   # the rest, in sample order
+                slot = (n + k) % n_req
+                if busy[slot] is not None:
+                    finish(slot)
         except BaseException:
-            queue.wait_all()
+            for r, b in zip(requests, busy):
+                if b is not None:
+                    r.wait()
             if writers is not None:
                 for w in writers:
                     w.abort()
             raise
-        queue.wait_all()
-        if state["error"] is not None or n == 0:
-            if writers is not None:
-                for w in writers:
-                    w.abort()
-            if state["error"] is not None:
-                raise state["error"]
-        elif writers is not None:
+        if writers is not None:
             for w in writers:
-                w.commit()
+                (w.commit if n else w.abort)()
         return n, n_req, reductions
 
 def _maybe_len(samples: Iterable, subset_size: Optional[int]) -> Optional[int]:
