@@ -16,6 +16,7 @@ from .config import (Config, Ignored, QuantizationParams, RangeEstimatorConfig, 
 from .dataset import Dataset, FeedBuilder, open_source, take
 from .engine import Engine
 from .errors import ConfigError, DataError
+from .graph import stable_names
 from .io import read_model, save_outputs
 from .pipeline import Pipeline
 from .registry import lookup
@@ -106,6 +107,7 @@ def quantize_with_report(model: ov.Model, calibration_dataset: Any, config: Any 
     data = open_source(calibration_dataset, shapes)   # read a file source once for every stage
     q, report = pipe.run(model.clone(), data)
     compress_weights(q)
+    stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
     report["pipeline"] = pipe.names
     if error_samples:
         report["output_error"] = output_error(model, q, data, error_samples)

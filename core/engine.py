@@ -9,6 +9,7 @@ number of requests, and memory grows with the number of samples only for aggrega
 sample.
 """
 import time
+import warnings
 from collections import defaultdict
 from typing import Any, Iterable, Optional, Sequence
 
@@ -18,7 +19,7 @@ import openvino as ov
 from .cache import StatisticsCache
 from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError
-from .registry import make_aggregator, make_estimator, notify
+from .registry import debug, make_aggregator, make_estimator, notify, plugin_error
 from .statistics import Statistic, reduction_axes, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -57,6 +58,15 @@ class _Stack:
 
     def result(self):
         return np.concatenate(self.rows, axis=0)
+
+
+def _update(agg, st: Statistic, values) -> None:
+    try:
+        agg.update(values)
+    except Exception as exc:
+        if debug():
+            raise
+        raise plugin_error("aggregators", st.aggregator, f"update (tensor {st.tensor})", exc) from exc
 
 
 def _est_params(stat: Statistic) -> dict:
@@ -174,9 +184,20 @@ class Engine:
         missing = {k: v for k, v in groups.items() if k not in cached}
         notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=n_expected or 0)
         n, n_req, reductions = 0, 0, []
+        self.nonfinite = {}
         if missing:
             n, n_req, reductions = self._infer(model, missing, estimators, aggs, samples, subset_size, n_expected,
                                                stage, store)
+        if self.nonfinite:
+            names = ", ".join(sorted({str(t) for t in self.nonfinite}))
+            warnings.warn(f"NaN or Inf in the activations of node(s) {names}; their ranges ignore non-finite values")
+            redo = {k: v for k, v in missing.items() if k[0] in self.nonfinite}
+            if redo and self.inplace_statistics:   # in-graph reductions do not skip NaN/Inf: redo in numpy
+                for stats_ in redo.values():
+                    for st in stats_:
+                        aggs[st] = make_aggregator(st.aggregator, **dict(st.aggregator_params)) if st.aggregator else _Stack()
+                fresh = {k: make_estimator(estimators[k].name, **_est_params(v[0])) for k, v in redo.items()}
+                self._infer(model, redo, fresh, aggs, samples, subset_size, n_expected, stage, None, force_numpy=True)
         elif cached:
             n = len(next(iter(cached.values())))
         for key, arr in cached.items():
@@ -186,11 +207,18 @@ class Engine:
                 rows = np.asarray(arr[i:i + 256])
                 for st in groups[key]:
                     for r in range(len(rows)):   # one sample at a time, as in a fresh pass: same results
-                        aggs[st].update(rows[r:r + 1])
+                        _update(aggs[st], st, rows[r:r + 1])
         if n == 0:
             raise DataError("the calibration dataset is empty")
         warn_short(n, subset_size)
-        out = {st: np.asarray(agg.result()) for st, agg in aggs.items()}
+        out = {}
+        for st, agg in aggs.items():
+            try:
+                out[st] = np.asarray(agg.result())
+            except Exception as exc:
+                if debug():
+                    raise
+                raise plugin_error("aggregators", st.aggregator, f"result (tensor {st.tensor})", exc) from exc
         secs = time.perf_counter() - t0
         self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
                          "n_requests": int(n_req), "n_reductions": len(reductions),
@@ -198,12 +226,18 @@ class Engine:
         notify("statistics_collected", stage=stage, n_samples=n, n_statistics=len(out), seconds=secs)
         return out
 
-    def _infer(self, model, groups, estimators, aggs, samples, subset_size, n_expected, stage, store):
+    def _infer(self, model, groups, estimators, aggs, samples, subset_size, n_expected, stage, store,
+               force_numpy=False):
         """One pass of inference over the samples for the reductions in ``groups``."""
         clone = model.clone()
         packed_index = len(clone.outputs)
-        with shared_reductions():
-            reductions = self._plan(clone, [], groups, estimators)
+        nonfinite = self.nonfinite
+        inplace, self.inplace_statistics = self.inplace_statistics, self.inplace_statistics and not force_numpy
+        try:
+            with shared_reductions():
+                reductions = self._plan(clone, [], groups, estimators)
+        finally:
+            self.inplace_statistics = inplace
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
         n_req = int(self.n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         # The device's suggested number of async requests, driven round-robin from this thread: results
@@ -220,9 +254,16 @@ class Engine:
             busy[slot] = None
             flat = np.array(req.get_output_tensor(packed_index).data)
             for i, red in enumerate(reductions):
-                v = red.value(req, flat)
+                try:
+                    v = red.value(req, flat)
+                except Exception as exc:
+                    if debug():
+                        raise
+                    raise plugin_error("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", exc) from exc
+                if not np.all(np.isfinite(v)):
+                    nonfinite.setdefault(red.key[0], []).append(index)
                 for st in red.statistics:
-                    aggs[st].update(v)
+                    _update(aggs[st], st, v)
                 if writers is not None:
                     for row in (np.atleast_1d(v) if np.ndim(v) else [v]):
                         writers[i].write(row)

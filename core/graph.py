@@ -240,3 +240,28 @@ class Graph:
         if value.ndim > 1 and value.shape[ch_axis - (rank - value.ndim)] != value.size:
             return None
         return add, other
+
+
+_AUTO_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*_\d+")
+
+
+def stable_names(model: ov.Model, keep: set) -> None:
+    """Give every node that ovquant (or an OpenVINO pass it ran) created with an automatic name like
+    ``Constant_5846`` a name derived from its consumer, so that the same inputs give the same IR bytes
+    in any process. Names in ``keep`` (the input model's) are left alone."""
+    taken = {n.get_friendly_name() for n in model.get_ordered_ops()}
+    for n in reversed(list(model.get_ordered_ops())):
+        name = n.get_friendly_name()
+        if name in keep or not _AUTO_NAME.fullmatch(name) or n.get_output_size() == 0:
+            continue
+        inputs = sorted(n.output(0).get_target_inputs(), key=lambda i: (i.get_node().get_friendly_name(), i.get_index()))
+        if not inputs:
+            continue
+        base = f"{inputs[0].get_node().get_friendly_name()}/{n.get_type_name().lower()}_{inputs[0].get_index()}"
+        new, k = base, 1
+        while new in taken:
+            k += 1
+            new = f"{base}_{k}"
+        taken.discard(name)
+        taken.add(new)
+        n.set_friendly_name(new)

@@ -13,9 +13,9 @@ import openvino as ov
 
 from .config import QuantizationParams, normalize_model_type, parse_params
 from .engine import Engine
-from .errors import ConfigError
+from .errors import ConfigError, OVQuantError
 from .graph import Graph
-from .registry import lookup, notify
+from .registry import debug, lookup, notify, plugin_error
 
 
 @attrs.define
@@ -118,12 +118,13 @@ class Pipeline:
         for i, stage in enumerate(stages, start=1):
             ctx.may_transform.clear()
             ctx.channel_transforms.clear()
-            algos = [(step, cls(step.params, ctx)) for step, cls in stage]
+            algos = [(step, _guard(step.name, "__init__", cls, step.params, ctx)) for step, cls in stage]
             names = [step.name for step, _ in stage]
             first = stage[0][0].params
             n = subset_size if subset_size is not None else getattr(first, "stat_subset_size", None)
             t0 = time.perf_counter()
-            requested = [list(algo.statistics(graph)) for _, algo in algos]
+            requested = [_guard(step.name, "statistics", lambda a=algo: list(a.statistics(graph)))
+                         for step, algo in algos]
             union = list(dict.fromkeys(st for req in requested for st in req))
             stats = self.engine.collect(graph.model, union, data, n, stage=i, algorithms=names) if union else {}
             if union:
@@ -131,13 +132,25 @@ class Pipeline:
                                          **{k: v for k, v in self.engine.last_run.items() if k != "stage"}})
             for step, algo in algos:
                 t1 = time.perf_counter()
-                entry = algo.apply(graph, stats) or {}
+                entry = _guard(step.name, "apply", algo.apply, graph, stats) or {}
                 graph.invalidate()
                 secs = time.perf_counter() - t1
                 report["algorithms"].append({"name": step.name, "seconds": round(secs, 3), **entry})
                 notify("algorithm_finished", name=step.name, seconds=secs, report=entry)
         report["seconds"] = round(time.perf_counter() - t_run, 3)
         return graph.model, report
+
+
+def _guard(name: str, where: str, fn, *args):
+    """Run an algorithm's method; an unexpected exception becomes one line naming it and its plugin."""
+    try:
+        return fn(*args)
+    except OVQuantError:
+        raise
+    except Exception as exc:
+        if debug():
+            raise
+        raise plugin_error("algorithms", name, where, exc) from exc
 
 
 def _known(name: str) -> bool:

@@ -214,3 +214,18 @@ def make_aggregator(name: str, **params):
     return lookup("aggregators", name)(**params)
 
 
+
+
+def plugin_error(kind: str, name: str, where: str, exc: BaseException) -> PluginError:
+    """A one-line error for an exception raised by a registered object (set OVQUANT_DEBUG=1 to get the
+    original traceback instead)."""
+    try:
+        plugin = get_registry().get(kind, name).plugin
+    except KeyError:
+        plugin = "?"
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return PluginError(f"{kind[:-1]} {name!r} (plugin {plugin!r}) failed in {where}: {type(exc).__name__}: {msg}")
+
+
+def debug() -> bool:
+    return bool(os.environ.get("OVQUANT_DEBUG"))

@@ -44,16 +44,15 @@ def conv_geometry(node: ov.Node) -> Optional[dict]:
         return None
     w = node.input_value(1).get_partial_shape()
     out = node.output(0).get_partial_shape()
-    if not (w.is_static and out.is_static) or len(out) != 4:
+    if not w.is_static or out.rank.is_dynamic or out.rank.get_length() != 4:
         return None
     a = node.get_attributes()
     wshape = list(w.to_shape())
     x = node.input_value(0).get_partial_shape()
-    if not x.is_static:
-        return None
+    static = x.is_static and out.is_static   # sizes unknown with dynamic shapes: no padding geometry
     return {"kernel": tuple(wshape[-2:]), "strides": tuple(a["strides"]), "dilations": tuple(a["dilations"]),
-            "pads_begin": tuple(a["pads_begin"]), "output": tuple(list(out.to_shape())[2:]),
-            "input": tuple(list(x.to_shape())[2:])}
+            "pads_begin": tuple(a["pads_begin"]), "output": tuple(list(out.to_shape())[2:]) if static else None,
+            "input": tuple(list(x.to_shape())[2:]) if static else None}
 
 
 def layer_input(node: ov.Node) -> ov.Output:
@@ -67,6 +66,9 @@ def layer_input(node: ov.Node) -> ov.Output:
 def tap_coverage(geo: dict) -> np.ndarray:
     """[kh, kw]: the fraction of output positions at which each kernel tap reads inside the input
     (not the zero padding); 1 everywhere for a convolution without padding."""
+    if geo.get("input") is None or geo.get("output") is None:
+        return np.ones(geo["kernel"])   # dynamic shapes: padding effects unknown
+
     def axis(size, out, k, stride, pad, dil):
         rows = np.arange(out)[None, :] * stride + np.arange(k)[:, None] * dil - pad
         return ((rows >= 0) & (rows < size)).mean(axis=1)

@@ -67,8 +67,10 @@ class FastBiasCorrection(Algorithm):
             stats = {}
             if node.get_type_name() == "MatMul":
                 stats["x"] = Statistic.make(x, "mean", "mean", rank - 1)
-            elif self.form == "exact" and not (geo["kernel"] == (1, 1) and geo["strides"] == (1, 1)
-                                               and geo["pads_begin"] == (0, 0)):
+            elif geo is None:
+                continue
+            elif self.form == "exact" and geo["output"] is not None and not (
+                    geo["kernel"] == (1, 1) and geo["strides"] == (1, 1) and geo["pads_begin"] == (0, 0)):
                 stats["x"] = Statistic.make(x, "window_mean", "mean", 1, {k: v for k, v in geo.items() if k != "input"})
             else:
                 stats["x"] = Statistic.make(x, "mean", "mean", 1)

@@ -145,6 +145,9 @@ class MinMaxQuantization(Algorithm):
         qs, ignored, unmatched = find_quantizers(graph, self.context.target, self.params, extra,
                                                  symmetric_act_matmul=bool(extra))
         check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
+        if not qs:
+            warnings.warn(f"the model has no op that target {self.context.target.name} quantizes; "
+                          "it is saved unchanged", stacklevel=4)
         self.quantizers, self.ignored = qs, ignored
         return qs
 
