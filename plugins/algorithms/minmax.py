@@ -8,7 +8,7 @@ Ranges, for a quantizer with ``levels`` integer levels:
   ``lo = -hi * levels / (levels - 2)`` (int8 zero point 128, scale ``hi / 127``).
 * activations and weights, asymmetric: widen ranges narrower than 8e-4, include 0
   (``lo = min(lo, 0)``, ``hi = max(hi, 0)``), then move one border outward so that 0 falls exactly on
-  the integer grid (whichever moves less).
+  the integer grid (the border that moves outward).
 * weights, symmetric: per output channel ``[-hi, hi]`` with ``hi`` the channel's abs max (floored as
   above), levels 255 for [-127, 127]. With the saturation fix (CPU, first convolution(s) by default) the
   weights use a 7-bit grid: the range is widened by 254/126 so that only [-63, 63] is used.
@@ -87,14 +87,16 @@ def fix_zero_symmetric(hi: np.ndarray) -> np.ndarray:
 
 
 def tune_range(lo: np.ndarray, hi: np.ndarray, levels: int) -> tuple:
-    """Move one border outward so that 0 falls exactly on the grid of ``levels`` levels."""
+    """Move one border so that 0 falls exactly on the grid of ``levels`` levels: of the two candidates
+    (keep ``hi`` and move ``lo``, or keep ``lo`` and move ``hi``) the wider range is kept, so a border
+    only ever moves outward and no calibrated value is clipped (POT's rule)."""
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     n = levels - 1
     zp = np.round(-lo * n / (hi - lo))
     with np.errstate(divide="ignore", invalid="ignore"):
         lo1 = np.where(zp < n, zp * hi / (zp - n), lo)    # keep hi, move lo
         hi2 = np.where(zp > 0, lo * (zp - n) / zp, hi)    # keep lo, move hi
-    use1 = (hi - lo1) <= (hi2 - lo)
+    use1 = (hi - lo1) >= (hi2 - lo)
     use1 = np.where(zp >= n, False, np.where(zp <= 0, True, use1))
     return np.where(use1, lo1, lo), np.where(use1, hi, hi2)
 

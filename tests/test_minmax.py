@@ -1,0 +1,547 @@
+"""MinMaxQuantization on small opset-built models: where FakeQuantize ops go (POT/NNCF placement rules),
+their ranges against numpy references computed from real FP32 activations, user overrides, ignored
+scopes, the compressed INT8 model, and an INT8-vs-FP32 accuracy sanity check.
+
+The FP32 activations come from ``models.activations`` (a plain OpenVINO infer request); the expected
+ranges follow /work/shared/reference/pot.md (b), (c), (g)."""
+import re
+
+import numpy as np
+import openvino as ov
+import pytest
+
+import models
+from ovquant.api import build_pipeline, quantize_with_report
+from ovquant.engine import Engine
+from ovquant.errors import ConfigError, HardwareTargetError
+from ovquant.graph import Graph
+
+#: One Core for every Engine of this module. An Engine builds its own ``ov.Core()`` by default, and
+#: destroying that Core right after an AsyncInferQueue run can deadlock the process (the Core's CPU
+#: executor threads are joined while the main thread holds the GIL one of them waits for); sharing a
+#: Core that lives until exit keeps these tests from hanging. See the report of this test module.
+CORE = ov.Core()
+
+
+def engine() -> Engine:
+    return Engine(core=CORE)
+
+
+def quantize(model, samples, **kw):
+    """quantize_with_report (weights compressed to int8)."""
+    return quantize_with_report(model, samples, engine=engine(), **kw)
+
+
+def run(model, samples, pipeline=("MinMaxQuantization",), **kw):
+    """The pipeline alone: weight FakeQuantizes are kept (no compression)."""
+    pipe = build_pipeline(None, pipeline=list(pipeline), engine=engine(), **kw)
+    return pipe.run(model.clone(), samples)
+
+
+def minmax_entry(report) -> dict:
+    (mm,) = [a for a in report["algorithms"] if a["name"] == "MinMaxQuantization"]
+    return mm
+
+
+def quantizers(report) -> dict:
+    return {q["name"]: q for q in minmax_entry(report)["quantizers"]}
+
+
+def nodes(model) -> dict:
+    return {n.get_friendly_name(): n for n in model.get_ordered_ops()}
+
+
+def fqs(model) -> dict:
+    return {n.get_friendly_name(): n for n in model.get_ordered_ops() if n.get_type_name() == "FakeQuantize"}
+
+
+def src(node, port=0) -> ov.Node:
+    return node.input_value(port).get_node()
+
+
+def consumers(fq) -> set:
+    return {(i.get_node().get_friendly_name(), i.get_index()) for i in fq.output(0).get_target_inputs()}
+
+
+def fq_range(fq) -> tuple:
+    lo, hi, olo, ohi = (Graph.constant_value(fq.input_value(i)).astype(np.float64) for i in range(1, 5))
+    np.testing.assert_array_equal(lo, olo)
+    np.testing.assert_array_equal(hi, ohi)
+    return lo, hi
+
+
+def per_sample(a: np.ndarray, fn) -> np.ndarray:
+    """fn over each sample of ``a`` [n, 1, ...] (every axis but the sample axis reduced)."""
+    return np.array([fn(x.astype(np.float64).ravel()) for x in a])
+
+
+def per_channel(a: np.ndarray, fn) -> np.ndarray:
+    """[n, C]: fn over each channel of each sample of ``a`` [n, 1, C, ...]."""
+    a = a.astype(np.float64).reshape(a.shape[0], a.shape[2], -1)
+    return fn(a, axis=2)
+
+
+def int_weights(model, layer: str) -> np.ndarray:
+    """The integer weight constant behind ``layer``'s compressed weights (Multiply <- [Subtract] <- Convert <- Constant)."""
+    n = src(nodes(model)[layer], 1)
+    assert n.get_type_name() == "Multiply", f"{layer}: weights are not compressed ({n.get_type_name()})"
+    n = src(n, 0)
+    if n.get_type_name() == "Subtract":
+        n = src(n, 0)
+    assert n.get_type_name() == "Convert"
+    c = src(n, 0)
+    assert c.get_type_name() == "Constant" and c.get_output_element_type(0) in (ov.Type.i8, ov.Type.u8)
+    return np.array(c.get_data()).astype(np.int64)
+
+
+# ---- module fixtures: one calibration run per configuration ----------------------------------------
+@pytest.fixture(scope="module")
+def conv():
+    m = models.conv_net()
+    samples = models.random_samples(m, 16, seed=1)
+    q, report = run(m, samples)
+    return m, samples, q, report
+
+
+@pytest.fixture(scope="module")
+def conv_acts(conv):
+    m, samples, _, _ = conv
+    acts = models.activations(m, ["relu1", "relu2", "relu3", "gap"], samples)
+    acts["image"] = np.stack(samples)
+    return acts
+
+
+@pytest.fixture(scope="module")
+def residual():
+    m = models.residual_net()
+    samples = models.random_samples(m, 8, seed=2)
+    q, report = run(m, samples)
+    return m, samples, q, report
+
+
+# ---- placement ---------------------------------------------------------------------------------------
+def test_conv_net_activation_placement(conv):
+    m, _, q, report = conv
+    n, f = nodes(q), fqs(q)
+    # the model input, in front of conv1
+    fq = src(n["conv1"], 0)
+    assert fq.get_type_name() == "FakeQuantize" and src(fq).get_friendly_name() == "image"
+    # moved above the MaxPool: on relu1's output; nothing between pool1 and conv2
+    fq = src(n["pool1"], 0)
+    assert fq.get_type_name() == "FakeQuantize" and src(fq).get_friendly_name() == "relu1"
+    assert consumers(fq) == {("pool1", 0)}
+    assert src(n["conv2"], 0).get_friendly_name() == "pool1"
+    # depthwise conv input: per channel
+    fq = src(n["dwconv"], 0)
+    assert fq.get_type_name() == "FakeQuantize" and src(fq).get_friendly_name() == "relu2"
+    lo, hi = fq_range(fq)
+    assert lo.shape == hi.shape == (1, 16, 1, 1)
+    # ReduceMean input and FC input
+    for layer, producer in (("gap", "relu3"), ("fc", "gap")):
+        fq = src(n[layer], 0)
+        assert fq.get_type_name() == "FakeQuantize" and src(fq).get_friendly_name() == producer, layer
+        assert np.asarray(fq_range(fq)[0]).size == 1   # per tensor
+    acts = [x for x in f.values() if src(x).get_type_name() != "Constant"]
+    assert len(acts) == 5
+    assert minmax_entry(report)["n_fake_quantize"] == len(f) == 9
+
+
+def test_conv_net_weight_placement(conv):
+    _, _, q, report = conv
+    n = nodes(q)
+    for layer in ("conv1", "conv2", "dwconv", "fc"):
+        fq = src(n[layer], 1)
+        assert fq.get_type_name() == "FakeQuantize", layer
+        assert src(fq).get_type_name() == "Constant", layer
+        assert int(fq.get_attributes()["levels"]) == 255, layer
+        assert fq.get_friendly_name() == f"{layer}/fq_weights_1"
+        e = quantizers(report)[f"{layer}/fq_weights_1"]
+        assert e["kind"] == "weights" and e["levels"] == 255 and e["granularity"] == "perchannel"
+
+
+def test_no_fake_quantize_in_front_of_bias_adds(conv):
+    _, _, q, _ = conv
+    adds = [x for x in q.get_ordered_ops() if x.get_type_name() == "Add"]
+    assert len(adds) == 4
+    for add in adds:
+        for p in range(2):
+            assert src(add, p).get_type_name() != "FakeQuantize", add.get_friendly_name()
+
+
+def test_ranges_after_relu_are_unsigned(conv):
+    _, _, q, report = conv
+    for name, fq in fqs(q).items():
+        if src(fq).get_type_name() == "Relu" or src(fq).get_friendly_name() == "gap":
+            lo, hi = fq_range(fq)
+            assert np.all(lo == 0.0), name
+            assert np.all(hi > 0), name
+            assert quantizers(report)[name]["range"][0] == 0.0
+
+
+def test_residual_net_shared_quantizer_and_add_inputs(residual):
+    _, _, q, report = residual
+    n = nodes(q)
+    relu1_fqs = [i.get_node() for i in n["relu1"].output(0).get_target_inputs()]
+    assert len(relu1_fqs) == 1 and relu1_fqs[0].get_type_name() == "FakeQuantize"
+    assert consumers(relu1_fqs[0]) == {("conv2", 0), ("residual_add", 0)}
+    assert set(quantizers(report)["relu1/fq_output_0"]["consumers"]) == {"conv2:0", "residual_add:0"}
+    # the residual Add: both inputs quantized; the second one on conv2's biased output
+    a, b = src(n["residual_add"], 0), src(n["residual_add"], 1)
+    assert a.get_type_name() == b.get_type_name() == "FakeQuantize"
+    assert src(b).get_friendly_name() == "conv2/add"
+
+
+def test_residual_net_concat_inputs_share_one_scale(residual):
+    _, _, q, report = residual
+    n = nodes(q)
+    a, b = src(n["concat"], 0), src(n["concat"], 1)
+    assert a.get_type_name() == b.get_type_name() == "FakeQuantize"
+    assert (src(a).get_friendly_name(), src(b).get_friendly_name()) == ("relu2", "sigmoid")
+    ra, rb = fq_range(a), fq_range(b)
+    np.testing.assert_array_equal(ra[0], rb[0])
+    np.testing.assert_array_equal(ra[1], rb[1])
+    assert src(n["conv4"], 0).get_friendly_name() == "concat"   # nothing after the Concat
+    qs = quantizers(report)
+    assert qs["relu2/fq_output_0"]["unified_scale_group"] == qs["sigmoid/fq_output_0"]["unified_scale_group"]
+
+
+def test_residual_net_first_convolutions_get_the_saturation_fix(residual):
+    _, _, _, report = residual
+    qs = quantizers(report)
+    fixed = {q["tensor"].split(":")[0] for q in qs.values() if q["kind"] == "weights" and q["saturation_fix"]}
+    assert fixed == {"conv1", "conv3"}   # both convolutions fed by the model input
+
+
+def test_matmul_net_placement():
+    m = models.matmul_net()
+    q, report = run(m, models.random_samples(m, 8, seed=3))
+    n = nodes(q)
+    for layer in ("q", "k"):
+        fq = src(n[layer], 1)
+        assert fq.get_type_name() == "FakeQuantize" and src(fq).get_type_name() == "Constant", layer
+    for layer, producers in (("qk", ("q/add", "k/add")), ("av", ("softmax", "x"))):
+        for port, producer in enumerate(producers):
+            fq = src(n[layer], port)
+            assert fq.get_type_name() == "FakeQuantize", (layer, port)
+            assert src(fq).get_friendly_name() == producer, (layer, port)
+    lo, hi = fq_range(src(n["av"], 0))
+    assert lo == 0.0 and 0 < hi <= 1.0    # softmax: unsigned
+    # one quantizer on x serves q, k and av
+    assert consumers(src(n["av"], 1)) == {("q", 0), ("k", 0), ("av", 1)}
+    assert len(fqs(q)) == 6
+
+
+def test_int_input_net_integer_tensors_are_never_quantized():
+    m = models.int_input_net()
+    q, report = run(m, models.random_samples(m, 6, seed=4))
+    f = fqs(q)
+    assert set(f) == {"embedding/fq_output_0", "proj/fq_weights_1"}
+    for fq in f.values():
+        assert fq.get_input_element_type(0) == ov.Type.f32
+    n = nodes(q)
+    assert src(n["embedding"], 1).get_friendly_name() == "input_ids"       # Gather indices untouched
+    assert src(n["embedding"], 0).get_type_name() == "Constant"            # the table is no weight of a layer
+    assert src(src(n["proj"], 0)).get_friendly_name() == "embedding"
+
+
+# ---- ignored scope ----------------------------------------------------------------------------------
+def test_ignored_scope_name_keeps_that_layer_float(conv):
+    m, samples, _, full = conv
+    q, report = quantize(m, samples, ignored={"scope": ["conv2"]})
+    names = set(quantizers(report))
+    # conv2's weights and its only input quantizer (on relu1, above the MaxPool) are gone, nothing else
+    assert names == set(quantizers(full)) - {"conv2/fq_weights_1", "relu1/fq_output_0"}
+    n = nodes(q)
+    w = src(n["conv2"], 1)
+    assert w.get_type_name() == "Constant" and w.get_output_element_type(0) == ov.Type.f32
+    for layer in ("conv1", "dwconv", "fc"):
+        int_weights(q, layer)
+    assert "conv2" in minmax_entry(report)["ignored"]
+
+
+def test_ignored_scope_regex_matches_whole_names(conv):
+    m, samples, _, full = conv
+    _, report = run(m, samples, ignored={"scope": ["dw.*"]})
+    ign = set(minmax_entry(report)["ignored"])
+    assert {"dwconv", "dwconv/add", "dwconv/weights", "dwconv/bias"} <= ign
+    assert not any(x.startswith("conv") for x in ign)
+    assert set(quantizers(report)) == set(quantizers(full)) - {"dwconv/fq_weights_1", "relu2/fq_output_0"}
+    # a regex matches the whole name, not a part of it
+    with pytest.warns(UserWarning, match=re.escape("ignored.scope[0] 'dw'")):
+        _, report = run(m, samples, ignored={"scope": ["dw"]})
+    assert set(quantizers(report)) == set(quantizers(full))
+
+
+def test_ignored_operation_type_removes_residual_add_quantizers(residual):
+    m, samples, _, full = residual
+    q, report = run(m, samples, ignored={"operations": [{"type": "Add"}]})
+    n = nodes(q)
+    for p in range(2):
+        assert src(n["residual_add"], p).get_type_name() != "FakeQuantize"
+    qs = quantizers(report)
+    assert "conv2/add/fq_output_0" not in qs
+    assert qs["relu1/fq_output_0"]["consumers"] == ["conv2:0"]
+    assert not any(c.startswith("residual_add") for e in qs.values() for c in e["consumers"])
+    assert set(qs) == set(quantizers(full)) - {"conv2/add/fq_output_0"}
+
+
+def test_unmatched_ignored_entry_warns_and_strict_raises(conv):
+    m, samples, _, _ = conv
+    with pytest.warns(UserWarning, match=re.escape("ignored.scope[1] 'no_such_node'")):
+        run(m, samples, ignored={"scope": ["conv2", "no_such_node"]})
+    with pytest.raises(ConfigError, match=re.escape("ignored.scope[0] 'no_such_node'")):
+        quantize(m, samples, ignored={"scope": ["no_such_node"]}, strict=True)
+    with pytest.raises(ConfigError, match=r"ignored\.operations\[0\] type 'Convolution'.*strides"):
+        quantize(m, samples, ignored={"operations": [{"type": "Convolution", "attributes": {"strides": [2, 2]}}]},
+                 strict=True)
+
+
+def test_ignored_operations_with_attribute_filters(conv):
+    m, samples, _, _ = conv
+    _, report = run(m, samples, ignored={"operations": [{"type": "Convolution", "attributes": {"strides": [1, 1]}}]})
+    ign = set(minmax_entry(report)["ignored"])
+    assert {"conv1", "conv2"} <= ign and "dwconv" not in ign     # dwconv is a GroupConvolution
+    weights = {e["tensor"] for e in quantizers(report).values() if e["kind"] == "weights"}
+    assert weights == {"dwconv:1", "fc:1"}
+
+    s = models.strided_net()
+    samples = models.random_samples(s, 4, seed=5)
+    _, report = run(s, samples, ignored={"operations": [{"type": "Convolution", "attributes": {"dilations": [2, 2]}}]})
+    assert "dilconv" in minmax_entry(report)["ignored"] and "conv1" not in minmax_entry(report)["ignored"]
+    weights = {e["tensor"] for e in quantizers(report).values() if e["kind"] == "weights"}
+    assert weights == {"conv1:1", "dwconv:1", "fc:1"}
+    _, report = run(s, samples, ignored={"operations": [{"type": "GroupConvolution", "attributes": {"strides": "2, 2"}}]})
+    assert "dwconv" in minmax_entry(report)["ignored"]
+    assert "dwconv/fq_weights_1" not in quantizers(report)
+
+
+# ---- ranges against numpy ------------------------------------------------------------------------------
+def test_performance_symmetric_ranges_match_numpy(conv, conv_acts):
+    _, _, q, _ = conv
+    f = fqs(q)
+    # unsigned per tensor: [0, mean over samples of the per-sample max |x|]
+    for t in ("relu1", "relu3", "gap"):
+        lo, hi = fq_range(f[f"{t}/fq_output_0"])
+        want = per_sample(conv_acts[t], lambda v: np.abs(v).max()).mean()
+        np.testing.assert_allclose(hi, want, rtol=1e-5, err_msg=t)
+        assert lo == 0.0
+    # signed per tensor: high as above, low = -high * 128 / 127 (levels 256)
+    fq = f["image/fq_output_0"]
+    lo, hi = fq_range(fq)
+    assert int(fq.get_attributes()["levels"]) == 256
+    np.testing.assert_allclose(hi, per_sample(conv_acts["image"], lambda v: np.abs(v).max()).mean(), rtol=1e-5)
+    np.testing.assert_allclose(lo, -hi * 128 / 127, rtol=1e-6)
+    # per channel (depthwise input): max over samples of each channel's max, floored at 1 % of the largest
+    lo, hi = fq_range(f["relu2/fq_output_0"])
+    want = per_channel(conv_acts["relu2"], np.max).max(axis=0)
+    want = np.maximum(want, 0.01 * want.max())
+    np.testing.assert_allclose(hi.ravel(), want, rtol=1e-5)
+    assert np.all(lo == 0.0)
+
+
+def _zero_on_grid(lo, hi, mn, mx, levels=256, name=""):
+    """0 exactly on the grid (an integer zero point), one border kept as estimated, the other moved a
+    little (by a step or so)."""
+    lo, hi = np.asarray(lo, np.float64).ravel(), np.asarray(hi, np.float64).ravel()
+    mn, mx = np.minimum(mn, 0.0).ravel(), np.maximum(mx, 0.0).ravel()
+    zp = -lo * (levels - 1) / (hi - lo)
+    np.testing.assert_allclose(zp, np.round(zp), atol=1e-4, err_msg=name)
+    assert np.all((zp >= 0) & (zp <= levels - 1)), name
+    kept_lo = np.isclose(lo, mn, rtol=1e-5, atol=1e-7)
+    kept_hi = np.isclose(hi, mx, rtol=1e-5, atol=1e-7)
+    assert (kept_lo | kept_hi).all(), name
+    assert np.all(np.abs(lo - mn) + np.abs(hi - mx) < 0.02 * (mx - mn)), name   # a step or two
+
+
+def _covers(lo, hi, mn, mx, name=""):
+    """The range includes [min(mn, 0), max(mx, 0)]: borders only move outward (POT's tune_range)."""
+    lo, hi = np.asarray(lo, np.float64).ravel(), np.asarray(hi, np.float64).ravel()
+    mn, mx = np.minimum(mn, 0.0).ravel(), np.maximum(mx, 0.0).ravel()
+    assert np.all(lo <= mn + 1e-6 * np.abs(mn)), (name, lo, mn)
+    assert np.all(hi >= mx - 1e-6 * np.abs(mx)), (name, hi, mx)
+
+
+@pytest.fixture(scope="module")
+def mixed(conv, conv_acts):
+    m, samples, _, _ = conv
+    q, report = run(m, samples, preset="mixed")
+    f = fqs(q)
+    cases = {}
+    for t in ("image", "relu1", "relu3", "gap"):    # asymmetric per tensor: min/mean, max/mean
+        cases[t] = (f[f"{t}/fq_output_0"], per_sample(conv_acts[t], np.min).mean(),
+                    per_sample(conv_acts[t], np.max).mean())
+    # per channel: min/min and max/max
+    cases["relu2"] = (f["relu2/fq_output_0"], per_channel(conv_acts["relu2"], np.min).min(axis=0),
+                      per_channel(conv_acts["relu2"], np.max).max(axis=0))
+    return q, report, cases
+
+
+def test_mixed_preset_asymmetric_ranges_match_numpy(mixed):
+    q, report, cases = mixed
+    for t, (fq, mn, mx) in cases.items():
+        assert int(fq.get_attributes()["levels"]) == 256
+        lo, hi = fq_range(fq)
+        _zero_on_grid(lo, hi, mn, mx, name=t)
+        assert "asymmetric" in quantizers(report)[f"{t}/fq_output_0"]["scheme"]
+    lo, hi = fq_range(cases["image"][0])
+    assert lo < 0 < hi and not np.isclose(-lo, hi * 128 / 127, rtol=1e-3)   # not the symmetric grid
+    for t in ("relu1", "relu3", "gap"):      # unsigned data: [0, mean max] is already on the grid
+        lo, hi = fq_range(cases[t][0])
+        assert lo == 0.0
+        np.testing.assert_allclose(hi, cases[t][2], rtol=1e-5)
+    # weights stay symmetric in mixed
+    assert int(fqs(q)["conv2/fq_weights_1"].get_attributes()["levels"]) == 256 - 1
+
+
+def test_mixed_preset_asymmetric_ranges_cover_the_estimates(mixed):
+    _, _, cases = mixed
+    for t, (fq, mn, mx) in cases.items():
+        lo, hi = fq_range(fq)
+        _covers(lo, hi, mn, mx, name=t)
+
+
+def test_tune_range_only_moves_borders_outward():
+    from ovquant.plugins.algorithms.minmax import asymmetric_range
+    rng = np.random.default_rng(0)
+    mn, mx = -rng.uniform(0.1, 3, 200), rng.uniform(0.1, 3, 200)
+    lo, hi = asymmetric_range(mn, mx, 256)
+    zp = -lo * 255 / (hi - lo)
+    np.testing.assert_allclose(zp, np.round(zp), atol=1e-6)
+    _covers(lo, hi, mn, mx)
+
+
+def _weight_abs_max(w: np.ndarray, layer: str) -> np.ndarray:
+    axes = {"conv1": (1, 2, 3), "conv2": (1, 2, 3), "dwconv": (2, 3, 4), "fc": (1,)}[layer]
+    return np.abs(w.astype(np.float64)).max(axis=axes, keepdims=True)
+
+
+def test_weight_ranges_per_output_channel(conv):
+    _, _, q, report = conv
+    f = fqs(q)
+    for layer in ("conv1", "conv2", "dwconv", "fc"):
+        fq = f[f"{layer}/fq_weights_1"]
+        w = Graph.constant_value(fq.input_value(0))
+        lo, hi = fq_range(fq)
+        want = _weight_abs_max(w, layer)
+        if layer == "conv1":       # the saturation fix: a 7-bit grid inside the 8-bit levels
+            want = want * 254 / 126
+        assert hi.shape == want.shape, layer
+        np.testing.assert_allclose(hi, want, rtol=1e-6, err_msg=layer)
+        np.testing.assert_array_equal(lo, -hi)
+        assert quantizers(report)[f"{layer}/fq_weights_1"]["saturation_fix"] == (layer == "conv1")
+
+
+@pytest.fixture(scope="module")
+def compressed(conv):
+    m, samples, _, _ = conv
+    return quantize(m, samples)
+
+
+def test_compressed_weights_use_the_saturation_fix_grid_on_the_first_conv(compressed):
+    q, _ = compressed
+    c1 = int_weights(q, "conv1")
+    assert np.abs(c1).max() <= 64
+    assert np.abs(c1).max() >= 60          # the 7-bit grid is used, not some tiny range
+    for layer in ("conv2", "dwconv", "fc"):
+        wi = int_weights(q, layer)
+        per_out = np.abs(wi.reshape(wi.shape[0], -1)).max(axis=1)
+        assert per_out.max() == 127, layer
+        assert np.all(per_out == 127), layer   # per output channel: each channel's max maps to 127
+
+
+def test_gpu_target_has_no_saturation_fix(conv):
+    m, samples, _, _ = conv
+    q, report = quantize(m, samples, target_device="GPU")
+    assert report["target_device"] == "GPU"
+    assert not any(e.get("saturation_fix") for e in minmax_entry(report)["quantizers"])
+    assert np.abs(int_weights(q, "conv1")).max() == 127
+
+
+def test_every_weight_is_an_int8_constant_followed_by_convert(compressed):
+    q, _ = compressed
+    for layer in ("conv1", "conv2", "dwconv", "fc"):
+        int_weights(q, layer)
+    for fq in fqs(q).values():      # only activation FakeQuantizes are left
+        assert src(fq).get_type_name() not in ("Constant", "Convert")
+
+
+# ---- overrides ----------------------------------------------------------------------------------------
+def test_activation_override_symmetric_pertensor(conv):
+    m, samples, _, _ = conv
+    q, report = run(m, samples, activations={"bits": 8, "mode": "symmetric", "granularity": "pertensor"})
+    acts = [e for e in minmax_entry(report)["quantizers"] if e["kind"] == "activations"]
+    assert len(acts) == 5
+    for e in acts:
+        assert e["granularity"] == "pertensor" and "symmetric" in e["scheme"] and e["levels"] == 256, e
+    lo, hi = fq_range(fqs(q)["relu2/fq_output_0"])
+    assert lo.size == hi.size == 1       # the depthwise input too: per tensor fits the per-channel scheme
+
+
+def test_perchannel_activations_on_a_convolution_input_are_refused(conv):
+    m, samples, _, _ = conv
+    with pytest.raises(HardwareTargetError) as exc:
+        quantize(m, samples, activations={"granularity": "perchannel"})
+    msg = str(exc.value)
+    assert "'conv1'" in msg and "perchannel" in msg
+    assert "allowed" in msg and "pertensor" in msg
+
+
+def test_asymmetric_weight_override(conv):
+    m, samples, _, _ = conv
+    q, report = run(m, samples, weights={"mode": "asymmetric"})
+    f = fqs(q)
+    for layer in ("conv2", "dwconv", "fc"):
+        fq = f[f"{layer}/fq_weights_1"]
+        assert int(fq.get_attributes()["levels"]) == 256
+        lo, hi = fq_range(fq)
+        w = Graph.constant_value(fq.input_value(0)).astype(np.float64)
+        axes = {"conv2": (1, 2, 3), "dwconv": (2, 3, 4), "fc": (1,)}[layer]
+        _zero_on_grid(lo, hi, w.min(axis=axes, keepdims=True), w.max(axis=axes, keepdims=True), name=layer)
+        assert not np.allclose(lo, -hi), layer
+        assert "asymmetric" in quantizers(report)[f"{layer}/fq_weights_1"]["scheme"]
+    # activations keep the performance preset's symmetric scheme
+    assert "symmetric" == quantizers(report)["image/fq_output_0"]["scheme"].split()[1]
+
+
+def test_accuracy_preset_gives_asymmetric_weights_and_activations(conv):
+    m, samples, _, _ = conv
+    _, report = run(m, samples, preset="accuracy")
+    for e in minmax_entry(report)["quantizers"]:
+        assert "asymmetric" in e["scheme"], e
+        assert e["levels"] == 256
+    q, _ = quantize(m, samples, preset="accuracy")
+    for layer in ("conv1", "conv2", "dwconv", "fc"):
+        int_weights(q, layer)
+
+
+# ---- saved model and accuracy ----------------------------------------------------------------------------
+def test_saved_int8_model_is_much_smaller(tmp_path):
+    m = models.big_conv_net()
+    q, _ = quantize(m, models.random_samples(m, 4, seed=6))
+    ov.save_model(m, str(tmp_path / "fp32.xml"), compress_to_fp16=False)
+    ov.save_model(q, str(tmp_path / "int8.xml"), compress_to_fp16=False)
+    fp32 = (tmp_path / "fp32.bin").stat().st_size
+    int8 = (tmp_path / "int8.bin").stat().st_size
+    assert fp32 > 800_000
+    assert int8 <= 0.3 * fp32, (int8, fp32)
+    # the saved INT8 model loads and keeps int8 weights
+    r = ov.Core().read_model(str(tmp_path / "int8.xml"))
+    for layer in ("conv1", "conv2", "conv3", "fc"):
+        int_weights(r, layer)
+
+
+def _outputs(model, samples) -> np.ndarray:
+    c = CORE.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    req = c.create_infer_request()
+    return np.stack([np.array(req.infer(s)[0], np.float64) for s in samples])
+
+
+@pytest.mark.parametrize("builder,bound", [("conv_net", 0.05), ("residual_net", 0.1), ("strided_net", 0.1)])
+def test_int8_outputs_close_to_fp32_on_held_out_samples(builder, bound):
+    m = getattr(models, builder)()
+    q, _ = quantize(m, models.random_samples(m, 16, seed=1))
+    held_out = models.random_samples(m, 16, seed=123)
+    a, b = _outputs(m, held_out), _outputs(q, held_out)
+    rel = np.linalg.norm(a - b) / np.linalg.norm(a)
+    assert rel < bound, rel
+    assert rel > 0        # it is really quantized
