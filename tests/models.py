@@ -103,3 +103,71 @@ def random_samples(model: ov.Model, n: int, seed: int = 1, scale: float = 1.0) -
                 feed.append((rng.standard_normal(shape) * scale).astype(np.float32))
         res.append(feed[0] if len(feed) == 1 else feed)
     return res
+
+
+# ---- builders added for the MinMax / bias correction / channel alignment tests ----------------------
+def big_conv_net(seed=RNG_SEED, hw=16, c=64) -> ov.Model:
+    """conv_net with wide layers (~220k weights): most of the .bin is convolution weights."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, 3, hw, hw], np.float32, name="image")
+    y = ops.relu(conv_bias(x, rng, c, name="conv1"), name="relu1")
+    y = ops.relu(conv_bias(y, rng, 2 * c, name="conv2"), name="relu2")
+    y = ops.relu(conv_bias(y, rng, 2 * c, name="conv3"), name="relu3")
+    y = ops.reduce_mean(y, ops.constant(np.array([2, 3])), keep_dims=False, name="gap")
+    y = ops.matmul(y, ops.constant(_w(rng, 10, 2 * c), name="fc/weights"), False, True, name="fc")
+    y = ops.add(y, ops.constant(_w(rng, 1, 10, scale=0.1)), name="fc/add")
+    return ov.Model([ops.result(y, name="logits")], [x], "big_conv_net")
+
+
+def strided_net(seed=RNG_SEED, hw=9, bias_scale=0.1) -> ov.Model:
+    """Odd-sized input: conv 3x3 pad 1, depthwise 3x3 stride 2 pad 1, conv 3x3 dilation 2 pad 2 (with
+    an asymmetric pad_end), global average, FC. Every layer has a bias."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, 4, hw, hw], np.float32, name="input")
+    y = ops.relu(conv_bias(x, rng, 8, name="conv1"), name="relu1")
+    y = ops.relu(conv_bias(y, rng, 8, name="dwconv", group=True, stride=2), name="relu2")
+    w = ops.constant(_w(rng, 6, 8, 3, 3, scale=1.0 / np.sqrt(72)), name="dilconv/weights")
+    y = ops.convolution(y, w, [1, 1], [2, 2], [1, 1], [2, 2], name="dilconv")
+    y = ops.add(y, ops.constant(_w(rng, 1, 6, 1, 1, scale=bias_scale), name="dilconv/bias"), name="dilconv/add")
+    y = ops.relu(y, name="relu3")
+    y = ops.reduce_mean(y, ops.constant(np.array([2, 3])), keep_dims=False, name="gap")
+    y = ops.matmul(y, ops.constant(_w(rng, 5, 6), name="fc/weights"), False, True, name="fc")
+    y = ops.add(y, ops.constant(_w(rng, 1, 5, scale=bias_scale), name="fc/bias"), name="fc/add")
+    return ov.Model([ops.result(y, name="out")], [x], "strided_net")
+
+
+def aca_net(seed=RNG_SEED, hw=8) -> ov.Model:
+    """A pair ActivationChannelAlignment aligns: conv 3x3 pad 1 + bias (no activation) -> conv 1x1 + bias,
+    then relu, conv 3x3 + bias, relu, global average, FC. The first conv's output channels have very
+    different ranges: channels 0-1 are scaled by 10, channel 2 by 0.2, channels 3-4 are shifted by +6/-4."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, 3, hw, hw], np.float32, name="input")
+    w1 = _w(rng, 8, 3, 3, 3, scale=1.0 / np.sqrt(27))
+    b1 = _w(rng, 1, 8, 1, 1, scale=0.1)
+    gain = np.ones(8, np.float32)
+    gain[[0, 1]], gain[2] = 10.0, 0.2
+    w1 *= gain[:, None, None, None]
+    b1 = b1 * gain[None, :, None, None]
+    b1[0, 3], b1[0, 4] = b1[0, 3] + 6.0, b1[0, 4] - 4.0
+    y = ops.convolution(x, ops.constant(w1, name="conv1/weights"), [1, 1], [1, 1], [1, 1], [1, 1], name="conv1")
+    y = ops.add(y, ops.constant(b1.astype(np.float32), name="conv1/bias"), name="conv1/add")
+    y = ops.relu(conv_bias(y, rng, 8, k=1, pad=0, name="conv2"), name="relu2")
+    y = ops.relu(conv_bias(y, rng, 8, name="conv3"), name="relu3")
+    y = ops.reduce_mean(y, ops.constant(np.array([2, 3])), keep_dims=False, name="gap")
+    y = ops.matmul(y, ops.constant(_w(rng, 4, 8), name="fc/weights"), False, True, name="fc")
+    y = ops.add(y, ops.constant(_w(rng, 1, 4, scale=0.1)), name="fc/add")
+    return ov.Model([ops.result(y, name="out")], [x], "aca_net")
+
+
+def fc_net(seed=RNG_SEED, tokens=6, hidden=8) -> ov.Model:
+    """Two biased MatMuls on [1, tokens, hidden]: weights [in, out] (transpose_b=False, one output column
+    10x larger than the others), then relu, then weights [out, in] (transpose_b=True)."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, tokens, hidden], np.float32, name="x")
+    w = _w(rng, hidden, 5)
+    w[:, 2] *= 10
+    y = ops.matmul(x, ops.constant(w, name="fc1/weights"), False, False, name="fc1")
+    y = ops.relu(ops.add(y, ops.constant(_w(rng, 5, scale=0.1), name="fc1/bias"), name="fc1/add"), name="relu1")
+    y = ops.matmul(y, ops.constant(_w(rng, 4, 5), name="fc2/weights"), False, True, name="fc2")
+    y = ops.add(y, ops.constant(_w(rng, 1, 1, 4, scale=0.1), name="fc2/bias"), name="fc2/add")
+    return ov.Model([ops.result(y, name="out")], [x], "fc_net")
