@@ -247,10 +247,6 @@ def test_fast_form_has_no_threshold_unless_given(strided):
     assert not layer_report(report)["fc"]["corrected"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG fast_bias_correction.FastBiasCorrection._blob: the mean_blob form "
-                   "lets every kernel tap see the channel mean (padding and strides ignored), while POT and "
-                   "NNCF run the layer on a full-size mean blob with the layer's own padding, so zero "
-                   "padding lowers the blob's output mean; on padded convs the bias differs by ~0.2")
 def test_mean_blob_form_equals_pots(strided):
     m, samples, inputs, acts = strided
     q, _ = run(m, samples, bias_correction_form="mean_blob", threshold=1e9)

@@ -122,9 +122,6 @@ def test_alignment_skips_ignored_layers(net):
         np.testing.assert_array_equal(const(a, "conv1"), const(m, "conv1"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG channel_alignment.ActivationChannelAlignment.find_pairs compares "
-                   "ignored.scope entries to node names literally: a regex entry (which MinMax honours, "
-                   "e.g. 'conv[12]') and ignored.operations do not keep a pair from being aligned")
 @pytest.mark.parametrize("ignored", [{"scope": ["conv[12]"]}, {"operations": [{"type": "Convolution"}]}],
                          ids=["regex", "operations"])
 def test_alignment_skips_layers_ignored_by_regex_or_type(net, ignored):

@@ -24,6 +24,7 @@ from ovquant.graph import Graph
 from ovquant.statistics import Statistic, TensorRef
 
 from .common import weight_source
+from .placement import resolve_ignored
 
 QUANTILE = 1e-4
 DERIVABLE = {"min", "max", "abs_max"}
@@ -56,7 +57,7 @@ class ActivationChannelAlignment(Algorithm):
 
     def find_pairs(self, graph: Graph) -> list:
         pairs = []
-        ignored = set(getattr(self.params.ignored, "scope", []) or [])
+        ignored, _ = resolve_ignored(graph, self.params.ignored)   # names, regexes and op types, as MinMax
         for c in graph.find(types="Convolution"):
             a = c.get_attributes()
             if any(a["pads_begin"]) or any(a["pads_end"]) or any(s != 1 for s in a["strides"]) \

@@ -130,9 +130,9 @@ class FastBiasCorrection(Algorithm):
 
     @staticmethod
     def _blob(xbar: np.ndarray, geo: dict) -> np.ndarray:
-        """POT/NNCF's mean blob: every tap sees the channel mean (borders are not special)."""
-        kh, kw = geo["kernel"]
-        return np.broadcast_to(xbar.reshape(-1, 1, 1), (xbar.size, kh, kw))
+        """POT/NNCF's mean blob: an input filled with the channel means, run through the layer with its
+        own zero padding, so each tap sees the channel mean where it reads inside the input."""
+        return xbar.reshape(-1, 1, 1) * tap_coverage(geo)
 
     @staticmethod
     def _mean_out(node, w: np.ndarray, s: np.ndarray) -> np.ndarray:

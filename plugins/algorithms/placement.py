@@ -21,7 +21,7 @@ from ovquant.errors import ConfigError, HardwareTargetError
 from ovquant.graph import Graph, _attr_matches, is_nonnegative, type_of
 from ovquant.hwtarget import Scheme
 
-WEIGHTED = {"Convolution", "GroupConvolution", "DepthwiseConvolution", "ConvolutionBackpropData", "MatMul",
+WEIGHTED = {"Convolution", "GroupConvolution", "DepthwiseConvolution", "ConvolutionBackpropData", "MatMul", "Gather",
             "LSTMSequence", "GRUSequence"}
 ELEMENTWISE = {"Add", "Multiply", "Subtract", "Divide", "Maximum", "Minimum", "FloorMod", "Power",
                "SquaredDifference", "Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual"}
@@ -146,6 +146,9 @@ def _intersect(lists: list) -> tuple:
 
 def _weight_channel_axes(node: ov.Node, port: int, rank: int) -> tuple:
     t = node.get_type_name()
+    if t == "Gather":   # an embedding table: one scale per gathered row
+        axis = Graph.constant_value(node.input_value(2))
+        return (int(axis.ravel()[0]) % rank,) if axis is not None and axis.size == 1 else (0,)
     if t == "GroupConvolution":
         return (0, 1)
     if t == "ConvolutionBackpropData":
