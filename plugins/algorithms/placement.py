@@ -15,6 +15,7 @@ import re
 from typing import Optional
 
 import attrs
+import numpy as np
 import openvino as ov
 
 from ovquant.errors import ConfigError, HardwareTargetError
@@ -45,6 +46,16 @@ class Quantizer:
     @property
     def consumers(self) -> list:
         return [n for n, _ in self.inputs]
+
+
+#: embedding tables (constant Gather data) smaller than this stay float: position and token-type tables
+#: are read by every token, so their error costs accuracy, while the size gain is in the vocabulary table
+MIN_TABLE_ELEMENTS = 1 << 20
+
+
+def _elements(out: ov.Output) -> int:
+    ps = out.get_partial_shape()
+    return int(np.prod(list(ps.to_shape()))) if ps.is_static else 0
 
 
 def _is_float(out: ov.Output) -> bool:
@@ -195,6 +206,8 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
                 out = node.input_value(p)
                 if not _is_float(out):
                     continue
+                if t == "Gather" and _elements(out) < MIN_TABLE_ELEMENTS:
+                    continue  # small tables (positions, segments) save little and every token reads them
                 rank = out.get_partial_shape().rank.get_length()
                 scheme = choose(rule.weights, params.preset, "weights", w_req, f"node {name!r}")
                 weights.append(Quantizer("weights", (name, p), [(name, p)], scheme, rule.weights,
