@@ -43,8 +43,10 @@ class _Reduction:
         if self.packed is not None:
             off, shape = self.packed
             size = int(np.prod(shape, dtype=np.int64))
-            return np.asarray(self.estimator.from_graph(flat[off:off + size].reshape(shape)))
-        return np.asarray(self.estimator.reduce(request.get_output_tensor(self.output_index).data, self.axes))
+            # a copy: a view would keep the whole packed output of every sample alive in aggregators
+            # that store samples
+            return np.array(self.estimator.from_graph(flat[off:off + size].reshape(shape)))
+        return np.array(self.estimator.reduce(request.get_output_tensor(self.output_index).data, self.axes))
 
 
 class _Stack:
