@@ -3,7 +3,7 @@
 For each distinct per-sample reduction (tensor, estimator, channel axis) the engine appends the
 estimator's in-graph form to a clone of the model as an extra output, so that only small tensors reach
 Python; estimators without an in-graph form get the raw tensor (exposed once per tensor) and reduce it
-in numpy. Inference runs the number of asynchronous infer requests the device suggests, round-robin, and
+in numpy. Inference runs twice the number of asynchronous infer requests the device suggests, round-robin, and
 per-sample values are folded into the aggregators in sample order, so results do not depend on the
 number of requests, and memory grows with the number of samples only for aggregators that need every
 sample.
@@ -241,10 +241,12 @@ class Engine:
         finally:
             self.inplace_statistics = inplace
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
-        n_req = int(self.n_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        # The device's suggested number of async requests, driven round-robin from this thread: results
-        # are folded in sample order without locks, and no Python callback runs on OpenVINO's threads
-        # (an AsyncInferQueue with a Python callback can deadlock when it is destroyed, openvino#37073).
+        # Async requests driven round-robin from this thread: results are folded in sample order
+        # without locks, and no Python callback runs on OpenVINO's threads (an AsyncInferQueue with a
+        # Python callback can deadlock when it is destroyed, openvino#37073). Twice the number the
+        # device suggests, so that each stream has a queued request while Python folds a result
+        # (measured on imagenet-lite0: 1.7x instead of 2.2x the plain loop's time on a loaded machine).
+        n_req = int(self.n_requests or 2 * compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         requests = [compiled.create_infer_request() for _ in range(n_req)]
         busy: list = [None] * n_req
         writers = [store.writer(red.key) for red in reductions] if store is not None else None
