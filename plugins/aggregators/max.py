@@ -13,21 +13,23 @@ class MaxAggregator(Aggregator):
 
     name = "max"
     needs_all_samples = False
+    #: the NaN-skipping elementwise extreme (the min aggregator uses np.fmin)
+    extreme = np.fmax
 
     def __init__(self):
         super().__init__()
-        self._max = None
+        self._value = None
 
     def update(self, values):
         values = np.atleast_1d(np.asarray(values, np.float32))  # a 0-d value is one sample
         if len(values):
-            m = np.fmax.reduce(np.where(np.isinf(values), np.nan, values), axis=0)
-            self._max = m if self._max is None else np.fmax(self._max, m)
+            m = self.extreme.reduce(np.where(np.isinf(values), np.nan, values), axis=0)
+            self._value = m if self._value is None else self.extreme(self._value, m)
 
     def result(self):
-        if self._max is None:
+        if self._value is None:
             raise ValueError(f"aggregator {self.name!r} received no samples")
-        return np.array(self._max, np.float32)
+        return np.array(self._value, np.float32)
 
 
 @hookimpl

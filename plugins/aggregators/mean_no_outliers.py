@@ -28,6 +28,8 @@ class MeanNoOutliersAggregator(Aggregator):
     Keeps every sample."""
 
     name = "mean_no_outliers"
+    #: the reduction over the kept values (the median variant overrides it)
+    reduce = staticmethod(np.nanmean)
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()
@@ -36,7 +38,7 @@ class MeanNoOutliersAggregator(Aggregator):
     def aggregate(self, x):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return np.asarray(np.nanmean(inliers(np.asarray(x, np.float64), self.alpha), axis=0), np.float32)
+            return np.asarray(self.reduce(inliers(np.asarray(x, np.float64), self.alpha), axis=0), np.float32)
 
     def __repr__(self):
         return f"{type(self).__name__}(alpha={self.alpha})"

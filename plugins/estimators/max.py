@@ -1,6 +1,5 @@
 """Built-in estimator ``max``: the largest finite value of each slice."""
 import numpy as np
-import openvino.opset13 as ops
 
 from ovquant import hookimpl
 from ovquant.statistics import Estimator, reduce_op
@@ -13,13 +12,16 @@ class MaxEstimator(Estimator):
     """
 
     name = "max"
+    #: the NaN-skipping reduction and the matching in-graph reduction (the min estimator mirrors them)
+    extreme = np.fmax
+    graph_kind = "max"
 
     def reduce(self, x, axes):
         x = np.asarray(x, dtype=np.float32)
-        return np.fmax.reduce(np.where(np.isinf(x), np.nan, x), axis=axes)
+        return self.extreme.reduce(np.where(np.isinf(x), np.nan, x), axis=axes)
 
     def graph_reduce(self, output, axes):
-        return reduce_op("max", output, axes)
+        return reduce_op(self.graph_kind, output, axes)
 
 
 @hookimpl
