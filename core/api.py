@@ -8,6 +8,7 @@ import time
 import warnings
 from typing import Any, Optional, Sequence
 
+import attrs
 import numpy as np
 import openvino as ov
 
@@ -57,6 +58,10 @@ def _params_from(config: Any) -> tuple:
 
 
 def _apply_overrides(steps: list, overrides: dict) -> list:
+    for k in overrides:
+        key = _OVERRIDE_ALIASES.get(k, k)
+        if not any(isinstance(p, dict) or hasattr(p, key) for _, p in steps) and key not in attrs.fields_dict(QuantizationParams):
+            raise ConfigError(f"{k}: unknown parameter (of {', '.join(n for n, _ in steps)})")
     out = []
     for name, params in steps:
         cls = lookup("algorithms", name)
@@ -69,7 +74,7 @@ def _apply_overrides(steps: list, overrides: dict) -> list:
                 for k, v in overrides.items():
                     k = _OVERRIDE_ALIASES.get(k, k)
                     if not hasattr(params, k):
-                        raise ConfigError(f"{k}: unknown parameter of {name}")
+                        continue   # a setting for the other steps (checked below that some step has it)
                     if isinstance(v, dict) and k in _NESTED:
                         v = structure(v, _NESTED[k], k)
                     setattr(params, k, v)
