@@ -96,6 +96,13 @@ class _Writer:
         self.f.write(row.tobytes())
         self.n += 1
 
+    def write_rows(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, np.float32)
+        if self.shape is None:
+            self.shape = rows.shape[1:]
+        self.f.write(rows.tobytes())
+        self.n += len(rows)
+
     def commit(self) -> None:
         self.f.close()
         fd, final_tmp = tempfile.mkstemp(prefix=".npy-", dir=os.path.dirname(self.path))

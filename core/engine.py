@@ -23,6 +23,9 @@ from .registry import debug, make_aggregator, make_estimator, notify, plugin_err
 from .statistics import Statistic, reduction_axes, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+#: per-sample values are folded into the aggregators in blocks of this many samples (in sample order,
+#: the same blocks whether they come from inference or from the cache)
+FOLD_BLOCK = 64
 
 
 class _Reduction:
@@ -205,11 +208,10 @@ class Engine:
         for key, arr in cached.items():
             if missing and len(arr) != n:
                 raise DataError(f"the statistics cache holds {len(arr)} samples but the data gave {n}; rerun with --no-cache")
-            for i in range(0, len(arr), 256):
-                rows = np.asarray(arr[i:i + 256])
+            for i in range(0, len(arr), FOLD_BLOCK):   # the same blocks as a fresh pass: same results
+                rows = np.asarray(arr[i:i + FOLD_BLOCK])
                 for st in groups[key]:
-                    for r in range(len(rows)):   # one sample at a time, as in a fresh pass: same results
-                        _update(aggs[st], st, rows[r:r + 1])
+                    _update(aggs[st], st, rows)
         if n == 0:
             raise DataError("the calibration dataset is empty")
         warn_short(n, subset_size)
@@ -250,13 +252,29 @@ class Engine:
         requests = [compiled.create_infer_request() for _ in range(n_req)]
         busy: list = [None] * n_req
         writers = [store.writer(red.key) for red in reductions] if store is not None else None
+        raw = [red for red in reductions if not red.in_graph]
         feeds = FeedBuilder(model.inputs)
+
+        blocks: list = [[] for _ in reductions]   # per-sample values waiting to be folded
+
+        def flush() -> None:
+            """Fold the buffered samples: one aggregator update per block of samples."""
+            for i, red in enumerate(reductions):
+                if not blocks[i]:
+                    continue
+                rows = np.concatenate([np.atleast_1d(v) if np.ndim(v) else np.asarray(v).reshape(1) for v in blocks[i]])
+                blocks[i] = []
+                for st in red.statistics:
+                    _update(aggs[st], st, rows)
+                if writers is not None:
+                    writers[i].write_rows(rows)
 
         def finish(slot: int) -> None:
             req, index = requests[slot], busy[slot]
             req.wait()
             busy[slot] = None
             flat = np.array(req.get_output_tensor(packed_index).data)
+            check = not np.isfinite(flat).all() or bool(raw)
             for i, red in enumerate(reductions):
                 try:
                     v = red.value(req, flat)
@@ -264,13 +282,11 @@ class Engine:
                     if debug():
                         raise
                     raise plugin_error("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", exc) from exc
-                if not np.all(np.isfinite(v)):
+                if check and not np.all(np.isfinite(v)):
                     nonfinite.setdefault(red.key[0], []).append(index)
-                for st in red.statistics:
-                    _update(aggs[st], st, v)
-                if writers is not None:
-                    for row in (np.atleast_1d(v) if np.ndim(v) else [v]):
-                        writers[i].write(row)
+                blocks[i].append(v)
+            if (index + 1) % FOLD_BLOCK == 0:
+                flush()
             notify("sample_processed", stage=stage, index=index, n_samples=n_expected or 0)
 
         n = 0
@@ -286,6 +302,7 @@ class Engine:
                 slot = (n + k) % n_req
                 if busy[slot] is not None:
                     finish(slot)
+            flush()
         except BaseException:
             for r, b in zip(requests, busy):
                 if b is not None:
