@@ -49,6 +49,12 @@ def _cmd_quantize(args) -> int:
 
     if args.config and (args.model or args.preset or args.data):
         raise OVQuantError("-c/--config cannot be combined with -m/--model, --data or --preset (as in POT)")
+    if args.name:   # before quantizing: the name is checked again where the files are written
+        from .config import output_name_problem
+
+        problem = output_name_problem(args.name)
+        if problem:
+            raise OVQuantError(f"-n/--name: {problem}, got {args.name!r}")
     if args.config:
         result = api.quantize_from_config(args.config, output_dir=args.output_dir, use_cache=not args.no_cache,
                                           strict=args.strict, progress=not args.no_progress)

@@ -7,6 +7,7 @@ the model's layout (NCHW when the channel dimension is 1 or 3 at axis 1, else NH
 """
 import itertools
 import os
+import sys
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -102,11 +103,16 @@ def open_source(source: Any, input_shapes: Optional[list] = None) -> Iterable:
             return _npz_rows(path)
         if path.endswith(".npy"):
             try:
-                return np.load(path, allow_pickle=False)
+                arr = np.load(path, allow_pickle=False)
             except Exception as exc:
                 raise DataError(f"{path}: cannot read .npy: {exc}") from None
+            if arr.ndim == 0:
+                raise DataError(f"{path}: holds a single value; an .npy holds one sample per row")
+            return arr
         raise DataError(f"{path}: unsupported data file type (use a folder of images, .npy or .npz)")
     if isinstance(source, np.ndarray):
+        if source.ndim == 0:
+            raise DataError("calibration data is a single value; an array holds one sample per row")
         return source  # one sample per row
     if isinstance(source, Iterable):
         return source
@@ -115,7 +121,7 @@ def open_source(source: Any, input_shapes: Optional[list] = None) -> Iterable:
 
 
 def take(samples: Iterable, n: Optional[int]) -> Iterator:
-    return iter(samples) if n is None else itertools.islice(samples, n)
+    return iter(samples) if n is None else itertools.islice(samples, min(n, sys.maxsize))
 
 
 class FeedBuilder:
@@ -158,6 +164,8 @@ class FeedBuilder:
                 raise DataError(f"sample {index}, input {name!r}: dtype {a.dtype} does not fit the model's {want}")
             if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
                 raise DataError(f"sample {index}, input {name!r}: dtype {a.dtype} is not numeric")
+            if np.iscomplexobj(a):   # numpy would drop the imaginary part with a mere ComplexWarning
+                raise DataError(f"sample {index}, input {name!r}: dtype {a.dtype} does not fit the model's {want}")
             a = a.astype(want)
         ps = inp.get_partial_shape()
         if ps.rank.is_static:

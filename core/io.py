@@ -4,11 +4,13 @@ import ctypes.util
 import json
 import os
 import shutil
+import stat
 import tempfile
 from typing import Optional
 
 import openvino as ov
 
+from .config import output_name_problem
 from .errors import ModelError, OVQuantError
 
 MODEL_SUFFIXES = (".xml", ".onnx")
@@ -57,11 +59,23 @@ def save_outputs(model: ov.Model, output_dir: str, name: str, report: dict) -> d
     exists, the rest of its content is hard-linked into the new folder and the two folders are swapped
     in one atomic rename, so a run killed at any moment leaves either the old or the new output whole.
     """
-    output_dir = os.path.abspath(output_dir)
+    problem = output_name_problem(name)
+    if problem:
+        raise OVQuantError(f"output name {name!r}: {problem}")
+    # a symlinked output folder: swap in beside its target (same file system), keep the link
+    output_dir = os.path.realpath(output_dir)
     parent = os.path.dirname(output_dir)
     try:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+        # mkdtemp makes a 0700 folder: give it the mode of the folder it replaces (or the umask's)
+        if os.path.isdir(output_dir):
+            mode = stat.S_IMODE(os.stat(output_dir).st_mode)
+        else:
+            umask = os.umask(0o22)
+            os.umask(umask)
+            mode = 0o777 & ~umask
+        os.chmod(tmp, mode)
     except OSError as exc:
         raise OVQuantError(f"{output_dir}: cannot create the output folder: {exc.strerror}") from None
     try:
@@ -93,6 +107,13 @@ def save_outputs(model: ov.Model, output_dir: str, name: str, report: dict) -> d
             raise OVQuantError(f"{output_dir}: exists and is not a folder")
         else:
             os.rename(tmp, output_dir)
+    except OVQuantError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as exc:   # disk full, permissions, ...: one line, and the old output stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        msg = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise OVQuantError(f"{output_dir}: cannot write the output: {msg}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
