@@ -18,7 +18,7 @@ import openvino as ov
 
 from .cache import StatisticsCache
 from .dataset import FeedBuilder, open_source, take, warn_short
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, OVQuantError
 from .registry import debug, make_aggregator, make_estimator, notify, plugin_error
 from .statistics import Statistic, reduction_axes, shared_reductions
 
@@ -65,6 +65,18 @@ class _Stack:
         return np.concatenate(self.rows, axis=0)
 
 
+def _guarded(kind: str, name: str, where: str, fn, *args, **kwargs):
+    """Call into a plugin; an unexpected exception becomes one line naming the plugin and the method."""
+    try:
+        return fn(*args, **kwargs)
+    except (OVQuantError, KeyError):
+        raise
+    except Exception as exc:
+        if debug():
+            raise
+        raise plugin_error(kind, name, where, exc) from exc
+
+
 def _update(agg, st: Statistic, values) -> None:
     try:
         agg.update(values)
@@ -102,7 +114,7 @@ class Engine:
         groups: dict[tuple, list[Statistic]] = defaultdict(list)
         estimators = {}
         for st in statistics:
-            est = make_estimator(st.estimator, **_est_params(st))
+            est = _guarded("estimators", st.estimator, "__init__", make_estimator, st.estimator, **_est_params(st))
             key = (st.tensor, est.key(), st.channel_axis)
             groups[key].append(st)
             estimators[key] = est
@@ -133,7 +145,8 @@ class Engine:
             red.key = key
             graph_out = None
             if self.inplace_statistics and ps.is_static and axes:
-                graph_out = red.estimator.graph_reduce(out, axes)
+                graph_out = _guarded("estimators", red.estimator.name, f"graph_reduce (tensor {tensor})",
+                                     red.estimator.graph_reduce, out, axes)
             if graph_out is not None and graph_out.get_partial_shape().is_static:
                 gkey = (graph_out.get_node().get_friendly_name(), graph_out.get_index())
                 if gkey not in packed:
@@ -174,7 +187,8 @@ class Engine:
         samples = open_source(data, shapes)
         n_expected = _maybe_len(samples, subset_size)
         groups, estimators = self._group(statistics)
-        aggs = {st: (make_aggregator(st.aggregator, **dict(st.aggregator_params)) if st.aggregator else _Stack())
+        aggs = {st: (_guarded("aggregators", st.aggregator, "__init__", make_aggregator, st.aggregator,
+                          **dict(st.aggregator_params)) if st.aggregator else _Stack())
                 for st in statistics}
         store = self.cache.open(model, samples, subset_size, "g" if self.inplace_statistics else "np") \
             if self.cache is not None else None
@@ -200,7 +214,8 @@ class Engine:
             if redo and self.inplace_statistics:   # in-graph reductions do not skip NaN/Inf: redo in numpy
                 for stats_ in redo.values():
                     for st in stats_:
-                        aggs[st] = make_aggregator(st.aggregator, **dict(st.aggregator_params)) if st.aggregator else _Stack()
+                        aggs[st] = _guarded("aggregators", st.aggregator, "__init__", make_aggregator, st.aggregator,
+                          **dict(st.aggregator_params)) if st.aggregator else _Stack()
                 fresh = {k: make_estimator(estimators[k].name, **_est_params(v[0])) for k, v in redo.items()}
                 self._infer(model, redo, fresh, aggs, samples, subset_size, n_expected, stage, None, force_numpy=True)
         elif cached:

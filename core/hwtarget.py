@@ -215,7 +215,11 @@ def load_target(source: Any) -> HardwareTarget:
     else:
         path = str(source)
         try:
-            text = source.read_text(encoding="utf-8") if hasattr(source, "read_text") else open(os.fspath(source), encoding="utf-8").read()
+            if hasattr(source, "read_text"):
+                text = source.read_text(encoding="utf-8")
+            else:
+                with open(os.fspath(source), encoding="utf-8") as f:
+                    text = f.read()
         except OSError as exc:
             raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:

@@ -46,7 +46,7 @@ def expand(name: str, params: Any, path: str = "algorithm") -> list:
         cls = lookup("algorithms", name)
     except KeyError as exc:
         raise ConfigError(f"{path}.name: {exc.args[0]}") from None
-    steps = cls.steps_for(params)
+    steps = _guard(name, "steps_for", cls.steps_for, params)
     if not steps:
         return [Step(name, params)]
     out = []

@@ -773,9 +773,6 @@ def test_nan_and_inf_in_the_data_itself(bad, tmp_path, capsys):
     assert _finite_ranges(out / "good.xml") == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG engine.Engine.collect / MinMaxQuantization: when every calibration value of "
-                   "a tensor is NaN or Inf, the NaN/Inf warning is given but the quantizer gets the range [nan, nan] "
-                   "and the model is written with it (expected: a one-line error naming the node, or a finite range)")
 def test_a_tensor_with_only_nan_values_is_not_written_with_a_nan_range(bad, tmp_path, capsys):
     out = tmp_path / "out"
     r = cli_main(capsys, *quantize_args(bad / "log.xml", bad / "log_all_nan.npy", out))
@@ -784,8 +781,6 @@ def test_a_tensor_with_only_nan_values_is_not_written_with_a_nan_range(bad, tmp_
     assert ok, (r, fake_quantizes(out / "log.xml") if r.rc == 0 else None)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG api.output_error: numpy's 'invalid value encountered in matmul' RuntimeWarning "
-                   "from the INT8-vs-FP32 error report on NaN samples reaches the user as an 'ovquant: warning:' line")
 def test_nan_data_gives_no_raw_numpy_warning(bad, tmp_path, capsys):
     r = cli_main(capsys, *quantize_args(bad / "log.xml", bad / "log_some_nonfinite.npy", tmp_path / "out"))
     assert r.rc == 0
@@ -865,10 +860,6 @@ def test_numeric_data_of_another_dtype_is_cast_to_the_input_type(bad, tmp_path, 
     assert r.rc == 0, r
 
 
-@pytest.mark.xfail(strict=True, reason="BUG plugins/algorithms (placement + minmax): an IR that is already quantized is "
-                   "quantized again without a word: a second FakeQuantize is stacked on every FakeQuantize and the "
-                   "dequantized int8 weights get an activation FakeQuantize (expected: an error or a warning and the "
-                   "model left as it is)")
 def test_an_already_quantized_model_is_not_quantized_twice(bad, tmp_path, capsys):
     first = tmp_path / "first"
     assert cli_main(capsys, *quantize_args(bad / "good.xml", bad / "good.npy", first)).rc == 0
@@ -883,9 +874,6 @@ def test_an_already_quantized_model_is_not_quantized_twice(bad, tmp_path, capsys
     assert ok, (r, stacked)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG plugins/algorithms/minmax.MinMaxQuantization.apply: a second "
-                   "MinMaxQuantization (a config listing DefaultQuantization twice) fails with \"AttributeError: "
-                   "'NoneType' object has no attribute 'astype'\" (Graph.constant_value of an already-quantized weight)")
 def test_a_config_running_default_quantization_twice_is_not_an_internal_error(assets, tmp_path, capsys):
     cfg = base_config(assets, str(assets.npy))
     cfg["compression"]["algorithms"] *= 2
@@ -897,9 +885,6 @@ def test_a_config_running_default_quantization_twice_is_not_an_internal_error(as
     assert ok, r
 
 
-@pytest.mark.xfail(strict=True, reason="BUG plugins/algorithms/minmax.MinMaxQuantization._half_range: weights with at "
-                   "most 3 levels (e.g. bits 1, or level_low -1 / level_high 1) on a layer with the saturation fix divide "
-                   "by zero (half - 1 == 0): 'MinMaxQuantization failed in apply: ZeroDivisionError'")
 def test_weights_with_three_levels_are_not_an_internal_error(assets, tmp_path, capsys):
     cfg = base_config(assets, str(assets.npy))
     cfg["compression"]["algorithms"][0]["params"]["weights"].update(level_low=-1, level_high=1)
@@ -912,9 +897,6 @@ def test_weights_with_three_levels_are_not_an_internal_error(assets, tmp_path, c
     assert ok, r
 
 
-@pytest.mark.xfail(strict=True, reason="BUG plugins/algorithms/minmax.activation_range: a symmetric activation scheme "
-                   "with 2 levels (bits 1, or level_low 0 / level_high 1) on a signed tensor sets lo = -hi * levels / "
-                   "(levels - 2) = -inf; the model is written with an infinite FakeQuantize range")
 def test_two_level_activations_do_not_get_an_infinite_range(assets, tmp_path, capsys):
     cfg = base_config(assets, str(assets.npy))
     cfg["compression"]["algorithms"][0]["params"]["activations"].update(bits=1)
@@ -1011,9 +993,6 @@ SCRIPT_WITH_BROKEN_TARGET = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG hwtarget.load_target: open(path).read() leaves the file open; the CLI "
-                   "turns warnings on, so every run with a third-party target file given by path prints an extra "
-                   "'ovquant: warning: unclosed file <_io.TextIOWrapper name=...>' line")
 def test_hardware_target_failing_its_schema_in_a_real_process_is_one_line(bad, tmp_path, broken_target):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT_WITH_BROKEN_TARGET)
@@ -1432,8 +1411,8 @@ PLUGIN_FAULTS_XFAIL = {
 def _fault_cases():
     for case, spec in PLUGIN_FAULTS.items():
         yield pytest.param(case, spec, id=case)
-    for case, (spec, reason) in PLUGIN_FAULTS_XFAIL.items():
-        yield pytest.param(case, spec, id=case, marks=pytest.mark.xfail(strict=True, reason=reason))
+    for case, (spec, _fixed) in PLUGIN_FAULTS_XFAIL.items():   # reported as bugs, since fixed
+        yield pytest.param(case, spec, id=case)
 
 
 @pytest.mark.parametrize("case,spec", list(_fault_cases()))

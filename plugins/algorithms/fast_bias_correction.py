@@ -86,8 +86,10 @@ class FastBiasCorrection(Algorithm):
         for name, (x, st, geo) in self.layers.items():
             node = graph.node(name)
             w, wq = weights_of(node)
-            if wq is None:
-                continue  # weights not quantized: nothing to correct
+            done = self.context.report.setdefault("bias_corrected", set())
+            if wq is None or name in done:
+                continue  # weights not quantized, or already corrected for this quantization
+            done.add(name)
             add, port = graph.bias_of(node)
             b_out = add.input_value(port)
             b = Graph.constant_value(b_out).astype(np.float64)

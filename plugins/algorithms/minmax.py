@@ -27,7 +27,7 @@ from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
 from ovquant.graph import Graph, type_of
-from ovquant.registry import make_aggregator, make_estimator
+from ovquant.registry import debug, make_aggregator, make_estimator, plugin_error
 from ovquant.statistics import Statistic, TensorRef
 
 from .placement import check_unmatched, find_quantizers
@@ -116,7 +116,7 @@ def activation_range(scheme, mn, mx) -> tuple:
     if scheme.mode == "symmetric":
         hi = fix_zero_symmetric(mx)
         unsigned = mn is not None and bool(np.all(np.asarray(mn) >= 0)) and (scheme.level_low is None or scheme.level_low >= 0)
-        lo = np.zeros_like(hi) if unsigned else -hi * levels / (levels - 2)
+        lo = np.zeros_like(hi) if unsigned else (-hi * levels / (levels - 2) if levels > 2 else -hi)
         return lo, hi
     return asymmetric_range(mn, mx, levels)
 
@@ -147,7 +147,13 @@ class MinMaxQuantization(Algorithm):
         qs, ignored, unmatched = find_quantizers(graph, self.context.target, self.params, extra,
                                                  symmetric_act_matmul=bool(extra))
         check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
-        if not qs:
+        n_fq = len(graph.find(types="FakeQuantize"))
+        if n_fq:
+            warnings.warn(f"the model already has {n_fq} FakeQuantize ops (it looks quantized); only places "
+                          "without one are quantized", stacklevel=4)
+        if self.params.ignored.skip_model:
+            warnings.warn("ignored.skip_model is set: nothing is quantized", stacklevel=4)
+        elif not qs:
             warnings.warn(f"the model has no op that target {self.context.target.name} quantizes; "
                           "it is saved unchanged", stacklevel=4)
         self.quantizers, self.ignored = qs, ignored
@@ -237,11 +243,18 @@ class MinMaxQuantization(Algorithm):
 
         report = []
         first = self._first_layer_weights(graph)
+        skipped = []
         for q in acts:
             mn, mx = values[q.name]
+            if not (np.all(np.isfinite(mx)) and np.all(np.isfinite(mn))):
+                skipped.append(q.source[0])   # no finite calibration value at all: leave it in float
+                continue
+            targets = [graph.node(n).input(p) for n, p in q.inputs]
+            targets = [t for t in targets if t.get_source_output().get_node().get_type_name() != "FakeQuantize"]
+            if not targets:
+                continue   # quantized meanwhile (an earlier algorithm of this stage)
             lo, hi = activation_range(q.scheme, mn, mx)
             lo, hi = self._shape_activation(graph, q, lo, hi)
-            targets = [graph.node(n).input(p) for n, p in q.inputs]
             graph.insert_fake_quantize(targets, lo, hi, q.scheme.levels, q.name)
             report.append(self._entry(q, lo, hi))
         for q in qs:
@@ -249,6 +262,8 @@ class MinMaxQuantization(Algorithm):
                 continue
             node = graph.node(q.source[0])
             out = node.input_value(q.source[1])
+            if Graph.constant_node(out) is None:
+                continue   # quantized meanwhile (an earlier algorithm of this stage)
             w = Graph.constant_value(out).astype(np.float64)
             lo, hi = self._weight_range(q, w)
             levels = q.scheme.levels
@@ -258,7 +273,10 @@ class MinMaxQuantization(Algorithm):
             e = self._entry(q, lo, hi)
             e["saturation_fix"] = q.source[0] in first
             report.append(e)
-        return {"quantizers": report, "n_fake_quantize": len(report),
+        if skipped:
+            warnings.warn(f"no finite calibration value for node(s) {', '.join(skipped)}; left in float",
+                          stacklevel=4)
+        return {"quantizers": report, "n_fake_quantize": len(report), "no_finite_values": skipped,
                 "ignored": sorted(self.ignored)}
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -278,8 +296,13 @@ class MinMaxQuantization(Algorithm):
 
         def estimate(side):
             spec = cfg[side]
-            est = make_estimator(spec["type"], side=side, outlier_prob=spec.get("outlier_prob", 1e-4))
-            v = np.asarray(est.reduce(w[None], tuple(a + 1 for a in axes)), np.float64)[0]
+            try:
+                est = make_estimator(spec["type"], side=side, outlier_prob=spec.get("outlier_prob", 1e-4))
+                v = np.asarray(est.reduce(w[None], tuple(a + 1 for a in axes)), np.float64)[0]
+            except Exception as exc:
+                if debug():
+                    raise
+                raise plugin_error("estimators", spec["type"], f"reduce (weights of {q.source[0]})", exc) from exc
             keep = [1 if a in axes else w.shape[a] for a in range(w.ndim)]
             return _clip(spec, v.reshape(keep), side)
 
@@ -296,6 +319,8 @@ class MinMaxQuantization(Algorithm):
         """Saturation fix: use a 7-bit grid inside the 8-bit export levels."""
         levels = q.scheme.levels
         half = levels // 2 + (levels % 2) - 1 if levels % 2 else levels // 2
+        if half < 2:   # too few levels for a finer grid: no saturation fix
+            return lo, hi
         factor = (levels - 1) / (half - 1)
         return lo * factor, hi * factor
 

@@ -58,6 +58,23 @@ def _elements(out: ov.Output) -> int:
     return int(np.prod(list(ps.to_shape()))) if ps.is_static else 0
 
 
+def _const_subgraph(out: ov.Output, depth: int = 4) -> bool:
+    """A constant, or what decompresses one (Convert, Subtract, Multiply, Reshape of constants): the
+    int8 weights of an already-quantized model."""
+    n = out.get_node()
+    if n.get_type_name() == "Constant":
+        return True
+    if depth == 0 or n.get_type_name() not in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze"):
+        return False
+    return all(_const_subgraph(n.input_value(i), depth - 1) for i in range(n.get_input_size()))
+
+
+def _quantized(out: ov.Output) -> bool:
+    """Already quantized: the output of a FakeQuantize, or decompressed int8 constants."""
+    return out.get_node().get_type_name() == "FakeQuantize" or (
+        Graph.constant_node(out) is None and _const_subgraph(out))
+
+
 def _is_float(out: ov.Output) -> bool:
     return out.get_element_type() in FLOAT_TYPES
 
@@ -197,6 +214,7 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
             continue
         ports = rule.ports if rule.ports is not None else range(node.get_input_size())
         ports = [p for p in ports if p < node.get_input_size()]
+        ports = [p for p in ports if not _quantized(node.input_value(p))]   # never quantize twice
         const_ports = [p for p in ports if Graph.constant_node(node.input_value(p)) is not None]
         act_ports = [p for p in ports if p not in const_ports and _is_float(node.input_value(p))]
         if t in ELEMENTWISE and rule.ports is None and len(act_ports) < 2:
