@@ -35,9 +35,9 @@ def _cmd_plugins(args) -> int:
                     continue
                 seen.add(id(e.obj))
                 aliases = f" (aliases: {', '.join(e.obj.aliases)})" if e.obj.aliases else ""
-                print(f"  {e.obj.name:<28} {e.package:<24} {e.plugin}{aliases}")
+                print(f"  {e.obj.name:<28} {e.package:<32} {e.plugin}{aliases}")
             else:
-                print(f"  {e.name:<28} {e.package:<24} {e.plugin}")
+                print(f"  {e.name:<28} {e.package:<32} {e.plugin}")
         if not entries:
             print("  (none)")
     assert set(KINDS) == set(titles)
