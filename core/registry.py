@@ -138,16 +138,18 @@ def _package_of(pm: pluggy.PluginManager, plugin: Any) -> str:
 def call_each(hook_name: str, **kwargs) -> list:
     """Call every implementation of ``hook_name``; an exception names the plugin and the hook."""
     pm = get_plugin_manager()
-    results = []
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
-        try:
-            results.append(impl.function(**{a: kwargs[a] for a in impl.argnames}))
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"plugin {impl.plugin_name!r} raised in hook {hook_name!r}: "
-                              f"{type(exc).__name__}: {exc}") from exc
-    return results
+    return [_call_impl(impl, hook_name, **kwargs) for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls())]
+
+
+def _call_impl(impl, hook_name: str, **kwargs):
+    """Call one plugin's implementation of a hook; an exception names the plugin and the hook."""
+    try:
+        return impl.function(**{a: kwargs[a] for a in impl.argnames})
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"plugin {impl.plugin_name!r} raised in hook {hook_name!r}: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def _build_registry() -> Registry:
@@ -173,13 +175,7 @@ def _build_registry() -> Registry:
                 else:
                     reg.add(_kind, getattr(obj, "name", None), obj, _impl.plugin_name, _package)
 
-            try:
-                impl.function(register=register)
-            except PluginError:
-                raise
-            except Exception as exc:
-                raise PluginError(f"plugin {impl.plugin_name!r} raised in hook 'register_{kind}': "
-                                  f"{type(exc).__name__}: {exc}") from exc
+            _call_impl(impl, f"register_{kind}", register=register)
     return reg
 
 
