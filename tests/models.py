@@ -171,3 +171,45 @@ def fc_net(seed=RNG_SEED, tokens=6, hidden=8) -> ov.Model:
     y = ops.matmul(y, ops.constant(_w(rng, 4, 5), name="fc2/weights"), False, True, name="fc2")
     y = ops.add(y, ops.constant(_w(rng, 1, 1, 4, scale=0.1), name="fc2/bias"), name="fc2/add")
     return ov.Model([ops.result(y, name="out")], [x], "fc_net")
+
+
+# ---- builders added for the layer-wise tuning tests ---------------------------------------------------
+def outlier_conv_net(seed=RNG_SEED, hw=10, outlier=12.0) -> ov.Model:
+    """A narrow conv net whose weight rounding matters: in every output channel of each layer one weight is
+    ``outlier`` times larger than the others, so per-channel 8-bit steps are coarse for the rest.
+    conv 3x3 (3->6) + bias, relu, depthwise 3x3 + bias, relu, conv 1x1 (6->8) + bias, relu, global
+    average, FC 8->4 + bias."""
+    rng = np.random.default_rng(seed)
+
+    def spiky(*shape, scale):
+        w = rng.standard_normal(shape) * scale
+        flat = w.reshape(shape[0], -1)
+        flat[np.arange(shape[0]), rng.integers(0, flat.shape[1], shape[0])] *= outlier
+        return flat.reshape(shape).astype(np.float32)
+
+    def bias(c):
+        return ops.constant(_w(rng, 1, c, 1, 1, scale=0.1))
+
+    x = ops.parameter([1, 3, hw, hw], np.float32, name="image")
+    y = ops.convolution(x, ops.constant(spiky(6, 3, 3, 3, scale=0.2), name="conv1/weights"), [1, 1], [1, 1],
+                        [1, 1], [1, 1], name="conv1")
+    y = ops.relu(ops.add(y, bias(6), name="conv1/add"), name="relu1")
+    y = ops.group_convolution(y, ops.constant(spiky(6, 1, 1, 3, 3, scale=0.3), name="dwconv/weights"), [1, 1],
+                              [1, 1], [1, 1], [1, 1], name="dwconv")
+    y = ops.relu(ops.add(y, bias(6), name="dwconv/add"), name="relu2")
+    y = ops.convolution(y, ops.constant(spiky(8, 6, 1, 1, scale=0.4), name="conv2/weights"), [1, 1], [0, 0],
+                        [0, 0], [1, 1], name="conv2")
+    y = ops.relu(ops.add(y, bias(8), name="conv2/add"), name="relu3")
+    y = ops.reduce_mean(y, ops.constant(np.array([2, 3])), keep_dims=False, name="gap")
+    y = ops.matmul(y, ops.constant(spiky(4, 8, scale=0.4), name="fc/weights"), False, True, name="fc")
+    y = ops.add(y, ops.constant(_w(rng, 1, 4, scale=0.1)), name="fc/add")
+    return ov.Model([ops.result(y, name="logits")], [x], "outlier_conv_net")
+
+
+def first_conv_net(seed=RNG_SEED, hw=12, c_out=4) -> ov.Model:
+    """One 3x3 convolution (3 -> ``c_out``) + bias on the model input: the first convolution gets the
+    saturation fix's 7-bit weight grid, so its weight rounding is what limits its accuracy."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, 3, hw, hw], np.float32, name="image")
+    y = conv_bias(x, rng, c_out, name="conv1")
+    return ov.Model([ops.result(y, name="out")], [x], "first_conv_net")

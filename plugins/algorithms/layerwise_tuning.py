@@ -1,42 +1,60 @@
-"""LayerwiseTuning: tune the weight rounding, the weight FakeQuantize scales and the biases of every
-Convolution, GroupConvolution and MatMul with quantized constant weights so that each layer's output on
-the calibration data moves as little as possible from what its float weights give (numpy only).
+"""LayerwiseTuning: after MinMaxQuantization and FastBiasCorrection, tune the activation FakeQuantize
+ranges, and the weight FakeQuantize scales, the weight rounding and the bias of every Convolution,
+GroupConvolution and MatMul with quantized constant weights, so that what each quantizer and each layer
+outputs on the calibration data moves as little as possible from the float values (numpy only).
 
-It runs after MinMaxQuantization and FastBiasCorrection (``use_layerwise_tuning`` appends it to
-DefaultQuantization) in a new stage, so its statistics come from the quantized model: per layer the
-``input_gram`` estimator gives ``H = E[x x^T]`` and ``m = E[x]`` of what the layer multiplies its
-weights with (MatMul: the input's last axis; convolution: the im2col patch, ``C/groups*kh*kw`` values;
-depthwise: one ``[kh*kw, kh*kw]`` matrix per channel), averaged over output positions and samples.
-They are reduced in graph per sample and averaged in a streaming ``mean``, so only ``(D+1)(D+2)/2``
-floats per layer and sample leave OpenVINO and memory does not depend on the number of samples (the
-stage runs the same ``stat_subset_size`` samples as the others).
+``use_layerwise_tuning`` appends it to DefaultQuantization. It starts a new stage, so its statistics
+come from the quantized model, in ONE more pass over the calibration data (the same
+``stat_subset_size`` samples as the first stage). Every statistic is reduced per sample in graph to a
+size that depends on the layer only, and averaged by the streaming ``mean`` aggregator, so memory does
+not grow with the number of samples:
 
-For one output channel with float weights ``w`` (a row over the ``D`` inputs) and quantized weights
-``q``, the mean squared output error over the calibration data is ``(w - q) H (w - q)^T`` (plus the
-squared mean error, which the bias removes). Per layer:
+* ``input_gram``: ``H = E[x x^T]`` and ``m = E[x]`` of the vectors ``x`` a layer multiplies one output
+  channel's weights with (MatMul: the input's last axis; convolution: the im2col patch of
+  ``C/groups*kh*kw`` values, on a grid of at most :attr:`LayerwiseTuning.max_positions` output positions
+  per sample); ``(D+1)(D+2)/2`` floats per layer and sample. A depthwise convolution gets one
+  ``[kh*kw, kh*kw]`` tap-correlation matrix shared by its channels, and each channel's mean
+  (:attr:`share_depthwise`).
+* ``fq_mse``: for each per-tensor activation FakeQuantize, the mean squared quantization error of its
+  input with the range scaled by each factor of :attr:`activation_factors`.
 
-1. **Scales** (grid search): per output channel (per tensor for a per-tensor FakeQuantize) try the
-   FakeQuantize range times each factor of :attr:`LayerwiseTuning.scale_factors` and keep the factor
-   whose nearest rounding has the smallest ``(w - q) H (w - q)^T``. Both borders scale together, so the
-   zero point stays on the grid; the integer levels a layer may use stay those it used before (a
-   saturation-fixed layer keeps its 7-bit grid).
-2. **Rounding** (GPTQ, Frantar et al. 2022, Algorithm 1): with the chosen scales, quantize the columns
-   one at a time in order and spread each column's rounding error over the columns not yet quantized
-   through the upper Cholesky factor of ``(H + lambda I)^-1`` (``lambda`` = :attr:`damp` times the mean
-   diagonal of ``H``; lazy batch updates of :attr:`block` columns). Rows are independent given ``H``,
-   so per row the result is kept only when its error is below the error of the weights as MinMax left
-   them.
-3. The new weights are written as values on the (rescaled) FakeQuantize grid in place of the float
+Then, in numpy:
+
+1. **Activation ranges**: each per-tensor activation FakeQuantize takes the factor with the smallest
+   mean squared error (1.0 keeps MinMax's range; the inputs of one Concat share one factor). MinMax's
+   ranges average per-sample extremes, so they clip the tails of every sample above the average; a
+   wider range trades that clipping error against a coarser step. Only widening is searched.
+2. For a layer's output channel with float weights ``w`` (a row over the ``D`` inputs) and quantized
+   weights ``q``, the mean squared output error is ``(w - q) H (w - q)^T``; when the layer has a bias
+   (step 5 takes out the mean error) what is left is ``(w - q) S (w - q)^T`` with the covariance
+   ``S = H - m m^T``, which steps 2 and 3 then use instead of ``H``. **Weight scales**: per output
+   channel (per tensor for a per-tensor FakeQuantize) the range times each factor of
+   :attr:`scale_factors` is tried and the factor whose nearest rounding has the smallest error is kept.
+   Both borders scale together (the zero point stays on the grid) and the layer keeps the integer
+   levels it used (a saturation-fixed layer its 7-bit grid).
+3. **Rounding** (GPTQ, Frantar et al. 2022, Algorithm 1), with MinMax's scale and with the chosen one:
+   quantize the columns one at a time in order and spread each column's rounding error over the
+   columns not yet quantized through the upper Cholesky factor of ``(H + lambda I)^-1`` (``lambda`` =
+   :attr:`damp` times the mean diagonal of ``H``; lazy batch updates of :attr:`block` columns). Rows are
+   independent given ``H``, so each row keeps the best of the two results, or MinMax's rounding when
+   that is better still.
+4. The new weights are written as values on the (rescaled) FakeQuantize grid in place of the float
    weight constant, so the FakeQuantize reproduces them exactly and int8 compression gives the chosen
    integers; the four range inputs of the weight FakeQuantize are rescaled together.
-4. **Bias** (closed form): the least-squares bias for fixed weights cancels the mean output error;
-   the layer's mean output moved by ``(W_q,old - W_q,new) m`` (FastBiasCorrection's exact form with the
-   window means ``m`` of the quantized model's input), which is added to the bias when the layer has a
-   constant bias Add.
+5. **Bias** (closed form): for fixed weights the least-squares bias cancels the mean output error.
+   Rounding moved the layer's mean output by ``(W_q,old - W_q,new) m``, which is added to the bias when
+   the layer has a constant bias Add (FastBiasCorrection's correction stays).
 
-Layers whose ``D`` exceeds :attr:`max_dim` (4096) are skipped (their ``H`` would be too large), and so
-are layers with shared or non-constant weights, without a weight FakeQuantize, or whose weight ranges
-are not per output channel or per tensor; the report says which and why.
+The error a layer inherits from the quantized layers before it is not compensated: ``H`` comes from the
+quantized model's inputs and the FP32 model's are not in the same pass.
+
+Layers whose ``D`` exceeds :attr:`max_dim` are skipped: ``H`` costs ``D(D+1)/2`` floats per sample to
+aggregate and ``D^3`` to factor. The default, 256, is a measured trade-off: on EfficientNet-Lite0 the
+layers with larger ``D`` (1x1 convolutions from 320-1152 channels, the 1280-input classifier) took most
+of the tuning time and did not lower the held-out error further; the first convolution (a 7-bit
+saturation-fixed grid), the depthwise and the narrow 1x1 convolutions gave the gain. Layers with shared
+or non-constant weights, without a weight FakeQuantize, or with weight ranges that are neither per
+output channel nor per tensor are skipped too; the report lists every skipped layer and why.
 """
 import contextlib
 import ctypes
@@ -287,21 +305,35 @@ def single_threaded_blas():
 
 # ---- the algorithm ---------------------------------------------------------------------------------
 class LayerwiseTuning(Algorithm):
-    """Tunes weight rounding (GPTQ), weight FakeQuantize scales (grid search) and biases (closed form)
-    of each Conv/GroupConv/MatMul layer on the quantized model's calibration inputs (see the module)."""
+    """Tunes activation FakeQuantize ranges (MSE grid search), and the weight FakeQuantize scales (grid
+    search), weight rounding (GPTQ) and biases (closed form) of each Conv/GroupConv/MatMul layer, on the
+    quantized model's calibration data (see the module)."""
 
     name = "LayerwiseTuning"
     new_stage = True
 
     #: layers whose H would be larger than this (D = C/groups*kh*kw, or the MatMul input size) are skipped
-    max_dim = 4096
+    max_dim = 256
+    #: output positions per sample and layer used for H and m (a regular grid of them; None: all)
+    max_positions = 16
+    #: depthwise convolutions use one tap-correlation matrix for all channels (``input_gram`` shared=True)
+    share_depthwise = True
     #: GPTQ dampening: this fraction of the mean diagonal of H is added to its diagonal
     damp = 0.01
     #: GPTQ lazy-batch width (columns)
     block = 128
-    #: factors the weight ranges are scaled by in the scale search (1.0 keeps MinMax's range)
+    #: factors the weight ranges are scaled by in the weight scale search (1.0 keeps MinMax's range)
     scale_factors = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+    #: factors the activation ranges are scaled by in the activation range search (widening only: the
+    #: tensor-wide squared error undervalues the few outlier channels a narrower range would clip, which
+    #: cost a transformer (all-MiniLM-L6-v2) much of its accuracy)
+    activation_factors = (1.0, 1.15, 1.3, 1.5, 1.75, 2.0)
+    #: elements per sample used for an activation range search (spatially subsampled beyond)
+    activation_max_elements = 8192
+    #: a row takes new weights only when they lower its error by more than this fraction
+    min_gain = 1e-6
     #: steps; switch one off to study the others
+    tune_activations = True
     tune_scales = True
     tune_rounding = True
     tune_bias = True
@@ -309,11 +341,12 @@ class LayerwiseTuning(Algorithm):
     def __init__(self, params, context):
         super().__init__(params, context)
         self.layers: dict = {}
+        self.activations: list = []
         self.skipped: list = []
 
     # ---- planning --------------------------------------------------------------------------------
     def _plan(self, graph: Graph, node: ov.Node):
-        """(statistic, layout) for a tunable layer, or a string saying why it is not tuned."""
+        """The statistics and row layout of a tunable layer, or a string saying why it is not tuned."""
         t = node.get_type_name()
         fq = node.input_value(1).get_node()
         if fq.get_type_name() != "FakeQuantize":
@@ -331,11 +364,12 @@ class LayerwiseTuning(Algorithm):
         if not (wshape.is_static and xs.is_static):
             return "dynamic shapes"
         wshape = tuple(wshape.to_shape())
+        rank = len(xs)
         if t == "MatMul":
             a = node.get_attributes()
             if a.get("transpose_a", False):
                 return "MatMul with transpose_a"
-            if len(wshape) < 2 or any(s != 1 for s in wshape[:-2]) or len(xs) < 1:
+            if len(wshape) < 2 or any(s != 1 for s in wshape[:-2]) or rank < 2:
                 return "batched MatMul weights"
             layout = RowLayout(t, wshape, bool(a.get("transpose_b", False)))
             params: dict = {}
@@ -346,19 +380,62 @@ class LayerwiseTuning(Algorithm):
             layout = RowLayout(t, wshape)
             params = {k: v for k, v in geo.items() if k != "input"}
             params["groups"] = int(wshape[0]) if t == "GroupConvolution" else 1
+            if t == "GroupConvolution" and wshape[1] == 1 and wshape[2] == 1 and self.share_depthwise:
+                params["shared"] = True
+        if self.max_positions is not None:
+            params["max_positions"] = int(self.max_positions)
         d = layout.rows_shape[2]
         if d > self.max_dim:
-            return f"H would be {d}x{d} (> {self.max_dim})"
+            return f"H would be {d}x{d} (max_dim {self.max_dim})"
         ranges = [Graph.constant_value(fq.input_value(i)).shape for i in range(1, 5)]
-        kinds = {layout.per_row(s) for s in ranges}
-        if None in kinds:
+        if None in {layout.per_row(s) for s in ranges}:
             return "weight ranges are neither per output channel nor per tensor"
-        stat = Statistic.make(TensorRef(x.get_node().get_friendly_name(), x.get_index()), "input_gram", "mean",
-                              None, params)
-        return stat, layout
+        ref = TensorRef(x.get_node().get_friendly_name(), x.get_index())
+        return Statistic.make(ref, "input_gram", "mean", None, params), layout
+
+    def _plan_activations(self, graph: Graph) -> list:
+        """Activation FakeQuantize groups whose per-tensor range is searched: ``[(fqs, statistics)]``. The
+        inputs of one Concat share a range (a unified scale), so they are searched together."""
+        fqs = []
+        for fq in graph.find(types="FakeQuantize"):
+            src = fq.input_value(0)
+            if Graph.constant_node(src) is not None or src.get_element_type() != ov.Type.f32:
+                continue
+            r = [Graph.constant_value(fq.input_value(i)) for i in range(1, 5)]
+            if any(v is None or v.size != 1 for v in r) or not src.get_partial_shape().is_static:
+                continue
+            lo, hi, olo, ohi = (float(v.ravel()[0]) for v in r)
+            if (lo, hi) != (olo, ohi) or not hi > lo:
+                continue
+            fqs.append(fq)
+        groups: list = []
+        index: dict = {}
+        for fq in fqs:
+            concat = [n for n in Graph.consumer_nodes(fq.output(0)) if n.get_type_name() == "Concat"]
+            key = concat[0].get_friendly_name() if concat else fq.get_friendly_name()
+            if key not in index:
+                index[key] = len(groups)
+                groups.append([])
+            groups[index[key]].append(fq)
+        out = []
+        for members in groups:
+            ranges = {tuple(float(Graph.constant_value(m.input_value(i)).ravel()[0]) for i in (1, 2)) for m in members}
+            if len(ranges) != 1:
+                continue   # not one shared range: leave them
+            lo, hi = ranges.pop()
+            stats = []
+            for m in members:
+                src = m.input_value(0)
+                params = {"low": lo, "high": hi, "levels": int(m.get_attributes()["levels"]),
+                          "factors": tuple(float(f) for f in self.activation_factors),
+                          "max_elements": self.activation_max_elements}
+                stats.append(Statistic.make(TensorRef(src.get_node().get_friendly_name(), src.get_index()),
+                                            "fq_mse", "mean", None, params))
+            out.append(([m.get_friendly_name() for m in members], stats))
+        return out
 
     def statistics(self, graph: Graph):
-        self.layers, self.skipped = {}, []
+        self.layers, self.activations, self.skipped = {}, [], []
         for node in graph.find(types=TARGET_TYPES):
             if Graph.constant_node(weight_source(node) or node.input_value(1)) is None:
                 continue   # MatMul of two activations: nothing to tune
@@ -368,24 +445,60 @@ class LayerwiseTuning(Algorithm):
                 continue
             self.layers[node.get_friendly_name()] = plan
             yield plan[0]
+        if self.tune_activations and len(self.activation_factors) > 1:
+            self.activations = self._plan_activations(graph)
+            for _, stats in self.activations:
+                yield from stats
 
     # ---- tuning ----------------------------------------------------------------------------------
     def apply(self, graph: Graph, stats) -> dict:
         t0 = time.perf_counter()
+        acts = [self._tune_activation(graph, names, [np.asarray(stats[s], np.float64) for s in sts],
+                                      [dict(s.estimator_params) for s in sts])
+                for names, sts in self.activations]
         report = []
         with single_threaded_blas():
-            for name, (stat, layout) in self.layers.items():
+            for name, (st, layout) in self.layers.items():
                 node = graph.node(name)
-                h, m = unpack(stats[stat])
+                shared = dict(st.estimator_params).get("shared", False)
+                h, m = unpack(stats[st], layout.rows_shape[2] if shared else None)
                 entry = self._tune(graph, node, layout, h, m)
                 report.append({"layer": name, "type": node.get_type_name(), **entry})
-        before = sum(e["error_before"] for e in report)
-        after = sum(e["error_after"] for e in report)
+        rel = [(e["relative_error_before"], e["relative_error_after"]) for e in report]
+        last = getattr(getattr(self.context, "engine", None), "last_run", None) or {}
         return {"layers": report, "n_tuned": len(report), "skipped": self.skipped, "n_skipped": len(self.skipped),
-                "n_samples": int(getattr(self.context.engine, "last_run", {}).get("n_samples", 0)),
-                "error_before": before, "error_after": after, "tuning_seconds": round(time.perf_counter() - t0, 3)}
+                "activations": acts, "n_activation_ranges_changed": sum(a["factor"] != 1.0 for a in acts),
+                "n_samples": int(last.get("n_samples", 0)),
+                "mean_relative_error_before": round(float(np.mean([r[0] for r in rel])), 8) if rel else 0.0,
+                "mean_relative_error_after": round(float(np.mean([r[1] for r in rel])), 8) if rel else 0.0,
+                "tuning_seconds": round(time.perf_counter() - t0, 3)}
 
-    def _tune(self, graph: Graph, node: ov.Node, layout: RowLayout, h: np.ndarray, m: np.ndarray) -> dict:
+    def _tune_activation(self, graph: Graph, names: list, errors: list, params: list) -> dict:
+        """Scale the range of a (group of) activation FakeQuantize(s) by the factor with the smallest mean
+        squared quantization error (element-weighted over the group)."""
+        factors = np.asarray(params[0]["factors"], np.float64)
+        sizes = [float(np.prod(list(graph.node(n).input_value(0).get_shape())[1:])) for n in names]
+        total = sum(s * e for s, e in zip(sizes, errors))
+        one = int(np.argmin(np.abs(factors - 1.0)))
+        best = int(np.argmin(total)) if np.all(np.isfinite(total)) else one
+        if not total[best] < total[one]:
+            best = one
+        f = float(factors[best])
+        if f != 1.0:
+            for n in names:
+                fq = graph.node(n)
+                for i in range(1, 5):
+                    v = Graph.constant_value(fq.input_value(i))
+                    new = ops.constant(np.asarray(v * f, dtype=v.dtype))
+                    new.set_friendly_name(fq.input_value(i).get_node().get_friendly_name())
+                    fq.input(i).replace_source_output(new.output(0))
+            graph.invalidate()
+        return {"fake_quantize": names if len(names) > 1 else names[0], "factor": f,
+                "mse_ratio": round(float(total[best] / total[one]) if total[one] > 0 else 1.0, 6)}
+
+    def _tune(self, graph: Graph, node: ov.Node, layout: RowLayout, h: np.ndarray, m: Optional[np.ndarray]) -> dict:
+        """Tune one layer. ``h``: ``E[x x^T]``, ``[G, D, D]`` or ``[1, D, D]`` shared by the groups; ``m``:
+        ``E[x]``, ``[G, D]``, from the same positions."""
         fq = node.input_value(1).get_node()
         src = weight_source(node)
         w = Graph.constant_value(src).astype(np.float64)
@@ -396,51 +509,70 @@ class LayerwiseTuning(Algorithm):
         wr = layout.to_rows(w)                                        # [G, R, D]
         grid = RowGrid(*rows, levels, wr)
         gshape = wr.shape[:2]
+        m = m.reshape(gshape[0], -1)
+        bias = graph.bias_of(node) if self.tune_bias else None
+        if bias is not None:
+            # the bias takes out the mean output error, so what is left is the centred error: use the
+            # covariance H - m m^T (shared: the mean over the groups of their covariances)
+            mm = m[:, :, None] * m[:, None, :]
+            h = h - (mm.mean(axis=0, keepdims=True) if h.shape[0] < mm.shape[0] else mm)
         q_old = layout.to_rows(fake_quantize_value(fq, w))
         err_old = hessian_error(wr - q_old, h)
         scale = float(np.sum(hessian_error(wr, h))) or 1.0
 
+        def pick(err):
+            return err if per_row else np.full(gshape, err.sum())
+
         # 1. scale search with nearest rounding
-        best_f = np.ones(gshape)
+        candidates = [1.0]
         if self.tune_scales and len(self.scale_factors) > 1:
-            errs = []
-            for f in self.scale_factors:
-                _, q = grid.quantize(wr, np.full(gshape, f))
-                e = hessian_error(wr - q, h)
-                errs.append(e if per_row else np.full(gshape, e.sum()))
-            errs = np.stack(errs)
-            best_f = np.asarray(self.scale_factors, np.float64)[np.argmin(errs, axis=0)]
+            errs = np.stack([pick(hessian_error(wr - grid.quantize(wr, np.full(gshape, f))[1], h))
+                             for f in self.scale_factors])
+            best = np.asarray(self.scale_factors, np.float64)[np.argmin(errs, axis=0)]
+            candidates = [1.0] if np.all(best == 1.0) else [1.0, best]
 
-        # 2. rounding with the chosen scales
-        if self.tune_rounding:
-            def quantize_column(col, j):
-                k, q = grid.quantize(col[..., None], best_f)
-                return k[..., 0], q[..., 0]
+        # 2. rounding with each candidate scale (1.0 and the search's choice); rows are independent given H,
+        #    so each row keeps its best result, or MinMax's rounding when that is better still
+        best_f, k_new, q_new, err_new = np.ones(gshape), None, None, np.full(gshape, np.inf)
+        for f in candidates:
+            f = np.broadcast_to(np.asarray(f, np.float64), gshape)
+            if self.tune_rounding:
+                def quantize_column(col, j, f=f):
+                    k, q = grid.quantize(col[..., None], f)
+                    return k[..., 0], q[..., 0]
 
-            k_new, q_new = gptq(wr, h, quantize_column, self.damp, self.block)
-        else:
-            k_new, q_new = grid.quantize(wr, best_f)
+                k, q = gptq(wr, h, quantize_column, self.damp, self.block)
+            else:
+                k, q = grid.quantize(wr, f)
+            e = pick(hessian_error(wr - q, h))
+            better = e < err_new
+            if k_new is None:
+                k_new, q_new = k, q
+            k_new = np.where(better[..., None], k, k_new)
+            q_new = np.where(better[..., None], q, q_new)
+            best_f = np.where(better, f, best_f)
+            err_new = np.where(better, e, err_new)
+        take = err_new < pick(err_old) * (1.0 - self.min_gain)
         err_new = hessian_error(wr - q_new, h)
-
-        # keep, per row (per tensor for a per-tensor range), whichever error is smaller
-        if per_row:
-            take = err_new < err_old
-        else:
-            take = np.full(gshape, bool(err_new.sum() < err_old.sum()))
         f_used = np.where(take, best_f, 1.0)
-        entry = {"rows": int(np.prod(gshape)), "hessian": f"{gshape[0]}x{h.shape[-1]}x{h.shape[-1]}"
-                 if gshape[0] > 1 else f"{h.shape[-1]}x{h.shape[-1]}",
-                 "rows_tuned": int(take.sum()), "error_before": float(err_old.sum()),
-                 "error_after": float(np.where(take, err_new, err_old).sum()),
+        err_final = np.where(take, err_new, err_old)
+        d = h.shape[-1]
+        hname = f"{d}x{d}" if h.shape[0] == 1 else f"{h.shape[0]}x{d}x{d}"
+        entry = {"rows": int(np.prod(gshape)), "hessian": hname + (" shared" if h.shape[0] < gshape[0] else ""),
+                 "rows_tuned": int(take.sum()),
+                 "error_before": float(err_old.sum()), "error_after": float(err_final.sum()),
                  "relative_error_before": round(float(err_old.sum()) / scale, 8),
-                 "relative_error_after": round(float(np.where(take, err_new, err_old).sum()) / scale, 8),
-                 "scale_factor_mean": round(float(f_used.mean()), 4), "rows_rescaled": int((f_used != 1.0).sum())}
+                 "relative_error_after": round(float(err_final.sum()) / scale, 8),
+                 "rows_rescaled": int((f_used != 1.0).sum()), "scale_factor_mean": round(float(f_used.mean()), 4),
+                 "bias_shift": 0.0}
         if not take.any():
-            entry["bias_shift"] = 0.0
             return entry
 
         # 3. write the new weights (on the grid) and ranges
-        w_in = np.where(take[..., None], grid.value_in(k_new, best_f), wr)
+        # rows kept as they were are written on the grid too (their levels as the FakeQuantize rounds them)
+        ones = np.ones(gshape)
+        w_in = np.where(take[..., None], grid.value_in(k_new, best_f),
+                        grid.value_in(grid.levels_of(wr, ones), ones))
         graph.set_constant(src, layout.from_rows(w_in).astype(np.float32))
         if np.any(f_used != 1.0):
             for i, r in enumerate(ranges, start=1):
@@ -452,20 +584,15 @@ class LayerwiseTuning(Algorithm):
         q_final = np.where(take[..., None], q_new, q_old)
 
         # 4. bias: cancel the change of the mean output
-        shift = 0.0
-        bias = graph.bias_of(node) if self.tune_bias else None
         if bias is not None:
             add, port = bias
             b_out = add.input_value(port)
             b = Graph.constant_value(b_out).astype(np.float64)
-            dq = layout.from_rows(q_old - q_final)
-            s = m.reshape(-1) if node.get_type_name() == "MatMul" else \
-                m.reshape(-1, *layout.shape[-2:])
-            delta = FastBiasCorrection._mean_out(node, dq, s)
+            s = m.reshape(-1) if node.get_type_name() == "MatMul" else m.reshape((-1,) + layout.shape[-2:])
+            delta = FastBiasCorrection._mean_out(node, layout.from_rows(q_old - q_final), s)
             if np.all(np.isfinite(delta)):
                 graph.set_constant(b_out, (b.reshape(-1) + delta).reshape(b.shape).astype(np.float32))
-                shift = float(np.max(np.abs(delta))) if delta.size else 0.0
-        entry["bias_shift"] = round(shift, 8)
+                entry["bias_shift"] = round(float(np.max(np.abs(delta))) if delta.size else 0.0, 8)
         return entry
 
 
