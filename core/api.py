@@ -5,7 +5,6 @@
 """
 import os
 import time
-import warnings
 from typing import Any, Optional, Sequence
 
 import attrs
@@ -13,10 +12,10 @@ import numpy as np
 import openvino as ov
 
 from .config import (Config, Ignored, QuantizationParams, RangeEstimatorConfig, TensorQuantization, config_from_dict, load_config, normalize_model_type,
-                     parse_params, read_json, structure)
-from .dataset import Dataset, FeedBuilder, open_source, take
+                     parse_params, structure)
+from .dataset import FeedBuilder, open_source, take
 from .engine import Engine
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .graph import stable_names
 from .io import read_model, save_outputs
 from .pipeline import Pipeline

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import openvino as ov
 
-from .errors import DataError, ModelError, OVQuantError
+from .errors import DataError, ModelError
 
 N_CALIB = 300          # calibration samples: demo images 0..N_CALIB-1
 N_LATENCY = 300        # timed single-image inferences per model (interleaved FP32/INT8)

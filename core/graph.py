@@ -1,7 +1,7 @@
 """A thin layer over ``openvino.Model``: find nodes, walk producers and consumers, read and replace
 constants, insert FakeQuantize ops and match small op chains. It uses the openvino Python API only."""
 import re
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import openvino as ov

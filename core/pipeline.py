@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 import attrs
 import openvino as ov
 
-from .config import QuantizationParams, normalize_model_type, parse_params
+from .config import parse_params
 from .engine import Engine
 from .errors import ConfigError, OVQuantError
 from .graph import Graph
@@ -63,10 +63,10 @@ class Pipeline:
         self.steps: list[Step] = []
         for i, item in enumerate(steps):
             name, params = (item.name, item.params) if isinstance(item, Step) else item
-            cls = lookup("algorithms", name) if _known(name) else None
-            if cls is None:
-                from .registry import known
-                raise ConfigError(f"pipeline[{i}]: unknown algorithm {name!r} (known: {', '.join(known('algorithms'))})")
+            try:
+                cls = lookup("algorithms", name)
+            except KeyError as exc:
+                raise ConfigError(f"pipeline[{i}].name: {exc.args[0]}") from None
             params = parse_params(cls, params if params is not None else {}, f"pipeline[{i}].params")
             self.steps.extend(expand(name, params, f"pipeline[{i}]"))
         self.target_device = target_device
@@ -151,22 +151,3 @@ def _guard(name: str, where: str, fn, *args):
         if debug():
             raise
         raise plugin_error("algorithms", name, where, exc) from exc
-
-
-def _known(name: str) -> bool:
-    try:
-        lookup("algorithms", name)
-        return True
-    except KeyError:
-        return False
-
-
-def default_params(**overrides) -> QuantizationParams:
-    p = QuantizationParams()
-    for k, v in overrides.items():
-        if not hasattr(p, k):
-            raise ConfigError(f"{k}: unknown parameter")
-        setattr(p, k, v)
-    if p.model_type is not None:
-        p.model_type = normalize_model_type(p.model_type)
-    return p

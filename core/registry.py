@@ -10,7 +10,7 @@ import importlib
 import os
 import pkgutil
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import attrs
 import pluggy

@@ -19,14 +19,13 @@ abs_max/mean; asymmetric per tensor: min/mean and max/mean; per channel: min/min
 1e-4. Unified-scale groups (Concat inputs) share the min of their mins and the max of their maxes.
 """
 import warnings
-from typing import Optional
 
 import numpy as np
 
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
-from ovquant.graph import Graph, type_of
+from ovquant.graph import Graph
 from ovquant.registry import debug, make_aggregator, make_estimator, plugin_error
 from ovquant.statistics import Statistic, TensorRef
 

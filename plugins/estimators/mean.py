@@ -2,7 +2,6 @@
 import warnings
 
 import numpy as np
-import openvino.opset13 as ops
 
 from ovquant import hookimpl
 from ovquant.statistics import Estimator, reduce_op
