@@ -120,10 +120,9 @@ class Engine:
             estimators[key] = est
         return groups, estimators
 
-    def _plan(self, model: ov.Model, statistics: Sequence[Statistic], groups=None, estimators=None):
+    def _plan(self, model: ov.Model, groups: dict, estimators: dict):
+        """Append the reductions of ``groups`` to ``model`` (a clone) and say where each one is read."""
         nodes = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
-        if groups is None:
-            groups, estimators = self._group(statistics)
         reductions: list[_Reduction] = []
         raw_index: dict = {}
         packed: dict = {}      # in-graph output -> (offset, shape, output)
@@ -254,7 +253,7 @@ class Engine:
         inplace, self.inplace_statistics = self.inplace_statistics, self.inplace_statistics and not force_numpy
         try:
             with shared_reductions():
-                reductions = self._plan(clone, [], groups, estimators)
+                reductions = self._plan(clone, groups, estimators)
         finally:
             self.inplace_statistics = inplace
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
