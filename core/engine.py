@@ -20,7 +20,7 @@ from .cache import StatisticsCache
 from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError, OVQuantError
 from .registry import debug, make_aggregator, make_estimator, notify, plugin_error
-from .statistics import Statistic, reduction_axes, shared_reductions
+from .statistics import Estimator, Statistic, reduction_axes, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 #: per-sample values are folded into the aggregators in blocks of this many samples (in sample order,
@@ -43,6 +43,7 @@ class _Reduction:
         return self.packed is not None
 
     def value(self, request, flat: Optional[np.ndarray]) -> np.ndarray:
+        """This reduction's value for one sample (numpy form, or from one sample's packed output)."""
         if self.packed is not None:
             off, shape = self.packed
             size = int(np.prod(shape, dtype=np.int64))
@@ -50,6 +51,22 @@ class _Reduction:
             # that store samples
             return np.array(self.estimator.from_graph(flat[off:off + size].reshape(shape)))
         return np.array(self.estimator.reduce(request.get_output_tensor(self.output_index).data, self.axes))
+
+    def rows(self, packed_rows: np.ndarray) -> np.ndarray:
+        """The values of a block of samples from their packed outputs ``[B, total]``, stacked on the first
+        axis (a sample's value keeps its batch axis, or becomes one row when it is a scalar). Estimators
+        that keep Estimator.from_graph are sliced for the whole block at once: no Python per sample."""
+        off, shape = self.packed
+        size = int(np.prod(shape, dtype=np.int64))
+        block = packed_rows[:, off:off + size]
+        if type(self.estimator).from_graph is Estimator.from_graph:
+            b = block.shape[0]
+            return np.array(block.reshape((b * shape[0],) + tuple(shape[1:]) if shape else (b,)))
+        return np.concatenate([_row(self.estimator.from_graph(v.reshape(shape))) for v in block])
+
+
+def _row(v) -> np.ndarray:
+    return np.atleast_1d(v) if np.ndim(v) else np.asarray(v).reshape(1)
 
 
 class _Stack:
@@ -266,18 +283,32 @@ class Engine:
         requests = [compiled.create_infer_request() for _ in range(n_req)]
         busy: list = [None] * n_req
         writers = [store.writer(red.key) for red in reductions] if store is not None else None
-        raw = [red for red in reductions if not red.in_graph]
+        raw = [i for i, red in enumerate(reductions) if not red.in_graph]
         feeds = FeedBuilder(model.inputs)
 
-        blocks: list = [[] for _ in reductions]   # per-sample values waiting to be folded
+        blocks: list = [[] for _ in reductions]   # per-sample values of numpy-form reductions, to fold
+        packed_rows: list = []                    # per-sample packed outputs of the in-graph ones, to fold
 
         def flush() -> None:
             """Fold the buffered samples: one aggregator update per block of samples."""
+            stacked = np.stack(packed_rows) if packed_rows else None
+            packed_rows.clear()
             for i, red in enumerate(reductions):
-                if not blocks[i]:
+                if red.in_graph:
+                    if stacked is None:
+                        continue
+                    try:
+                        rows = red.rows(stacked)
+                    except Exception as exc:
+                        if debug():
+                            raise
+                        raise plugin_error("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})",
+                                           exc) from exc
+                elif blocks[i]:
+                    rows = np.concatenate([_row(v) for v in blocks[i]])
+                    blocks[i] = []
+                else:
                     continue
-                rows = np.concatenate([np.atleast_1d(v) if np.ndim(v) else np.asarray(v).reshape(1) for v in blocks[i]])
-                blocks[i] = []
                 for st in red.statistics:
                     _update(aggs[st], st, rows)
                 if writers is not None:
@@ -288,15 +319,22 @@ class Engine:
             req.wait()
             busy[slot] = None
             flat = np.array(req.get_output_tensor(packed_index).data)
-            check = not np.isfinite(flat).all() or bool(raw)
-            for i, red in enumerate(reductions):
+            if not np.isfinite(flat).all():   # which tensors: only looked at when there is something
+                for red in reductions:
+                    if red.in_graph:
+                        off, shape = red.packed
+                        if not np.isfinite(flat[off:off + int(np.prod(shape, dtype=np.int64))]).all():
+                            nonfinite.setdefault(red.key[0], []).append(index)
+            packed_rows.append(flat)
+            for i in raw:
+                red = reductions[i]
                 try:
-                    v = red.value(req, flat)
+                    v = red.value(req, None)
                 except Exception as exc:
                     if debug():
                         raise
                     raise plugin_error("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", exc) from exc
-                if check and not np.all(np.isfinite(v)):
+                if not np.all(np.isfinite(v)):
                     nonfinite.setdefault(red.key[0], []).append(index)
                 blocks[i].append(v)
             if (index + 1) % FOLD_BLOCK == 0:
