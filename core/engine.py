@@ -138,13 +138,22 @@ class Engine:
         return groups, estimators
 
     def _plan(self, model: ov.Model, groups: dict, estimators: dict):
-        """Append the reductions of ``groups`` to ``model`` (a clone) and say where each one is read."""
-        nodes = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+        """Build the statistics model: the reductions of ``groups`` on ``model`` (a clone), packed into its
+        output 0, and the raw tensors of numpy-form reductions as outputs 1, 2, ...; say where each one is
+        read. ``model``'s own outputs are not outputs of the statistics model (the plugin then skips the
+        ops that no statistic needs), and the reductions are ordered by the position of their tensors in
+        the model, so that the device runs each one while its tensor is still in cache and can reuse the
+        tensor's memory afterwards, as in the plain model (on imagenet-lite0, reductions appended after the
+        model's own outputs ran after the whole network and slowed its convolutions down by 9%)."""
+        ordered = model.get_ordered_ops()
+        nodes = {op.get_friendly_name(): op for op in ordered}
+        position = {name: i for i, name in enumerate(nodes)}
         reductions: list[_Reduction] = []
         raw_index: dict = {}
         packed: dict = {}      # in-graph output -> (offset, shape, output)
         offset = 0
         raw_results = []
+        groups = dict(sorted(groups.items(), key=lambda kv: position.get(kv[0][0].node, -1)))
         for key, stats in groups.items():
             tensor, _, channel_axis = key
             node = nodes.get(tensor.node)
@@ -173,7 +182,7 @@ class Engine:
             else:
                 if tensor not in raw_index:
                     raw_results.append(ov.opset13.result(out))
-                    raw_index[tensor] = len(model.outputs) + len(raw_results)  # after the packed output
+                    raw_index[tensor] = len(raw_results)   # output 0 is the packed one
                 red.output_index = raw_index[tensor]
             reductions.append(red)
         # every in-graph value travels in ONE f32 output: one tensor read per sample in Python
@@ -185,8 +194,11 @@ class Engine:
         if not flat:
             flat.append(ov.opset13.constant(np.zeros(1, np.float32)).output(0))
         pack = ov.opset13.concat(flat, 0) if len(flat) > 1 else flat[0].get_node()
-        model.add_results([ov.opset13.result(pack)] + raw_results)
-        return reductions
+        results = [ov.opset13.result(pack)] + raw_results
+        sinks = list(model.get_sinks())
+        stats_model = (ov.Model(results, sinks, list(model.get_parameters()), "ovquant_statistics") if sinks
+                       else ov.Model(results, list(model.get_parameters()), "ovquant_statistics"))
+        return stats_model, reductions
 
     def collect(self, model: ov.Model, statistics: Sequence[Statistic], data: Any,
                 subset_size: Optional[int] = None, stage: int = 1, algorithms: Sequence[str] = ()) -> dict:
@@ -265,12 +277,12 @@ class Engine:
                force_numpy=False):
         """One pass of inference over the samples for the reductions in ``groups``."""
         clone = model.clone()
-        packed_index = len(clone.outputs)
+        packed_index = 0
         nonfinite = self.nonfinite
         inplace, self.inplace_statistics = self.inplace_statistics, self.inplace_statistics and not force_numpy
         try:
             with shared_reductions():
-                reductions = self._plan(clone, groups, estimators)
+                clone, reductions = self._plan(clone, groups, estimators)
         finally:
             self.inplace_statistics = inplace
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
