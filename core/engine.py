@@ -169,7 +169,7 @@ class Engine:
             red = _Reduction(estimators[key], axes, stats)
             red.key = key
             graph_out = None
-            if self.inplace_statistics and ps.is_static and axes:
+            if self.inplace_statistics and ps.is_static:
                 graph_out = _guarded("estimators", red.estimator.name, f"graph_reduce (tensor {tensor})",
                                      red.estimator.graph_reduce, out, axes)
             if graph_out is not None and graph_out.get_partial_shape().is_static:

@@ -170,6 +170,8 @@ def reduce_op(kind: str, output, axes: tuple):
 
     if kind not in _REDUCE_OPS:
         raise ValueError(f"reduce_op: kind must be one of {_REDUCE_OPS}")
+    if not len(axes):
+        return output   # nothing to reduce (the CPU plugin rejects a Reduce without axes)
     cache = _shared.get()
     key = (kind, output.get_node().get_friendly_name(), output.get_index(), tuple(axes))
     if cache is not None and key in cache:
