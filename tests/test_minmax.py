@@ -96,6 +96,14 @@ def conv():
 
 
 @pytest.fixture(scope="module")
+def conv_pc(conv):
+    """POT's and NNCF's choice: activations per channel where the target allows it (the depthwise input)."""
+    m, samples, _, _ = conv
+    q, report = run(m, samples, auto_activations_granularity="perchannel")
+    return m, samples, q, report
+
+
+@pytest.fixture(scope="module")
 def conv_acts(conv):
     m, samples, _, _ = conv
     acts = models.activations(m, ["relu1", "relu2", "relu3", "gap"], samples)
@@ -123,11 +131,11 @@ def test_conv_net_activation_placement(conv):
     assert fq.get_type_name() == "FakeQuantize" and src(fq).get_friendly_name() == "relu1"
     assert consumers(fq) == {("pool1", 0)}
     assert src(n["conv2"], 0).get_friendly_name() == "pool1"
-    # depthwise conv input: per channel
+    # depthwise conv input: per tensor by default (the target would allow per channel)
     fq = src(n["dwconv"], 0)
     assert fq.get_type_name() == "FakeQuantize" and src(fq).get_friendly_name() == "relu2"
     lo, hi = fq_range(fq)
-    assert lo.shape == hi.shape == (1, 16, 1, 1)
+    assert np.asarray(lo).size == np.asarray(hi).size == 1
     # ReduceMean input and FC input
     for layer, producer in (("gap", "relu3"), ("fc", "gap")):
         fq = src(n[layer], 0)
@@ -136,6 +144,16 @@ def test_conv_net_activation_placement(conv):
     acts = [x for x in f.values() if src(x).get_type_name() != "Constant"]
     assert len(acts) == 5
     assert minmax_entry(report)["n_fake_quantize"] == len(f) == 9
+
+
+def test_auto_perchannel_quantizes_the_depthwise_input_per_channel_only(conv_pc):
+    _, _, q, report = conv_pc
+    n = nodes(q)
+    lo, hi = fq_range(src(n["dwconv"], 0))
+    assert lo.shape == hi.shape == (1, 16, 1, 1)
+    for layer in ("conv1", "gap", "fc"):   # the target allows only per tensor there
+        assert np.asarray(fq_range(src(n[layer], 0))[0]).size == 1, layer
+    assert quantizers(report)["relu2/fq_output_0"]["granularity"] == "perchannel"
 
 
 def test_conv_net_weight_placement(conv):
@@ -364,11 +382,11 @@ def test_ignored_operations_with_attribute_filters(conv):
 
 
 # ---- ranges against numpy ------------------------------------------------------------------------------
-def test_performance_symmetric_ranges_match_numpy(conv, conv_acts):
+def test_performance_symmetric_ranges_match_numpy(conv, conv_pc, conv_acts):
     _, _, q, _ = conv
     f = fqs(q)
     # unsigned per tensor: [0, mean over samples of the per-sample max |x|]
-    for t in ("relu1", "relu3", "gap"):
+    for t in ("relu1", "relu2", "relu3", "gap"):
         lo, hi = fq_range(f[f"{t}/fq_output_0"])
         want = per_sample(conv_acts[t], lambda v: np.abs(v).max()).mean()
         np.testing.assert_allclose(hi, want, rtol=1e-5, err_msg=t)
@@ -380,7 +398,7 @@ def test_performance_symmetric_ranges_match_numpy(conv, conv_acts):
     np.testing.assert_allclose(hi, per_sample(conv_acts["image"], lambda v: np.abs(v).max()).mean(), rtol=1e-5)
     np.testing.assert_allclose(lo, -hi * 128 / 127, rtol=1e-6)
     # per channel (depthwise input): max over samples of each channel's max, floored at 1 % of the largest
-    lo, hi = fq_range(f["relu2/fq_output_0"])
+    lo, hi = fq_range(fqs(conv_pc[2])["relu2/fq_output_0"])
     want = per_channel(conv_acts["relu2"], np.max).max(axis=0)
     want = np.maximum(want, 0.01 * want.max())
     np.testing.assert_allclose(hi.ravel(), want, rtol=1e-5)
@@ -412,7 +430,7 @@ def _covers(lo, hi, mn, mx, name=""):
 @pytest.fixture(scope="module")
 def mixed(conv, conv_acts):
     m, samples, _, _ = conv
-    q, report = run(m, samples, preset="mixed")
+    q, report = run(m, samples, preset="mixed", auto_activations_granularity="perchannel")
     f = fqs(q)
     cases = {}
     for t in ("image", "relu1", "relu3", "gap"):    # asymmetric per tensor: min/mean, max/mean
