@@ -233,7 +233,9 @@ def latency_vs(r):
 
 def render_section(setting, res):
     s = SETTINGS[setting]
-    lines = [f"<!-- bench:{setting}:begin -->", f"## Setting `{setting}`: {s['title']}", "",
+    key = res.get("key", setting)
+    preset = "" if key == setting else f", preset `{res['args']['preset']}`"
+    lines = [f"<!-- bench:{key}:begin -->", f"## Setting `{setting}`{preset}: {s['title']}", "",
              f"Run {res['date']} ({res['run_seconds']:.0f} s), preset `{res['args']['preset']}`, subset 300, "
              f"{res['args']['repeats']} repeat(s) per tool (order alternated; quantize time = median), latency "
              f"{res['args']['latency_rounds']} interleaved rounds x {res['args']['latency_iters'] or 'auto (~30 ms)'} sync calls "
@@ -262,7 +264,7 @@ def render_section(setting, res):
                 f"| {t['bin_mb']:.2f} ({t['bin_ratio_to_fp32']:.2f}x) "
                 f"| {t['peak_rss_mb_median']:.0f} ({t['rss_before_quantize_mb_median']:.0f}) "
                 f"| {t['n_fq']} / {t['n_int8_weight_consts']} |")
-    lines += ["", f"<!-- bench:{setting}:end -->"]
+    lines += ["", f"<!-- bench:{key}:end -->"]
     return "\n".join(lines)
 
 
@@ -314,7 +316,7 @@ def replace_section(path, key, section, header=None):
 
 
 def write_doc(path, res):
-    replace_section(path, res["setting"], render_section(res["setting"], res), render_header(res))
+    replace_section(path, res.get("key", res["setting"]), render_section(res["setting"], res), render_header(res))
 
 
 def main():
@@ -357,7 +359,9 @@ def main():
             note = f"ovquant default algorithm: `{d['name']}`."
         t0 = time.perf_counter()
         date = datetime.datetime.now().strftime("%Y-%m-%d")
-        json_path = os.path.join(a.results, f"{setting}-{date}.json")
+        # a preset other than performance gets its own file and doc section (key "<setting>-<preset>")
+        key = setting if a.preset == "performance" else f"{setting}-{a.preset}"
+        json_path = os.path.join(a.results, f"{key}-{date}.json")
         log_path = os.path.join(a.work, f"{setting}.log")
         results = []
         git = git_info()
@@ -367,7 +371,7 @@ def main():
         git_end = git_info()
         if git_end != git:   # other people edit the tree: say so rather than hide it
             git = {**git, "changed_during_run": True, "at_end": git_end}
-        res = {"setting": setting, "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        res = {"setting": setting, "key": key, "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                "run_seconds": round(time.perf_counter() - t0, 1), "machine": machine, "git": git,
                "args": vars(a), "note": note, "bench_scripts": scripts, "python": py, "cases": results,
                "json_path": os.path.relpath(json_path, REPO) if json_path.startswith(REPO) else json_path,

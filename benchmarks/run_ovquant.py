@@ -5,6 +5,7 @@
     python benchmarks/run_ovquant.py --case CASE --out Q.xml [--data DIR] [--preset performance|mixed]
                                      [--model-type auto|none|transformer] [--subset-size 300]
                                      [--pipeline A,B,...] [--config FILE] [--data-mode preload|path]
+                                     [--layerwise-tuning]
 
 Quantizes DIR/<case>/model.xml with ``ovquant.api.quantize_with_report`` on DIR/<case>/calib.npz, saves
 Q.xml/Q.bin and prints ONE JSON line {case, quantize_s, peak_rss_mb, rss_before_quantize_mb, n_fq,
@@ -86,6 +87,7 @@ def main():
                     help="preload (default): rows in memory before timing, like nncf_reference.py; "
                          "path: pass the calib.npz path to ovquant")
     ap.add_argument("--no-fp16", action="store_true", help="save with compress_to_fp16=False")
+    ap.add_argument("--layerwise-tuning", action="store_true", help="use_layerwise_tuning: true")
     ap.add_argument("--error-samples", type=int, default=0,
                     help="ask quantize_with_report for its INT8-vs-FP32 output error on N samples (timed)")
     a = ap.parse_args()
@@ -108,6 +110,8 @@ def main():
     kwargs = {"preset": preset} if preset else {}
     if a.error_samples:
         kwargs["error_samples"] = a.error_samples
+    if a.layerwise_tuning:
+        kwargs["use_layerwise_tuning"] = True
     if mtype == "transformer":
         kwargs["model_type"] = "transformer"
     rss_before = rss_mb()
