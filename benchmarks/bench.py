@@ -315,6 +315,23 @@ def replace_section(path, key, section, header=None):
         f.write(text.lstrip().rstrip() + "\n")
 
 
+def publish(res: dict, out, doc, key: str, render) -> None:
+    """What the single-purpose benchmark scripts do with their result: note where the JSON goes (relative
+    to the repository), put ``render(res)`` into section ``key`` of the markdown file ``doc``, write the
+    JSON to ``out``, and print it as ONE line."""
+    if out:
+        p = os.path.abspath(out)
+        res["json_path"] = os.path.relpath(p, REPO) if p.startswith(REPO + os.sep) else p
+    text = json.dumps(res)
+    if doc:
+        replace_section(doc, key, render(res))
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(text + "\n")
+    print(text, flush=True)
+
+
 def write_doc(path, res):
     replace_section(path, res.get("key", res["setting"]), render_section(res["setting"], res), render_header(res))
 

@@ -27,7 +27,6 @@ table into that markdown file (section ``engine_overhead``, replaced on the next
 """
 import argparse
 import datetime
-import json
 import os
 import statistics
 import time
@@ -139,6 +138,22 @@ def engine_run(model, stats, samples, n):
             **{k: v for k, v in eng.last_run.items() if k not in ("stage", "seconds")}}
 
 
+def interleaved(variants: dict, rounds: int) -> tuple:
+    """Run every variant (a callable returning a dict of numbers) once per round, the order rotating each
+    round; return ``(runs, medians)``: every run's dict per variant, and per variant the median of each
+    numeric key over the rounds."""
+    names = list(variants)
+    runs = {k: [] for k in names}
+    for r in range(rounds):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            runs[name].append(variants[name]())
+    med = {name: {key: round(statistics.median(x[key] for x in rs), 4) for key in rs[0]
+                  if isinstance(rs[0][key], (int, float)) and not isinstance(rs[0][key], bool)}
+           for name, rs in runs.items()}
+    return runs, med
+
+
 def render(res):
     m = res["median"]
     prec = {k: str(v[0].get("precision", "")).replace("<Type: '", "").replace("'>", "") for k, v in res["runs"].items()}
@@ -197,15 +212,7 @@ def main():
         "engine_minmax": lambda: engine_run(model, stats_mm, samples, n),
         "engine_all": lambda: engine_run(model, stats_all, samples, n),
     }
-    names = list(variants)
-    runs = {k: [] for k in names}
-    for r in range(a.rounds):
-        for k in range(len(names)):
-            name = names[(r + k) % len(names)]
-            runs[name].append(variants[name]())
-    med = {name: {key: round(statistics.median(x[key] for x in rs), 4) for key in rs[0]
-                  if isinstance(rs[0][key], (int, float)) and not isinstance(rs[0][key], bool)}
-           for name, rs in runs.items()}
+    runs, med = interleaved(variants, a.rounds)
     ratios = {}
     for e in ("engine_minmax", "engine_all"):
         for p in ("plain_throughput", "plain_throughput_cb", "plain_latency", "plain_default"):
@@ -218,23 +225,10 @@ def main():
            "median": med, "ratios": ratios,
            "runs": {k: [{kk: (round(vv, 4) if isinstance(vv, float) else vv) for kk, vv in x.items()} for x in v]
                     for k, v in runs.items()}}
-    if a.out:
-        here = os.path.dirname(os.path.abspath(__file__))
-        repo = os.path.dirname(here)
-        p = os.path.abspath(a.out)
-        res["json_path"] = os.path.relpath(p, repo) if p.startswith(repo + os.sep) else p
-    text = json.dumps(res)
-    if a.doc:
-        import sys
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from bench import replace_section
-        replace_section(a.doc, "engine_overhead", render(res))
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
-    print(text, flush=True)
-
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench import publish
+    publish(res, a.out, a.doc, "engine_overhead", render)
 
 if __name__ == "__main__":
     main()

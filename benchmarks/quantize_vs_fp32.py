@@ -20,14 +20,13 @@ Prints ONE JSON line; ``--out`` writes it to a file and ``--doc`` puts a table i
 """
 import argparse
 import datetime
-import json
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_overhead import default_dir, load_samples, plain_loop  # noqa: E402
+from bench import publish  # noqa: E402
+from engine_overhead import default_dir, interleaved, load_samples, plain_loop  # noqa: E402
 
 F32_TP = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
 
@@ -86,15 +85,7 @@ def main():
                     "quantize": lambda: quantize_run(model, samples, a.n, kwargs)}
         first_call = variants["quantize"]()   # warm-up (the process's first call when this is the first case)
         variants["fp32_pass"]()
-        runs = {k: [] for k in variants}
-        names = list(variants)
-        for r in range(a.rounds):
-            for k in range(len(names)):
-                name = names[(r + k) % len(names)]
-                runs[name].append(variants[name]())
-        med = {name: {key: round(statistics.median(x[key] for x in rs), 4) for key in rs[0]
-                      if isinstance(rs[0][key], (int, float)) and not isinstance(rs[0][key], bool)}
-               for name, rs in runs.items()}
+        runs, med = interleaved(variants, a.rounds)
         base = med["fp32_pass"]["seconds"]
         res["cases"][case] = {"median": med, "ratio": round(med["quantize"]["seconds"] / base, 3),
                               "first_call_s": round(first_call["seconds"], 4), "first_call_in_process": first,
@@ -104,20 +95,7 @@ def main():
         first = False
         print(f"{case}: quantize {med['quantize']['seconds']:.2f} s, FP32 pass {base:.2f} s, "
               f"{res['cases'][case]['ratio']:.2f}x", file=sys.stderr, flush=True)
-    if a.out:
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        p = os.path.abspath(a.out)
-        res["json_path"] = os.path.relpath(p, repo) if p.startswith(repo + os.sep) else p
-    text = json.dumps(res)
-    if a.doc:
-        from bench import replace_section
-        replace_section(a.doc, "quantize_vs_fp32", render(res))
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
-    print(text, flush=True)
-
+    publish(res, a.out, a.doc, "quantize_vs_fp32", render)
 
 if __name__ == "__main__":
     main()
