@@ -213,3 +213,43 @@ def first_conv_net(seed=RNG_SEED, hw=12, c_out=4) -> ov.Model:
     x = ops.parameter([1, 3, hw, hw], np.float32, name="image")
     y = conv_bias(x, rng, c_out, name="conv1")
     return ov.Model([ops.result(y, name="out")], [x], "first_conv_net")
+
+
+def encoder_net(seed=RNG_SEED, tokens=8, hidden=16, heads=2, vocab=32, ffn=32, outlier=8.0) -> ov.Model:
+    """A BERT-style encoder layer: token ids -> embedding Gather -> LayerNorm (MVN, gamma, beta) -> Q, K, V
+    MatMuls -> ScaledDotProductAttention -> output MatMul -> residual Add -> LayerNorm -> FFN (MatMul, Gelu,
+    MatMul) -> residual Add. LayerNorm 0's gamma makes channel 3 an outlier (what SmoothQuant is for)."""
+    rng = np.random.default_rng(seed)
+    i64 = lambda v: ops.constant(np.array(v, np.int64))
+    ids = ops.parameter([1, tokens], np.int64, name="input_ids")
+    x = ops.gather(ops.constant(_w(rng, vocab, hidden, scale=1.0), name="embeddings"), ids, ops.constant(np.int64(0)),
+                   name="embed")
+
+    def layer_norm(t, name, spike=None):
+        m = ops.mvn(t, i64([-1]), True, 1e-5, "inside_sqrt", name=f"{name}/mvn")
+        gamma = (1.0 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+        if spike is not None:
+            gamma[3] = spike
+        g = ops.multiply(m, ops.constant(gamma), name=f"{name}/gamma")
+        return ops.add(g, ops.constant(_w(rng, hidden, scale=0.1)), name=f"{name}/beta")
+
+    def linear(t, n_in, n_out, name):
+        y = ops.matmul(t, ops.constant(_w(rng, n_out, n_in, scale=1.0 / np.sqrt(n_in)), name=f"{name}/weights"),
+                       False, True, name=name)
+        return ops.add(y, ops.constant(_w(rng, n_out, scale=0.1)), name=f"{name}/bias")
+
+    hd = hidden // heads
+
+    def split_heads(t, name):
+        r = ops.reshape(t, i64([1, tokens, heads, hd]), False, name=f"{name}/reshape")
+        return ops.transpose(r, i64([0, 2, 1, 3]), name=f"{name}/transpose")
+
+    h = layer_norm(x, "ln0", spike=outlier)
+    q, k, v = (split_heads(linear(h, hidden, hidden, n), n) for n in ("q", "k", "v"))
+    att = ops.scaled_dot_product_attention(q, k, v, causal=False, name="sdpa")
+    att = ops.reshape(ops.transpose(att, i64([0, 2, 1, 3]), name="merge/transpose"), i64([1, tokens, hidden]), False,
+                      name="merge/reshape")
+    r1 = ops.add(x, linear(att, hidden, hidden, "o"), name="residual1")
+    f = ops.gelu(linear(layer_norm(r1, "ln1"), hidden, ffn, "ffn1"), "erf", name="gelu")
+    out = ops.add(r1, linear(f, ffn, hidden, "ffn2"), name="residual2")
+    return ov.Model([ops.result(out, name="out")], [ids], "encoder_net")

@@ -143,8 +143,9 @@ class MinMaxQuantization(Algorithm):
         extra = ()
         if normalize_model_type(self.params.model_type) == "transformer":
             extra = TRANSFORMER_IGNORED_TYPES
+        pinned = {(t.node, t.port) for t in self.context.may_transform}
         qs, ignored, unmatched = find_quantizers(graph, self.context.target, self.params, extra,
-                                                 symmetric_act_matmul=bool(extra))
+                                                 symmetric_act_matmul=bool(extra), pinned=pinned)
         check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
         n_fq = len(graph.find(types="FakeQuantize"))
         if n_fq:
@@ -370,7 +371,7 @@ TRANSFORMER_IGNORED_TYPES = ("Add", "Subtract", "Multiply", "Divide", "Power", "
                              "ReduceMean", "ReduceL2", "ReduceSum", "SquaredDifference", "MVN", "GroupNormalization",
                              "BatchNormInference", "Maximum", "Minimum", "Equal", "NotEqual", "Less", "LessEqual",
                              "Greater", "GreaterEqual", "LogicalAnd", "LogicalOr", "LogicalXor", "LogicalNot",
-                             "Softmax", "ScaledDotProductAttention")
+                             "Softmax")
 
 
 @hookimpl

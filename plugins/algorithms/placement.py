@@ -191,11 +191,15 @@ def _weight_channel_axes(node: ov.Node, port: int, rank: int) -> tuple:
 
 
 def _act_matmul(node: ov.Node) -> bool:
+    """A MatMul of two activations, or attention (its query-by-key product)."""
+    if node.get_type_name() == "ScaledDotProductAttention":
+        return True
     return node.get_type_name() == "MatMul" and all(
         Graph.constant_node(node.input_value(i)) is None for i in range(2))
 
 
-def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmetric_act_matmul=False) -> tuple:
+def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmetric_act_matmul=False,
+                    pinned=()) -> tuple:
     """Plan the quantizers of ``graph``. Returns (quantizers, ignored names, unmatched ignored entries).
 
     Activations the config gives no granularity are quantized per tensor, even where the target allows
@@ -206,13 +210,17 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
     cost more than the coarser per-tensor step: logits rel-L2 error vs FP32 0.183 per channel, 0.138 per
     tensor, at the same INT8 latency (docs/algorithms.md).
     With ``symmetric_act_matmul`` (Transformers) the inputs of a MatMul of two activations are
-    quantized symmetrically, as the CPU needs."""
+    quantized symmetrically, as the CPU needs. Quantizers of the tensors in ``pinned`` ((node, port)
+    pairs that an earlier algorithm of the stage will rescale per channel in front of their consumers,
+    e.g. SmoothQuant) stay at their consumers instead of moving up through quantization-agnostic ops,
+    so that they quantize the rescaled tensor."""
     ignored, unmatched = resolve_ignored(graph, params.ignored, extra_ignored_types)
     act_req = _tensor_request(params.activations)
     if act_req.get("granularity") is None and getattr(params, "auto_activations_granularity", "pertensor") == "pertensor":
         act_req["granularity"] = "pertensor"
     w_req = _tensor_request(params.weights)
     requests: dict = {}       # source (name, port) -> list of (consumer name, port, candidates, channel_axis)
+    needs_sym: set = set()    # sources read (maybe through agnostic ops) by a product of two activations
     weights: list = []
     order = {n.get_friendly_name(): i for i, n in enumerate(graph.nodes())}
     for node in graph.nodes():
@@ -246,6 +254,8 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
                 key = (src.get_node().get_friendly_name(), src.get_index())
                 axis = 1 if t == "DepthwiseConvolution" else None
                 requests.setdefault(key, []).append((name, p, rule.activations, axis))
+                if _act_matmul(node):
+                    needs_sym.add(key)
 
     # move quantizers up through quantization-agnostic ops
     groups: dict = {}
@@ -257,7 +267,7 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
             node = graph.node(key[0])
             if node.get_type_name() not in target.agnostic_operations and type_of(node) not in target.agnostic_operations:
                 continue
-            if key[0] in ignored:
+            if key[0] in ignored or key in pinned:
                 continue
             out = node.output(key[1])
             served = {(n, p) for n, p, _, _ in requests[key]}
@@ -284,6 +294,8 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
                 src = node.input_value(p)
                 nk = (src.get_node().get_friendly_name(), src.get_index())
                 requests.setdefault(nk, []).append((key[0], p, cands, axis))
+                if key in needs_sym:
+                    needs_sym.add(nk)
                 if gid is not None:
                     groups[nk] = gid
             changed = True
@@ -296,7 +308,7 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
         axis = reqs[0][3] if all(r[3] == reqs[0][3] for r in reqs) else None
         where = f"node {reqs[0][0]!r}"
         scheme = choose(cands, params.preset, "activations", act_req, where)
-        if symmetric_act_matmul and scheme.mode == "asymmetric" and any(_act_matmul(graph.node(n)) for n, _, _, _ in reqs):
+        if symmetric_act_matmul and scheme.mode == "asymmetric" and key in needs_sym:
             sym = [c for c in cands if c.mode == "symmetric" and c.granularity == scheme.granularity]
             scheme = sym[0] if sym else attrs.evolve(scheme, mode="symmetric")
         if scheme.granularity == "pertensor":
