@@ -286,6 +286,7 @@ class Engine:
         finally:
             self.inplace_statistics = inplace
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
+        packed_size = int(np.prod(list(clone.outputs[packed_index].get_partial_shape().to_shape()), dtype=np.int64))
         # Async requests driven round-robin from this thread: results are folded in sample order
         # without locks, and no Python callback runs on OpenVINO's threads (an AsyncInferQueue with a
         # Python callback can deadlock when it is destroyed, openvino#37073). Twice the number the
@@ -299,12 +300,15 @@ class Engine:
         feeds = FeedBuilder(model.inputs)
 
         blocks: list = [[] for _ in reductions]   # per-sample values of numpy-form reductions, to fold
-        packed_rows: list = []                    # per-sample packed outputs of the in-graph ones, to fold
+        # per-sample packed outputs of the in-graph ones, to fold: one preallocated block (a layer-wise tuning
+        # pass packs megabytes per sample, so no list of copies and no stacking copy)
+        packed = np.empty((FOLD_BLOCK, packed_size), np.float32)
+        filled = [0]
 
         def flush() -> None:
             """Fold the buffered samples: one aggregator update per block of samples."""
-            stacked = np.stack(packed_rows) if packed_rows else None
-            packed_rows.clear()
+            stacked = packed[:filled[0]] if filled[0] else None
+            filled[0] = 0
             for i, red in enumerate(reductions):
                 if red.in_graph:
                     if stacked is None:
@@ -330,14 +334,15 @@ class Engine:
             req, index = requests[slot], busy[slot]
             req.wait()
             busy[slot] = None
-            flat = np.array(req.get_output_tensor(packed_index).data)
+            flat = packed[filled[0]]
+            flat[...] = req.get_output_tensor(packed_index).data.reshape(-1)
+            filled[0] += 1
             if not np.isfinite(flat).all():   # which tensors: only looked at when there is something
                 for red in reductions:
                     if red.in_graph:
                         off, shape = red.packed
                         if not np.isfinite(flat[off:off + int(np.prod(shape, dtype=np.int64))]).all():
                             nonfinite.setdefault(red.key[0], []).append(index)
-            packed_rows.append(flat)
             for i in raw:
                 red = reductions[i]
                 try:
