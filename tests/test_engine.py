@@ -152,3 +152,31 @@ def test_integer_input_model_runs():
     out = Engine().collect(m, [st], samples)
     ref = models.activations(m, ["embedding"], samples)["embedding"]
     np.testing.assert_allclose(out[st], np.abs(ref).max(), rtol=1e-6)
+
+
+def test_statistics_of_one_branch_of_a_two_input_two_output_model():
+    """The statistics model outputs only the statistics: a tensor of one input's branch, early in the
+    model, is measured right (the other input and both model outputs are not needed) and in numpy form
+    and in graph form alike, mixed in one pass, with a statistic on the other input's branch."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(5)
+    a = ops.parameter([1, 4, 6], np.float32, name="a")
+    b = ops.parameter([1, 4, 6], np.float32, name="b")
+    ra = ops.relu(ops.matmul(a, ops.constant(rng.standard_normal((6, 6)).astype(np.float32)), False, False), name="ra")
+    rb = ops.sigmoid(ops.add(b, ops.constant(np.float32(0.5))), name="rb")
+    tail = ops.matmul(ops.multiply(ra, rb), ops.constant(rng.standard_normal((6, 3)).astype(np.float32)), False, False)
+    m = ov.Model([ops.result(tail, name="out1"), ops.result(ops.exp(ra), name="out2")], [a, b], "two_in_two_out")
+    samples = [{"a": rng.standard_normal((1, 4, 6)).astype(np.float32),
+                "b": rng.standard_normal((1, 4, 6)).astype(np.float32)} for _ in range(70)]
+    sts = [_st("ra", "max", "mean", side="max"), _st("ra", "quantile", "max", side="max", outlier_prob=0.25),
+           _st("rb", "min", "min", side="min"), _st("ra", "mean", "mean", axis=2)]
+    for inplace in (True, False):
+        out = Engine(inplace_statistics=inplace).collect(m, sts, samples)
+        acts = models.activations(m, ["ra", "rb"], samples)
+        ra_, rb_ = acts["ra"], acts["rb"]
+        np.testing.assert_allclose(out[sts[0]], ra_.reshape(70, -1).max(axis=1).mean(), rtol=1e-5)
+        np.testing.assert_allclose(out[sts[1]], np.quantile(ra_.reshape(70, -1), 0.75, axis=1).max(), rtol=1e-5)
+        np.testing.assert_allclose(out[sts[2]], rb_.min(), rtol=1e-6)
+        np.testing.assert_allclose(out[sts[3]], ra_.reshape(70, -1, 6).mean(axis=1).mean(axis=0), rtol=1e-5)
