@@ -130,7 +130,7 @@ def test_exact_form_through_default_quantization_api(strided):
     """The same correction when DefaultQuantization runs with the exact form (the weights come out
     compressed; the weight FakeQuantizes of a MinMax-only run give W_q)."""
     m, samples, inputs, _ = strided
-    q, report = quantize_with_report(m, samples, bias_correction_form="exact")
+    q, report = quantize_with_report(m, samples, bias_correction_form="exact", first_layer_rounding=False)
     mm, _ = run(m, samples, pipeline=("MinMaxQuantization",))
     for layer in ("conv1", "dwconv"):
         d = exact_shift(mm, layer, inputs[layer])

@@ -308,7 +308,7 @@ def test_pipeline_appends_layerwise_tuning_and_reports():
     assert [e["hessian"] for e in rep["layers"]] == ["27x27", "72x72", "9x9 shared", "16x16"]
     assert rep["activations"] and all(a["mse_ratio"] <= 1.0 for a in rep["activations"])
     _, plain = quantize_with_report(m, samples)
-    assert plain["pipeline"][-1] == "FastBiasCorrection"
+    assert plain["pipeline"][-1] == "FirstLayerRounding" and "LayerwiseTuning" not in plain["pipeline"]
 
 
 def test_large_layers_are_skipped_and_reported(lt_settings):
@@ -337,7 +337,7 @@ def test_rounding_lowers_the_held_out_error_where_it_matters(lt_settings, seed):
     weight steps alone (no activation range search) lower the held-out output error."""
     m = models.first_conv_net(seed=seed, c_out=8)
     cal, held = models.random_samples(m, 32, seed=1), models.random_samples(m, 24, seed=2)
-    kw = {"weights": {"bits": 4, "granularity": "pertensor"}}
+    kw = {"weights": {"bits": 4, "granularity": "pertensor"}, "first_layer_rounding": False}
     lt_settings(tune_activations=False)
     q0, _ = quantize_with_report(m, cal, **kw)
     q1, _ = quantize_with_report(m, cal, use_layerwise_tuning=True, **kw)
@@ -363,3 +363,56 @@ def test_activation_ranges_follow_the_error(lt_settings):
         x = np.concatenate([h.ravel() for h in heavy[24:]])
         errs.append(np.mean((fake_quantize_value(fq, x) - x) ** 2))
     assert errs[1] < errs[0]
+
+
+# ---- FirstLayerRounding (the same tuning, in DefaultQuantization's one pass, for saturation-fixed first layers) ----
+def test_first_layer_rounding_in_default_quantization():
+    """DefaultQuantization ends with FirstLayerRounding: the first convolution's weights are re-rounded on
+    the saturation fix's 7-bit grid (integers within +-63), the other layers are untouched, the mean
+    output is kept, and the held-out output error falls; first_layer_rounding=False or saturation_fix
+    "no" leave it out."""
+    m = models.conv_net()
+    cal, held = models.random_samples(m, 32, seed=1), models.random_samples(m, 24, seed=2)
+    q0, r0 = build_pipeline(None, first_layer_rounding=False).run(m.clone(), cal)
+    q1, r1 = build_pipeline(None).run(m.clone(), cal)
+    assert "FirstLayerRounding" not in [a["name"] for a in r0["algorithms"]]
+    rep = r1["algorithms"][-1]
+    assert rep["name"] == "FirstLayerRounding" and [e["layer"] for e in rep["layers"]] == ["conv1"]
+    assert rep["layers"][0]["rows_tuned"] > 0
+    assert rep["layers"][0]["relative_error_after"] < rep["layers"][0]["relative_error_before"]
+    g0, g1 = Graph(q0), Graph(q1)
+    node = g1.node("conv1")
+    fq = node.input_value(1).get_node()
+    w, wq = weights_of(node)
+    lo, hi = (Graph.constant_value(fq.input_value(i)).astype(np.float64) for i in (1, 2))
+    k = (w - lo) / ((hi - lo) / (int(fq.get_attributes()["levels"]) - 1))
+    np.testing.assert_allclose(k, np.round(k), atol=1e-3)                   # on the grid
+    assert np.all(np.abs(np.round(k) - 127) <= 63)                          # the 7-bit band of the saturation fix
+    for name in ("conv2", "dwconv", "fc"):                                  # other layers as MinMax left them
+        np.testing.assert_array_equal(weights_of(g1.node(name))[0], weights_of(g0.node(name))[0])
+    # the mean output of conv1 on the calibration inputs is kept (bias shifted by the rounding change)
+    x = np.stack(cal)[:, 0]                                                 # [n, 3, h, w]
+    outs = []
+    for g in (g0, g1):
+        n_ = g.node("conv1")
+        _, wq_ = weights_of(n_)
+        add, port = g.bias_of(n_)
+        b = Graph.constant_value(add.input_value(port)).reshape(-1)
+        y = np.stack([_conv2d(xi, wq_) for xi in x])                        # [n, c, h, w]
+        outs.append(y.mean(axis=(0, 2, 3)) + b)
+    np.testing.assert_allclose(outs[1], outs[0], rtol=2e-2, atol=2e-3)
+    e0 = output_error(m, q0, held, 24)[0]["relative_l2"]
+    e1 = output_error(m, q1, held, 24)[0]["relative_l2"]
+    assert e1 < e0
+    _, r2 = build_pipeline(None, saturation_fix="no").run(m.clone(), cal)
+    assert "FirstLayerRounding" not in [a["name"] for a in r2["algorithms"]]
+
+
+def _conv2d(x, w, pad=1):
+    """Plain numpy 2-D convolution, stride 1: x [c, h, w], w [o, c, kh, kw] -> [o, h', w']."""
+    c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    oh, ow = h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1
+    cols = np.stack([xp[:, i:i + oh, j:j + ow] for i in range(kh) for j in range(kw)], axis=1)   # [c, k, oh, ow]
+    return np.einsum("ock,ckhw->ohw", w.reshape(o, c, kh * kw), cols)

@@ -345,19 +345,20 @@ class LayerwiseTuning(Algorithm):
         self.skipped: list = []
 
     # ---- planning --------------------------------------------------------------------------------
-    def _plan(self, graph: Graph, node: ov.Node):
-        """The statistics and row layout of a tunable layer, or a string saying why it is not tuned."""
+    def _plan(self, graph: Graph, node: ov.Node, quantized: bool = True):
+        """The statistics and row layout of a tunable layer, or a string saying why it is not tuned.
+        ``quantized=False`` plans a layer whose weights are not quantized yet (the checks of the weight
+        FakeQuantize are then left to :meth:`_check_quantized`)."""
         t = node.get_type_name()
-        fq = node.input_value(1).get_node()
-        if fq.get_type_name() != "FakeQuantize":
-            return "weights not quantized"
+        if quantized:
+            why = self._check_quantized(node)
+            if why:
+                return why
         src = weight_source(node)
         if src is None:
             return "weights are not constant"
-        if len(src.get_target_inputs()) != 1 or len(fq.output(0).get_target_inputs()) != 1:
-            return "weights or their FakeQuantize are shared"
-        if any(Graph.constant_value(fq.input_value(i)) is None for i in range(1, 5)):
-            return "weight FakeQuantize ranges are not constant"
+        if len(src.get_target_inputs()) != 1:
+            return "weights are shared"
         wshape = src.get_partial_shape()
         x = node.input_value(0)
         xs = x.get_partial_shape()
@@ -387,11 +388,28 @@ class LayerwiseTuning(Algorithm):
         d = layout.rows_shape[2]
         if d > self.max_dim:
             return f"H would be {d}x{d} (max_dim {self.max_dim})"
-        ranges = [Graph.constant_value(fq.input_value(i)).shape for i in range(1, 5)]
-        if None in {layout.per_row(s) for s in ranges}:
-            return "weight ranges are neither per output channel nor per tensor"
+        if quantized:
+            fq = node.input_value(1).get_node()
+            ranges = [Graph.constant_value(fq.input_value(i)).shape for i in range(1, 5)]
+            if None in {layout.per_row(s) for s in ranges}:
+                return "weight ranges are neither per output channel nor per tensor"
         ref = TensorRef(x.get_node().get_friendly_name(), x.get_index())
         return Statistic.make(ref, "input_gram", "mean", None, params), layout
+
+    @staticmethod
+    def _check_quantized(node: ov.Node) -> str:
+        """Why the weight FakeQuantize of ``node`` cannot be tuned, or ""."""
+        fq = node.input_value(1).get_node()
+        if fq.get_type_name() != "FakeQuantize":
+            return "weights not quantized"
+        src = weight_source(node)
+        if src is None:
+            return "weights are not constant"
+        if len(src.get_target_inputs()) != 1 or len(fq.output(0).get_target_inputs()) != 1:
+            return "weights or their FakeQuantize are shared"
+        if any(Graph.constant_value(fq.input_value(i)) is None for i in range(1, 5)):
+            return "weight FakeQuantize ranges are not constant"
+        return ""
 
     def _plan_activations(self, graph: Graph) -> list:
         """Activation FakeQuantize groups whose per-tensor range is searched: ``[(fqs, statistics)]``. The
