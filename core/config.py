@@ -98,7 +98,7 @@ class QuantizationParams:
     use_fast_bias: bool = True
     bias_correction_form: str = "fast"
     auto_activations_granularity: str = "pertensor"
-    first_layer_rounding: bool = True
+    first_layer_rounding: bool = False
     use_smooth_quant: Optional[bool] = None
     smooth_quant_alpha: Optional[float] = None
 

@@ -308,7 +308,7 @@ def test_pipeline_appends_layerwise_tuning_and_reports():
     assert [e["hessian"] for e in rep["layers"]] == ["27x27", "72x72", "9x9 shared", "16x16"]
     assert rep["activations"] and all(a["mse_ratio"] <= 1.0 for a in rep["activations"])
     _, plain = quantize_with_report(m, samples)
-    assert plain["pipeline"][-1] == "FirstLayerRounding" and "LayerwiseTuning" not in plain["pipeline"]
+    assert plain["pipeline"][-1] == "FastBiasCorrection"
 
 
 def test_large_layers_are_skipped_and_reported(lt_settings):
@@ -367,14 +367,14 @@ def test_activation_ranges_follow_the_error(lt_settings):
 
 # ---- FirstLayerRounding (the same tuning, in DefaultQuantization's one pass, for saturation-fixed first layers) ----
 def test_first_layer_rounding_in_default_quantization():
-    """DefaultQuantization ends with FirstLayerRounding: the first convolution's weights are re-rounded on
-    the saturation fix's 7-bit grid (integers within +-63), the other layers are untouched, the mean
-    output is kept, and the held-out output error falls; first_layer_rounding=False or saturation_fix
-    "no" leave it out."""
+    """With first_layer_rounding DefaultQuantization ends with FirstLayerRounding: the first convolution's
+    weights are re-rounded on the saturation fix's 7-bit grid (integers within +-63), the other layers are
+    untouched, the mean output is kept, and the held-out output error falls. By default, or with
+    saturation_fix "no", it is left out."""
     m = models.conv_net()
     cal, held = models.random_samples(m, 32, seed=1), models.random_samples(m, 24, seed=2)
-    q0, r0 = build_pipeline(None, first_layer_rounding=False).run(m.clone(), cal)
-    q1, r1 = build_pipeline(None).run(m.clone(), cal)
+    q0, r0 = build_pipeline(None).run(m.clone(), cal)
+    q1, r1 = build_pipeline(None, first_layer_rounding=True).run(m.clone(), cal)
     assert "FirstLayerRounding" not in [a["name"] for a in r0["algorithms"]]
     rep = r1["algorithms"][-1]
     assert rep["name"] == "FirstLayerRounding" and [e["layer"] for e in rep["layers"]] == ["conv1"]
@@ -404,7 +404,7 @@ def test_first_layer_rounding_in_default_quantization():
     e0 = output_error(m, q0, held, 24)[0]["relative_l2"]
     e1 = output_error(m, q1, held, 24)[0]["relative_l2"]
     assert e1 < e0
-    _, r2 = build_pipeline(None, saturation_fix="no").run(m.clone(), cal)
+    _, r2 = build_pipeline(None, saturation_fix="no", first_layer_rounding=True).run(m.clone(), cal)
     assert "FirstLayerRounding" not in [a["name"] for a in r2["algorithms"]]
 
 

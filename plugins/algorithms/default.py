@@ -1,6 +1,7 @@
 """DefaultQuantization, as POT specifies it: ActivationChannelAlignment, then MinMaxQuantization, then
-FastBiasCorrection, sharing one set of params; then FirstLayerRounding, which rounds the saturation-fixed
-first convolution(s) with GPTQ on their input statistics (an ovquant addition, ``first_layer_rounding``). All three take their statistics from the FP32 model in
+FastBiasCorrection, sharing one set of params; with ``first_layer_rounding: true`` then FirstLayerRounding,
+which rounds the saturation-fixed first convolution(s) with GPTQ on their input statistics (an ovquant
+addition). All three take their statistics from the FP32 model in
 one pass over the calibration data: channel alignment records how it changed a tensor and the other
 two derive that tensor's statistics, and bias correction is exact for the weight error (see
 FastBiasCorrection), so no second pass is needed."""
@@ -19,7 +20,7 @@ class DefaultQuantization(Algorithm):
     @classmethod
     def steps_for(cls, params):
         """``use_smooth_quant`` (default: on for ``model_type: Transformer``) puts SmoothQuant first;
-        ``first_layer_rounding`` (default on; it does something only where the target uses the saturation
+        ``first_layer_rounding`` (default off; it does something only where the target uses the saturation
         fix) appends FirstLayerRounding to the first stage; ``use_layerwise_tuning`` appends the registered
         ``LayerwiseTuning`` algorithm, as POT does."""
         steps = cls.steps
@@ -28,7 +29,7 @@ class DefaultQuantization(Algorithm):
             smooth = normalize_model_type(getattr(params, "model_type", None)) == "transformer"
         if smooth:
             steps = ("SmoothQuant",) + steps
-        if getattr(params, "first_layer_rounding", True) and getattr(params, "saturation_fix", "first_layer") != "no":
+        if getattr(params, "first_layer_rounding", False) and getattr(params, "saturation_fix", "first_layer") != "no":
             steps = steps + ("FirstLayerRounding",)
         if getattr(params, "use_layerwise_tuning", False):
             steps = steps + ("LayerwiseTuning",)

@@ -20,7 +20,7 @@ integers written on the grid, and the bias shifted by ``(W_q,old - W_q,new) m`` 
 stays where FastBiasCorrection put it. The saturation fix itself is kept: the integers stay within +-63.
 
 Only layers that use the saturation fix and read a model input directly are tuned. DefaultQuantization
-runs it when the saturation fix is on (``first_layer_rounding: false`` turns it off).
+runs it with ``first_layer_rounding: true`` (off by default, so that DefaultQuantization stays POT's).
 """
 from ovquant import hookimpl
 from ovquant.graph import Graph
