@@ -495,16 +495,11 @@ def parse_params(algorithm_cls, raw: Any, path: str, comp: Optional[CompressionC
                 setattr(params, key, getattr(comp, key))
     check = getattr(algorithm_cls, "validate_params", None)
     if check is not None:
-        try:
-            check(params, path)
-        except ConfigError:
-            raise
-        except Exception as exc:   # a bug in the plugin, not in the config: name the plugin
-            from .registry import debug, plugin_error
+        from .registry import guarded
 
-            if debug():
-                raise
-            raise plugin_error("algorithms", getattr(algorithm_cls, "name", "?"), "validate_params", exc) from exc
+        # a bug in the plugin, not in the config, names the plugin
+        guarded("algorithms", getattr(algorithm_cls, "name", "?"), "validate_params", check, params, path,
+                passthrough=(ConfigError,))
     elif isinstance(params, QuantizationParams):
         validate_params(params, path)
     return params

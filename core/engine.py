@@ -19,7 +19,7 @@ import openvino as ov
 from .cache import StatisticsCache
 from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError, OVQuantError
-from .registry import debug, make_aggregator, make_estimator, notify, plugin_error
+from .registry import guarded, make_aggregator, make_estimator, notify
 from .statistics import Estimator, Statistic, reduction_axes, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -42,14 +42,9 @@ class _Reduction:
     def in_graph(self) -> bool:
         return self.packed is not None
 
-    def value(self, request, flat: Optional[np.ndarray]) -> np.ndarray:
-        """This reduction's value for one sample (numpy form, or from one sample's packed output)."""
-        if self.packed is not None:
-            off, shape = self.packed
-            size = int(np.prod(shape, dtype=np.int64))
-            # a copy: a view would keep the whole packed output of every sample alive in aggregators
-            # that store samples
-            return np.array(self.estimator.from_graph(flat[off:off + size].reshape(shape)))
+    def value(self, request) -> np.ndarray:
+        """This numpy-form reduction's value for the sample ``request`` ran (a copy: the request reuses
+        its output memory)."""
         return np.array(self.estimator.reduce(request.get_output_tensor(self.output_index).data, self.axes))
 
     def rows(self, packed_rows: np.ndarray) -> np.ndarray:
@@ -82,25 +77,18 @@ class _Stack:
         return np.concatenate(self.rows, axis=0)
 
 
-def _guarded(kind: str, name: str, where: str, fn, *args, **kwargs):
-    """Call into a plugin; an unexpected exception becomes one line naming the plugin and the method."""
-    try:
-        return fn(*args, **kwargs)
-    except (OVQuantError, KeyError):
-        raise
-    except Exception as exc:
-        if debug():
-            raise
-        raise plugin_error(kind, name, where, exc) from exc
+def _make(kind: str, name: str, factory, **params):
+    """A plugin's estimator or aggregator; an unknown name stays a KeyError (the config names it)."""
+    return guarded(kind, name, "__init__", factory, name, passthrough=(OVQuantError, KeyError), **params)
+
+
+def _new_aggregator(st: Statistic):
+    return _make("aggregators", st.aggregator, make_aggregator, **dict(st.aggregator_params)) if st.aggregator \
+        else _Stack()
 
 
 def _update(agg, st: Statistic, values) -> None:
-    try:
-        agg.update(values)
-    except Exception as exc:
-        if debug():
-            raise
-        raise plugin_error("aggregators", st.aggregator, f"update (tensor {st.tensor})", exc) from exc
+    guarded("aggregators", st.aggregator, f"update (tensor {st.tensor})", agg.update, values, passthrough=())
 
 
 def _est_params(stat: Statistic) -> dict:
@@ -131,7 +119,7 @@ class Engine:
         groups: dict[tuple, list[Statistic]] = defaultdict(list)
         estimators = {}
         for st in statistics:
-            est = _guarded("estimators", st.estimator, "__init__", make_estimator, st.estimator, **_est_params(st))
+            est = _make("estimators", st.estimator, make_estimator, **_est_params(st))
             key = (st.tensor, est.key(), st.channel_axis)
             groups[key].append(st)
             estimators[key] = est
@@ -170,8 +158,8 @@ class Engine:
             red.key = key
             graph_out = None
             if self.inplace_statistics and ps.is_static:
-                graph_out = _guarded("estimators", red.estimator.name, f"graph_reduce (tensor {tensor})",
-                                     red.estimator.graph_reduce, out, axes)
+                graph_out = guarded("estimators", red.estimator.name, f"graph_reduce (tensor {tensor})",
+                                    red.estimator.graph_reduce, out, axes, passthrough=(OVQuantError, KeyError))
             if graph_out is not None and graph_out.get_partial_shape().is_static:
                 gkey = (graph_out.get_node().get_friendly_name(), graph_out.get_index())
                 if gkey not in packed:
@@ -215,9 +203,7 @@ class Engine:
         samples = open_source(data, shapes)
         n_expected = _maybe_len(samples, subset_size)
         groups, estimators = self._group(statistics)
-        aggs = {st: (_guarded("aggregators", st.aggregator, "__init__", make_aggregator, st.aggregator,
-                          **dict(st.aggregator_params)) if st.aggregator else _Stack())
-                for st in statistics}
+        aggs = {st: _new_aggregator(st) for st in statistics}
         store = self.cache.open(model, samples, subset_size, "g" if self.inplace_statistics else "np") \
             if self.cache is not None else None
         cached = {}
@@ -242,8 +228,7 @@ class Engine:
             if redo and self.inplace_statistics:   # in-graph reductions do not skip NaN/Inf: redo in numpy
                 for stats_ in redo.values():
                     for st in stats_:
-                        aggs[st] = _guarded("aggregators", st.aggregator, "__init__", make_aggregator, st.aggregator,
-                          **dict(st.aggregator_params)) if st.aggregator else _Stack()
+                        aggs[st] = _new_aggregator(st)
                 fresh = {k: make_estimator(estimators[k].name, **_est_params(v[0])) for k, v in redo.items()}
                 self._infer(model, redo, fresh, aggs, samples, subset_size, n_expected, stage, None, force_numpy=True)
         elif cached:
@@ -260,12 +245,8 @@ class Engine:
         warn_short(n, subset_size)
         out = {}
         for st, agg in aggs.items():
-            try:
-                out[st] = np.asarray(agg.result())
-            except Exception as exc:
-                if debug():
-                    raise
-                raise plugin_error("aggregators", st.aggregator, f"result (tensor {st.tensor})", exc) from exc
+            out[st] = np.asarray(guarded("aggregators", st.aggregator, f"result (tensor {st.tensor})", agg.result,
+                                         passthrough=()))
         secs = time.perf_counter() - t0
         self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
                          "n_requests": int(n_req), "n_reductions": len(reductions),
@@ -313,13 +294,8 @@ class Engine:
                 if red.in_graph:
                     if stacked is None:
                         continue
-                    try:
-                        rows = red.rows(stacked)
-                    except Exception as exc:
-                        if debug():
-                            raise
-                        raise plugin_error("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})",
-                                           exc) from exc
+                    rows = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", red.rows,
+                                   stacked, passthrough=())
                 elif blocks[i]:
                     rows = np.concatenate([_row(v) for v in blocks[i]])
                     blocks[i] = []
@@ -345,12 +321,8 @@ class Engine:
                             nonfinite.setdefault(red.key[0], []).append(index)
             for i in raw:
                 red = reductions[i]
-                try:
-                    v = red.value(req, None)
-                except Exception as exc:
-                    if debug():
-                        raise
-                    raise plugin_error("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", exc) from exc
+                v = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", red.value, req,
+                            passthrough=())
                 if not np.all(np.isfinite(v)):
                     nonfinite.setdefault(red.key[0], []).append(index)
                 blocks[i].append(v)

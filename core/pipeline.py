@@ -13,9 +13,9 @@ import openvino as ov
 
 from .config import parse_params
 from .engine import Engine
-from .errors import ConfigError, OVQuantError
+from .errors import ConfigError
 from .graph import Graph
-from .registry import debug, lookup, notify, plugin_error
+from .registry import guarded, lookup, notify
 
 
 @attrs.define
@@ -143,11 +143,4 @@ class Pipeline:
 
 def _guard(name: str, where: str, fn, *args):
     """Run an algorithm's method; an unexpected exception becomes one line naming it and its plugin."""
-    try:
-        return fn(*args)
-    except OVQuantError:
-        raise
-    except Exception as exc:
-        if debug():
-            raise
-        raise plugin_error("algorithms", name, where, exc) from exc
+    return guarded("algorithms", name, where, fn, *args)

@@ -16,7 +16,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import OVQuantError, PluginError
 
 ENTRY_POINT_GROUP = "ovquant"
 DISABLE_AUTOLOAD_ENV = "OVQUANT_DISABLE_PLUGIN_AUTOLOAD"
@@ -221,6 +221,20 @@ def plugin_error(kind: str, name: str, where: str, exc: BaseException) -> Plugin
         plugin = "?"
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return PluginError(f"{kind[:-1]} {name!r} (plugin {plugin!r}) failed in {where}: {type(exc).__name__}: {msg}")
+
+
+def guarded(kind: str, name: str, where: str, fn, *args, passthrough: tuple = (OVQuantError,), **kwargs):
+    """``fn(*args, **kwargs)`` for a registered object (a plugin's algorithm, estimator or aggregator):
+    an exception other than ``passthrough`` becomes :func:`plugin_error`, one line naming the object, its
+    plugin and ``where`` (with OVQUANT_DEBUG=1 the original exception instead)."""
+    try:
+        return fn(*args, **kwargs)
+    except passthrough:
+        raise
+    except Exception as exc:
+        if debug():
+            raise
+        raise plugin_error(kind, name, where, exc) from exc
 
 
 def debug() -> bool:

@@ -26,7 +26,7 @@ from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
 from ovquant.graph import Graph
-from ovquant.registry import debug, make_aggregator, make_estimator, plugin_error
+from ovquant.registry import guarded, make_aggregator, make_estimator
 from ovquant.statistics import Statistic, TensorRef
 
 from .placement import check_unmatched, find_quantizers
@@ -296,13 +296,11 @@ class MinMaxQuantization(Algorithm):
 
         def estimate(side):
             spec = cfg[side]
-            try:
+            def reduce():
                 est = make_estimator(spec["type"], side=side, outlier_prob=spec.get("outlier_prob", 1e-4))
-                v = np.asarray(est.reduce(w[None], tuple(a + 1 for a in axes)), np.float64)[0]
-            except Exception as exc:
-                if debug():
-                    raise
-                raise plugin_error("estimators", spec["type"], f"reduce (weights of {q.source[0]})", exc) from exc
+                return np.asarray(est.reduce(w[None], tuple(a + 1 for a in axes)), np.float64)[0]
+
+            v = guarded("estimators", spec["type"], f"reduce (weights of {q.source[0]})", reduce, passthrough=())
             keep = [1 if a in axes else w.shape[a] for a in range(w.ndim)]
             return _clip(spec, v.reshape(keep), side)
 
