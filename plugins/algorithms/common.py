@@ -6,16 +6,15 @@ import openvino as ov
 
 from ovquant.graph import Graph
 
+from ..estimators.fq_mse import fake_quantize
+
 CONV_TYPES = ("Convolution", "GroupConvolution")
 
 
 def fake_quantize_value(fq: ov.Node, x: np.ndarray) -> np.ndarray:
     """``x`` through FakeQuantize ``fq`` (its range inputs must be constants), as OpenVINO computes it."""
     il, ih, ol, oh = (Graph.constant_value(fq.input_value(i)).astype(np.float64) for i in range(1, 5))
-    levels = int(fq.get_attributes()["levels"])
-    x = np.asarray(x, np.float64)
-    q = np.round((np.clip(x, il, ih) - il) / (ih - il) * (levels - 1))
-    return q / (levels - 1) * (oh - ol) + ol
+    return fake_quantize(np.asarray(x, np.float64), il, ih, int(fq.get_attributes()["levels"]), ol, oh)
 
 
 def weights_of(node: ov.Node, port: int = 1) -> tuple:

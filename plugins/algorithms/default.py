@@ -1,10 +1,9 @@
 """DefaultQuantization, as POT specifies it: ActivationChannelAlignment, then MinMaxQuantization, then
-FastBiasCorrection, sharing one set of params; with ``first_layer_rounding: true`` then FirstLayerRounding,
-which rounds the saturation-fixed first convolution(s) with GPTQ on their input statistics (an ovquant
-addition). All three take their statistics from the FP32 model in
+FastBiasCorrection, sharing one set of params. All three take their statistics from the FP32 model in
 one pass over the calibration data: channel alignment records how it changed a tensor and the other
 two derive that tensor's statistics, and bias correction is exact for the weight error (see
-FastBiasCorrection), so no second pass is needed."""
+FastBiasCorrection), so no second pass is needed. ovquant's additions (see :meth:`steps_for`) join
+that pass (SmoothQuant, FirstLayerRounding) or add one (LayerwiseTuning)."""
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type

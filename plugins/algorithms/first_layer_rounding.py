@@ -50,8 +50,6 @@ class FirstLayerRounding(LayerwiseTuning):
                 self.skipped.append({"layer": name, "type": node.get_type_name(),
                                      "reason": "does not read a model input directly"})
                 continue
-            if name in set(self.params.ignored.scope):
-                continue
             plan = self._plan(graph, node, quantized=False)
             if isinstance(plan, str):
                 self.skipped.append({"layer": name, "type": node.get_type_name(), "reason": plan})
@@ -65,8 +63,7 @@ class FirstLayerRounding(LayerwiseTuning):
             if why:   # MinMax left it in float (ignored, or not quantized on this target)
                 self.skipped.append({"layer": name, "type": graph.node(name).get_type_name(), "reason": why})
                 del self.layers[name]
-        report = super().apply(graph, stats)
-        return {k: v for k, v in report.items() if not k.startswith("activation") and k != "n_activation_ranges_changed"}
+        return super().apply(graph, stats)
 
 
 @hookimpl
