@@ -32,6 +32,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from bench_data import default_dir  # noqa: E402
 CASES = ("imagenet-lite0", "minilm", "fashion-cnn")
 SETTINGS = {
     "minmax": {"ovquant": ["--pipeline", "MinMaxQuantization"], "nncf": ["--bias-correction", "none"],
@@ -40,10 +42,6 @@ SETTINGS = {
     "default": {"ovquant": [], "nncf": [],
                 "title": "Defaults (ovquant's default algorithm vs NNCF defaults: fast bias correction)"},
 }
-
-
-def default_dir():
-    return os.environ.get("OVQ_BENCH_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ovquant-bench")
 
 
 def find_bench_scripts(data):

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_ovquant import default_dir, load_calib  # noqa: E402
+from bench_data import calib_rows, default_dir  # noqa: E402
 
 
 def config(aggregator, model_type=None):
@@ -40,7 +40,7 @@ def main():
     for case in [c for c in a.cases.split(",") if c]:
         d = os.path.join(a.data, case)
         model = ov.Core().read_model(os.path.join(d, "model.xml"))
-        data = load_calib(model, os.path.join(d, "calib.npz"))
+        data = calib_rows(model.inputs, os.path.join(d, "calib.npz"))
         mt = "Transformer" if case == "minilm" else None
         quantize_with_report(model, data, config("mean", mt))   # warm-up, no cache
         tmp = tempfile.mkdtemp(prefix="ovquant-cache-")

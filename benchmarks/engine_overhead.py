@@ -29,13 +29,13 @@ import argparse
 import datetime
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
-
-def default_dir():
-    return os.environ.get("OVQ_BENCH_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ovquant-bench")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_data import calib_rows, default_dir  # noqa: E402
 
 
 class TimedCore:
@@ -54,16 +54,6 @@ class TimedCore:
 
     def __getattr__(self, name):
         return getattr(self._core, name)
-
-
-def load_samples(model, path, n):
-    cal = np.load(path)
-    feeds = {}
-    for inp in model.inputs:
-        key = next(f"input:{k}" for k in inp.get_names() if f"input:{k}" in cal.files)
-        feeds[inp.get_any_name()] = np.ascontiguousarray(cal[key][:n])   # decompressed here, once
-    count = len(next(iter(feeds.values())))
-    return [{k: v[i] for k, v in feeds.items()} for i in range(count)]
 
 
 def plain_loop(core, model, samples, config, callback=False):
@@ -196,7 +186,7 @@ def main():
     core = ov.Core()
     d = os.path.join(a.data, a.case)
     model = core.read_model(os.path.join(d, "model.xml"))
-    samples = load_samples(model, os.path.join(d, "calib.npz"), a.n)
+    samples = calib_rows(model.inputs, os.path.join(d, "calib.npz"), a.n)
     n = len(samples)
     mm, n_quantizers = minmax_tensors(model)
     every = all_float_tensors(model)
@@ -225,8 +215,6 @@ def main():
            "median": med, "ratios": ratios,
            "runs": {k: [{kk: (round(vv, 4) if isinstance(vv, float) else vv) for kk, vv in x.items()} for x in v]
                     for k, v in runs.items()}}
-    import sys
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench import publish
     publish(res, a.out, a.doc, "engine_overhead", render)
 

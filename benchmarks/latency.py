@@ -19,23 +19,18 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
-
-def default_dir():
-    return os.environ.get("OVQ_BENCH_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ovquant-bench")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_data import calib_rows, default_dir  # noqa: E402
 
 
 def make_feed(compiled, case, data):
     if case:
-        cal = np.load(os.path.join(data, case, "calib.npz"))
-        feed = {}
-        for inp in compiled.inputs:
-            key = next(f"input:{n}" for n in inp.get_names() if f"input:{n}" in cal.files)
-            feed[inp.get_any_name()] = np.ascontiguousarray(cal[key][0])
-        return feed
+        return calib_rows(compiled.inputs, os.path.join(data, case, "calib.npz"), 1)[0]
     rng = np.random.default_rng(0)
     feed = {}
     for inp in compiled.inputs:

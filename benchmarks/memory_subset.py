@@ -16,6 +16,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_data import calib_rows, default_dir  # noqa: E402
+
 
 def child(case, data, size):
     import numpy as np
@@ -24,18 +27,13 @@ def child(case, data, size):
 
     d = os.path.join(data, case)
     model = ov.Core().read_model(os.path.join(d, "model.xml"))
-    cal = np.load(os.path.join(d, "calib.npz"))
-    feeds = {}
-    for inp in model.inputs:
-        key = next(f"input:{n}" for n in inp.get_names() if f"input:{n}" in cal.files)
-        feeds[inp.get_any_name()] = cal[key]
-    n = len(next(iter(feeds.values())))
+    rows = calib_rows(model.inputs, os.path.join(d, "calib.npz"))
     rng = np.random.default_rng(0)
 
     def samples():
         for i in range(size):
-            yield {k: (v[i % n] + rng.normal(0, 0.01, v[i % n].shape).astype(v.dtype)) if v.dtype.kind == "f"
-                   else v[i % n] for k, v in feeds.items()}
+            yield {k: (v + rng.normal(0, 0.01, v.shape).astype(v.dtype)) if v.dtype.kind == "f" else v
+                   for k, v in rows[i % len(rows)].items()}
 
     t = time.perf_counter()
     quantize_with_report(model, samples(), None, subset_size=size)
@@ -47,7 +45,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", default="imagenet-lite0")
     ap.add_argument("--sizes", default="300,3000")
-    ap.add_argument("--data", default=os.environ.get("OVQ_BENCH_DIR") or os.path.expanduser("~/.cache/ovquant-bench"))
+    ap.add_argument("--data", default=default_dir())
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child is not None:

@@ -26,7 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import publish  # noqa: E402
-from engine_overhead import default_dir, interleaved, load_samples, plain_loop  # noqa: E402
+from bench_data import calib_rows, default_dir  # noqa: E402
+from engine_overhead import interleaved, plain_loop  # noqa: E402
 
 F32_TP = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
 
@@ -79,7 +80,7 @@ def main():
     for case in [c for c in a.cases.split(",") if c]:
         d = os.path.join(a.data, case)
         model = core.read_model(os.path.join(d, "model.xml"))
-        samples = load_samples(model, os.path.join(d, "calib.npz"), a.n)
+        samples = calib_rows(model.inputs, os.path.join(d, "calib.npz"), a.n)
         kwargs = {"model_type": "transformer"} if case == "minilm" else {}
         variants = {"fp32_pass": lambda: plain_loop(core, model, samples, F32_TP),
                     "quantize": lambda: quantize_run(model, samples, a.n, kwargs)}

@@ -28,10 +28,10 @@ _T_START = time.perf_counter()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import sys  # noqa: E402
 
-
-def default_dir():
-    return os.environ.get("OVQ_BENCH_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ovquant-bench")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_data import calib_rows, default_dir  # noqa: E402
 
 
 def rss_mb():
@@ -53,18 +53,6 @@ def _process_start_s():
     except Exception:
         return time.perf_counter() - _T_START
 
-
-def load_calib(model, path):
-    """Rows of calib.npz as ``[{input name: array}, ...]`` (what nncf_reference.py feeds NNCF)."""
-    import numpy as np
-
-    cal = np.load(path)
-    feeds = {}
-    for inp in model.inputs:
-        key = next(f"input:{n}" for n in inp.get_names() if f"input:{n}" in cal.files)
-        feeds[inp.get_any_name()] = cal[key]
-    n = len(next(iter(feeds.values())))
-    return [{k: v[i] for k, v in feeds.items()} for i in range(n)]
 
 
 def _compact_stage(s):
@@ -103,7 +91,7 @@ def main():
     core = ov.Core()
     model = core.read_model(os.path.join(d, "model.xml"))
     calib_path = os.path.join(d, "calib.npz")
-    data = load_calib(model, calib_path) if a.data_mode == "preload" else calib_path
+    data = calib_rows(model.inputs, calib_path) if a.data_mode == "preload" else calib_path
     n_rows = len(data) if a.data_mode == "preload" else None
     pipeline = [p.strip() for p in a.pipeline.split(",") if p.strip()] if a.pipeline else None
     preset = a.preset or (None if a.config else "performance")
