@@ -12,7 +12,8 @@ Settings:
 
 For each case and setting, in ONE run: nncf_reference.py and run_ovquant.py run as subprocesses of the
 benchmark venv's python (their order alternates across ``--repeats``; the median quantize time is
-reported, with the ratio ovquant/NNCF), both INT8 IRs are scored with evaluate.py, and latency.py measures
+reported, with the ratio ovquant/NNCF), both INT8 IRs are scored with evaluate.py (classifiers also row by row with paired.py: rows each tool gets
+right or wrong against the labels and FP32, exact McNemar test), and latency.py measures
 ovquant INT8, NNCF INT8 and FP32 interleaved. .bin sizes and peak RSS come from the same run. The table
 goes to a section of ``--doc`` (replaced when the setting is run again) and the raw JSON to
 ``--results/<setting>-<date>.json``. The bench dir (with nncf_reference.py and evaluate.py) is found in
@@ -173,6 +174,12 @@ def bench_case(case, setting, a, py, scripts, work, log):
         evals[tool], _ = run_json([py, os.path.join(scripts, "evaluate.py"), "--case", case, "--model", xml[tool],
                                    "--data", a.data], env, log)
     fp32_xml = os.path.join(a.data, case, "model.xml")
+    rows = None
+    if case != "minilm":   # classifiers: which rows each tool gets right, against labels and FP32
+        print(f"[{setting}] {case}: paired rows ...", file=sys.stderr, flush=True)
+        rows, _ = run_json([py, os.path.join(HERE, "paired.py"), "--case", case, "--data", a.data,
+                            "--bench-dir", scripts, "--models", f"ovquant={xml['ovquant']},nncf={xml['nncf']}"],
+                           env, log)
     print(f"[{setting}] {case}: latency ...", file=sys.stderr, flush=True)
     lat, _ = run_json([py, os.path.join(HERE, "latency.py"), xml["ovquant"], xml["nncf"], fp32_xml,
                        "--labels", "ovquant,nncf,fp32", "--case", case, "--data", a.data,
@@ -200,7 +207,7 @@ def bench_case(case, setting, a, py, scripts, work, log):
                                                              / summary["nncf"]["peak_rss_mb_median"], 3)}
     for m in lat["models"]:
         m.pop("req", None)
-    return {"case": case, "setting": setting, "runs": runs, "eval": evals, "latency": lat, "summary": summary,
+    return {"case": case, "setting": setting, "runs": runs, "eval": evals, "paired": rows, "latency": lat, "summary": summary,
             "commands": {k: " ".join(v) for k, v in cmds.items()}}
 
 
@@ -262,8 +269,26 @@ def render_section(setting, res):
                 f"| {t['bin_mb']:.2f} ({t['bin_ratio_to_fp32']:.2f}x) "
                 f"| {t['peak_rss_mb_median']:.0f} ({t['rss_before_quantize_mb_median']:.0f}) "
                 f"| {t['n_fq']} / {t['n_int8_weight_consts']} |")
+    paired = [paired_line(c["case"], c["paired"]) for c in res["cases"] if c.get("paired")]
+    if paired:
+        lines += ["", "Row by row (`benchmarks/paired.py`; *lost*: labeled rows FP32 gets right and the INT8 model "
+                  "wrong, *gained*: the reverse; p: exact McNemar test of ovquant vs NNCF on the rows where exactly "
+                  "one of them is right):", ""] + paired
     lines += ["", f"<!-- bench:{key}:end -->"]
     return "\n".join(lines)
+
+
+def paired_line(case, p):
+    m, (pair,) = p["models"], p["pairs"]
+    tools = "; ".join(f"{label} right on {m[t]['correct']}, lost {m[t]['lost']}, gained {m[t]['gained']}"
+                      for t, label in (("ovquant", "ovquant"), ("nncf", "NNCF")))
+    only = lambda key: (", ".join(f"`{r}`" for r in pair[key + "_rows"]) if f"{key}_rows" in pair  # noqa: E731
+                        else str(pair[key]))
+    detail = f" (ovquant only: {only('a_only') or 'none'}; NNCF only: {only('b_only') or 'none'})" \
+        if "a_only_rows" in pair else ""
+    return (f"- {case}: of {p['n_labeled']} labeled rows FP32 is right on {p['fp32']['correct']}; {tools}. "
+            f"Rows only one tool gets right: ovquant {pair['a_only']}, NNCF {pair['b_only']}{detail}, "
+            f"p = {pair['mcnemar_p']:.2g}.")
 
 
 HEADER_BEGIN, HEADER_END = "<!-- bench:header:begin -->", "<!-- bench:header:end -->"
