@@ -12,9 +12,9 @@ Settings:
 
 For each case and setting, in ONE run: nncf_reference.py and run_ovquant.py run as subprocesses of the
 benchmark venv's python (their order alternates across ``--repeats``; the median quantize time is
-reported, with the ratio ovquant/NNCF), both INT8 IRs are scored with evaluate.py (classifiers also row by row with paired.py: rows each tool gets
-right or wrong against the labels and FP32, exact McNemar test), and latency.py measures
-ovquant INT8, NNCF INT8 and FP32 interleaved. .bin sizes and peak RSS come from the same run. The table
+reported, with the ratio ovquant/NNCF), both INT8 IRs are scored with evaluate.py (classifiers also row by
+row with paired.py: the rows each tool gets right or wrong against the labels and FP32, exact McNemar
+test), and latency.py measures ovquant INT8, NNCF INT8 and FP32 interleaved. .bin sizes and peak RSS come from the same run. The table
 goes to a section of ``--doc`` (replaced when the setting is run again) and the raw JSON to
 ``--results/<setting>-<date>.json``. The bench dir (with nncf_reference.py and evaluate.py) is found in
 $OVQ_BENCH_SCRIPTS, /work/shared/bench or the data DIR.
@@ -34,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_data import default_dir  # noqa: E402
+from bench_data import default_dir, find_bench_scripts  # noqa: E402
 CASES = ("imagenet-lite0", "minilm", "fashion-cnn")
 SETTINGS = {
     "minmax": {"ovquant": ["--pipeline", "MinMaxQuantization"], "nncf": ["--bias-correction", "none"],
@@ -43,13 +43,6 @@ SETTINGS = {
     "default": {"ovquant": [], "nncf": [],
                 "title": "Defaults (ovquant's default algorithm vs NNCF defaults: fast bias correction)"},
 }
-
-
-def find_bench_scripts(data):
-    for d in (os.environ.get("OVQ_BENCH_SCRIPTS"), "/work/shared/bench", data, os.path.join(REPO, "..", "shared", "bench")):
-        if d and os.path.isfile(os.path.join(d, "nncf_reference.py")) and os.path.isfile(os.path.join(d, "evaluate.py")):
-            return os.path.abspath(d)
-    raise SystemExit("cannot find nncf_reference.py and evaluate.py: set OVQ_BENCH_SCRIPTS or --bench-dir")
 
 
 def last_json(text):
@@ -380,7 +373,7 @@ def main():
     a = ap.parse_args()
     a.data = os.path.abspath(a.data)
     py = a.python or os.path.join(a.data, "venv", "bin", "python")
-    scripts = os.path.abspath(a.bench_dir) if a.bench_dir else find_bench_scripts(a.data)
+    scripts = find_bench_scripts(a.data, a.bench_dir)
     cases = [c for c in a.cases.split(",") if c]
     settings = [s for s in a.setting.split(",") if s]
     for s in settings:

@@ -28,7 +28,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import publish  # noqa: E402
-from bench_data import calib_rows, default_dir  # noqa: E402
+from bench_data import calib_rows, default_dir, load_evaluate  # noqa: E402
+from paired import compare  # noqa: E402
 
 CASES = ("imagenet-lite0", "minilm", "fashion-cnn")
 
@@ -42,12 +43,9 @@ def score(evaluate, case, ev, y, fp):
         c = (a * b).sum(1)
         res.update(cos_mean=float(c.mean()), cos_min=float(c.min()), lee_spearman=m["lee_spearman"])
         return res
-    from paired import correctness
-
-    labeled, fp_ok = correctness(case, ev, fp)
-    _, ok = correctness(case, ev, y)
-    res.update(agreement=float((y.argmax(1) == fp.argmax(1)).mean()), top1=m["top1"],
-               lost=int((labeled & fp_ok & ~ok).sum()), gained=int((labeled & ~fp_ok & ok).sum()))
+    (m_rows,) = compare(case, ev, fp, {"q": y})["models"].values()
+    res.update(agreement=1.0 - m_rows["disagree"] / len(y), top1=m["top1"], lost=m_rows["lost"],
+               gained=m_rows["gained"])
     return res
 
 
@@ -62,8 +60,7 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--doc", default=None)
     a = ap.parse_args()
-    sys.path.insert(0, a.bench_dir or os.environ.get("OVQ_BENCH_SCRIPTS") or "/work/shared/bench")
-    import evaluate
+    evaluate = load_evaluate(a.data, a.bench_dir)
     import openvino as ov
 
     from ovquant.api import quantize_with_report

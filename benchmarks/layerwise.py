@@ -18,7 +18,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import default_dir, find_bench_scripts, git_info, describe_git, med, replace_section, run_json, REPO  # noqa: E402
+from bench_data import find_bench_scripts  # noqa: E402
+from bench import default_dir, git_info, describe_git, med, replace_section, run_json, REPO  # noqa: E402
 
 TOOLS = ("nncf", "dq", "dq+lwt")
 

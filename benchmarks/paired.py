@@ -31,7 +31,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_data import default_dir  # noqa: E402
+from bench_data import default_dir, load_evaluate  # noqa: E402
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -90,9 +90,7 @@ def main():
     ap.add_argument("--data", default=default_dir())
     ap.add_argument("--bench-dir", default=None, help="folder of the benchmark set's evaluate.py")
     a = ap.parse_args()
-    sys.path.insert(0, a.bench_dir or os.environ.get("OVQ_BENCH_SCRIPTS") or "/work/shared/bench")
-    import evaluate  # the benchmark set's own evaluation (run_model, load_eval)
-
+    evaluate = load_evaluate(a.data, a.bench_dir)
     models = dict(item.split("=", 1) for item in a.models.split(","))
     case_dir, ev = evaluate.load_eval(a.case, a.data)
     fp32 = evaluate.run_model(os.path.join(case_dir, "model.xml"), ev)
