@@ -1,5 +1,5 @@
 """The algorithm interface. Concrete algorithms are plugins (``ovquant.plugins.algorithms``)."""
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Optional, Any, ClassVar, Iterable, Mapping
 
 import numpy as np
 
@@ -33,6 +33,9 @@ class Algorithm:
     new_stage: ClassVar[bool] = False
     #: the algorithm ``ovquant.quantize`` runs when no config names one (POT: DefaultQuantization)
     is_default: ClassVar[bool] = False
+    #: a keyword of ``ovquant.quantize`` that, set to None, leaves this algorithm out of the pipeline
+    #: (as NNCF's ``fast_bias_correction=None`` leaves out bias correction)
+    api_switch: ClassVar[Optional[str]] = None
 
     @classmethod
     def steps_for(cls, params: Any) -> tuple:

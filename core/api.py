@@ -5,6 +5,7 @@
 """
 import os
 import time
+import warnings
 from typing import Any, Optional, Sequence
 
 import attrs
@@ -12,10 +13,12 @@ import numpy as np
 import openvino as ov
 
 from .config import (Config, Ignored, QuantizationParams, RangeEstimatorConfig, TensorQuantization, config_from_dict, load_config, normalize_model_type,
-                     parse_params, structure)
-from .dataset import FeedBuilder, open_source, take
+                     parse_params, structure, unstructure)
+from .dataset import (FeedBuilder, ImageFolder, ImageOptions, held_back, open_source, parse_layout, parse_values,
+                      preprocessing_warning, take)
 from .engine import Engine
-from .errors import ConfigError
+from . import __version__
+from .errors import ConfigError, QuantizationFailed
 from .graph import stable_names
 from .io import read_model, save_outputs
 from .pipeline import Pipeline
@@ -82,7 +85,8 @@ def _apply_overrides(steps: list, overrides: dict) -> list:
 
 
 def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = None, strict: bool = False,
-                   engine: Optional[Engine] = None, cache_dir: Optional[str] = None, **overrides) -> Pipeline:
+                   engine: Optional[Engine] = None, cache_dir: Optional[str] = None, disabled=(),
+                   **overrides) -> Pipeline:
     """The pipeline a config describes. ``pipeline`` lists algorithm names to run instead of the
     config's (each gets the same params), e.g. ``["MinMaxQuantization"]``."""
     steps, device = _params_from(config) if config is not None or pipeline is None else ([], None)
@@ -94,28 +98,131 @@ def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = No
         overrides["model_type"] = normalize_model_type(overrides["model_type"])
     steps = _apply_overrides(steps, {**overrides, "target_device": target})
     inplace = all(getattr(p, "inplace_statistics", True) is not False for _, p in steps)
-    return Pipeline(steps, target_device=target, strict=strict,
+    return Pipeline(steps, target_device=target, strict=strict, disabled=disabled,
                     engine=engine or Engine(inplace_statistics=inplace, cache_dir=cache_dir))
 
 
-def quantize_with_report(model: ov.Model, calibration_dataset: Any, config: Any = None, *,
+#: NNCF's keywords of ``nncf.quantize`` that have an ovquant equivalent (see :func:`quantize`)
+NNCF_KEYWORDS = ("preset", "target_device", "subset_size", "fast_bias_correction", "model_type", "ignored_scope",
+                 "mode", "advanced_parameters")
+DEFAULT_SUBSET_SIZE = 300
+
+
+def _enum_value(v: Any) -> Any:
+    """NNCF passes enums (``nncf.QuantizationPreset.MIXED``, ``nncf.TargetDevice.CPU``): their value."""
+    return getattr(v, "value", v) if v is not None and not isinstance(v, (str, int, float, bool, dict, list)) else v
+
+
+def _ignored_from_scope(scope: Any) -> dict:
+    """``ignored_scope`` as NNCF gives it (``nncf.IgnoredScope`` or a dict of names, patterns, types) ->
+    ovquant's ``ignored`` params (exact names and regexes in ``scope``, op types in ``operations``)."""
+    if isinstance(scope, dict):
+        fields = dict(scope)
+    elif isinstance(scope, (list, tuple)):
+        fields = {"names": list(scope)}
+    else:
+        fields = {k: getattr(scope, k) for k in ("names", "patterns", "types", "subgraphs", "validate")
+                  if hasattr(scope, k)}
+        if not fields:
+            raise ConfigError(f"ignored_scope: expected nncf.IgnoredScope, a dict or a list of names, "
+                              f"got {type(scope).__name__}")
+    unknown = set(fields) - {"names", "patterns", "types", "subgraphs", "validate"}
+    if unknown:
+        raise ConfigError(f"ignored_scope.{sorted(unknown)[0]}: unknown key (known: names, patterns, types, validate)")
+    if fields.get("subgraphs"):
+        raise ConfigError("ignored_scope.subgraphs: not supported by ovquant (give names, patterns or types)")
+    import re
+
+    names = [re.escape(n) for n in fields.get("names") or []]
+    return {"scope": names + list(fields.get("patterns") or []),
+            "operations": [{"type": t} for t in fields.get("types") or []]}
+
+
+def _nncf_overrides(kwargs: dict) -> tuple:
+    """Translate NNCF's keywords into ovquant params; returns (overrides, switched-off api switches)."""
+    out, off = {}, set()
+    for k, v in list(kwargs.items()):
+        v = _enum_value(v)
+        if k == "mode":
+            if v is not None:
+                raise ConfigError(f"mode: {v!r} (NNCF's FP8/FP4 modes) has no ovquant equivalent; leave it unset")
+        elif k == "advanced_parameters":
+            if v is not None:
+                raise ConfigError("advanced_parameters: NNCF's advanced parameters have no ovquant equivalent; "
+                                  "give ovquant params as keywords or a config instead")
+        elif k == "fast_bias_correction":
+            if v is None:
+                off.add("fast_bias_correction")
+            elif v is False:
+                raise ConfigError("fast_bias_correction: False (NNCF's BiasCorrection) has no ovquant "
+                                  "equivalent; ovquant corrects biases with FastBiasCorrection "
+                                  "(bias_correction_form='exact' gives each layer's exact shift)")
+            elif v is not True:
+                raise ConfigError(f"fast_bias_correction: expected True, False or None, got {v!r}")
+        elif k == "ignored_scope":
+            if v is not None:
+                out["ignored"] = _ignored_from_scope(v)
+        elif k == "subset_size":
+            out["stat_subset_size"] = v
+        elif v is not None or k not in ("preset", "target_device", "model_type"):
+            out[k] = v
+    return out, off
+
+
+def _as_model(model: Any) -> ov.Model:
+    if isinstance(model, ov.Model):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return read_model(os.fspath(model))
+    raise ConfigError(f"model: expected an openvino.Model or a model file path, got {type(model).__name__}")
+
+
+def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = None, *,
                          pipeline: Optional[Sequence[str]] = None, strict: bool = False,
                          subset_size: Optional[int] = None, engine: Optional[Engine] = None,
-                         error_samples: int = 0, cache_dir: Optional[str] = None, **overrides) -> tuple:
-    """Like :func:`quantize`, and also return the run report (quantizers, stage times and, with
-    ``error_samples``, the INT8-vs-FP32 error of each output on that many calibration samples)."""
+                         error_samples: int = 0, cache_dir: Optional[str] = None,
+                         image: Optional[ImageOptions] = None, check_on: Optional[str] = None,
+                         raise_on_failure: bool = False, **overrides) -> tuple:
+    """Like :func:`quantize`, and also return the run report (quantizers, stage times, effective
+    settings and, with ``error_samples``, the INT8-vs-FP32 error of each output on that many samples
+    that the statistics did not see, where the data has them)."""
+    model = _as_model(model)
+    overrides, off = _nncf_overrides(overrides)
+    implicit = subset_size is None and "stat_subset_size" not in overrides and not _config_sets_subset(config)
+    if implicit:
+        subset_size = DEFAULT_SUBSET_SIZE   # NNCF's and the CLI's default
     if subset_size is not None:
         overrides["stat_subset_size"] = subset_size
-    pipe = build_pipeline(config, pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides)
-    shapes = [tuple(p.get_shape()) if p.get_partial_shape().is_static else None for p in model.inputs]
-    data = open_source(calibration_dataset, shapes)   # read a file source once for every stage
-    q, report = pipe.run(model.clone(), data)
+    pipe = build_pipeline(config, pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir,
+                          disabled=off, **overrides)
+    data = open_source(calibration_dataset, list(model.inputs), image)   # one reader for every stage
+    if isinstance(data, ImageFolder) and preprocessing_warning(data):
+        warnings.warn(preprocessing_warning(data), stacklevel=2)
+    with warnings.catch_warnings():
+        if implicit:   # fewer samples than the default 300 is no news (NNCF says nothing either)
+            warnings.filterwarnings("ignore", message=r"stat_subset_size is \d+ but the data has only")
+        q, report = pipe.run(model.clone(), data)
     compress_weights(q)
     stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
     report["pipeline"] = pipe.names
+    report["settings"] = pipe.settings()
+    if isinstance(data, ImageFolder):
+        report["settings"]["images"] = data.options.describe()
     if error_samples:
-        report["output_error"] = output_error(model, q, data, error_samples)
+        samples, unseen = held_back(data, pipe.used_indices, pipe.used_count, error_samples)
+        report["output_error"] = output_error(model, q, samples, error_samples, device=check_on or "CPU",
+                                              raise_on_failure=raise_on_failure)
+        report["output_error_samples"] = "held back" if unseen else "calibration"
+    if isinstance(data, ImageFolder):
+        _fold_image_warnings(data)
     return q, report
+
+
+def _fold_image_warnings(folder: ImageFolder) -> None:
+    if folder.warnings:
+        warnings.warn(f"{len(folder.warnings)} image-library warning(s) while reading {folder.path}; "
+                      f"first: {folder.warnings[0][:200]}", stacklevel=3)
+        folder.warnings.clear()
 
 
 def compress_weights(model: ov.Model) -> ov.Model:
@@ -126,9 +233,14 @@ def compress_weights(model: ov.Model) -> ov.Model:
     return model
 
 
-def quantize(model: ov.Model, calibration_dataset: Any, config: Any = None, **kwargs) -> ov.Model:
-    """Quantize ``model`` (an ``openvino.Model``; it is not modified) with calibration data and return
-    the INT8 ``openvino.Model``.
+def quantize(model: Any, calibration_dataset: Any, config: Any = None, **kwargs) -> ov.Model:
+    """Quantize ``model`` (an ``openvino.Model``, which is not modified, or a model file path) with
+    calibration data and return the INT8 ``openvino.Model``.
+
+    NNCF's keywords work as in ``nncf.quantize``: ``preset``, ``target_device``, ``subset_size`` (default
+    300, as NNCF and the CLI), ``fast_bias_correction`` (True; None leaves biases as they are),
+    ``model_type``, ``ignored_scope`` (``nncf.IgnoredScope`` or a dict of ``names``, ``patterns`` and
+    ``types``); their enums are accepted. Any other keyword must name an ovquant param.
 
     ``calibration_dataset`` is an iterable of samples, an :class:`ovquant.Dataset`, an array (one sample
     per row), or a path (folder of images, .npy, .npz). ``config`` is a POT config file path or dict,
@@ -140,41 +252,108 @@ def quantize(model: ov.Model, calibration_dataset: Any, config: Any = None, **kw
     return quantize_with_report(model, calibration_dataset, config, **kwargs)[0]
 
 
-def output_error(fp32: ov.Model, q: ov.Model, data: Any, n: int = 8) -> list:
-    """INT8-vs-FP32 error of each model output on the first ``n`` calibration samples."""
-    core = ov.Core()
+def _config_sets_subset(config: Any) -> bool:
+    """Whether a config object or dict names ``stat_subset_size`` itself (then it rules)."""
+    if config is None:
+        return False
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config(os.fspath(config))
+    text = repr(unstructure(config) if not isinstance(config, dict) else config)
+    return "stat_subset_size" in text and "'stat_subset_size': None" not in text
+
+
+#: a quantized model whose output's relative L2 error against FP32 exceeds this on the checked samples
+#: is refused (an int8 model of either preset is typically at 0.01 to 0.3; 1.0 means the output is noise)
+SANITY_RELATIVE_L2 = 1.0
+#: samples the output is checked on before it is written
+CHECK_SAMPLES = 8
+
+
+def check_device(target_device: Optional[str]) -> tuple:
+    """(OpenVINO device the output is checked on, note): the target's own device where this machine has
+    it, else CPU."""
+    wanted = {"VPU": "NPU", "ANY": "CPU", None: "CPU"}.get(target_device, target_device or "CPU")
+    wanted = str(wanted).split("_")[0]
     try:
-        shapes = [tuple(p.get_shape()) if p.get_partial_shape().is_static else None for p in fp32.inputs]
-        samples = list(take(open_source(data, shapes), n))
-        feeds = FeedBuilder(fp32.inputs)
-        cf = core.compile_model(fp32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        cq = core.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    except Exception as exc:  # the report must not fail the run
-        return [{"error": f"{type(exc).__name__}: {exc}"}]
-    rf, rq = cf.create_infer_request(), cq.create_infer_request()
+        available = ov.Core().available_devices
+    except Exception:
+        available = ["CPU"]
+    if any(d == wanted or d.startswith(wanted + ".") for d in available):
+        return wanted, wanted
+    return "CPU", f"CPU ({wanted} is not available on this machine)"
+
+
+def output_error(fp32: ov.Model, q: ov.Model, data: Any, n: int = 8, device: str = "CPU",
+                 raise_on_failure: bool = False) -> list:
+    """INT8-vs-FP32 error of each model output on the first ``n`` samples of ``data``. With
+    ``raise_on_failure``, a quantized model that does not compile or run raises
+    :class:`~ovquant.errors.QuantizationFailed`; otherwise the problem is an ``error`` entry."""
+    core = ov.Core()
+    samples = list(take(open_source(data, list(fp32.inputs)), n))
+    feeds = FeedBuilder(fp32.inputs)
+    cf = core.compile_model(fp32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    try:
+        hint = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
+        cq = core.compile_model(q, device, hint)
+        rq = cq.create_infer_request()
+        if samples:
+            rq.infer(feeds(samples[0], 0))
+    except Exception as exc:
+        msg = next((l.strip() for l in str(exc).splitlines() if l.strip() and "Exception from" not in l),
+                   type(exc).__name__)
+        if raise_on_failure:
+            raise QuantizationFailed(f"the quantized model does not run on {device}: {msg[:200]}") from None
+        return [{"error": f"{type(exc).__name__}: {msg[:200]}"}]
     with np.errstate(all="ignore"):   # NaN outputs are reported in the numbers, not as warnings
-        return _output_error(fp32, samples, feeds, rf, rq)
+        return _output_error(fp32, samples, feeds, cf.create_infer_request(), rq)
 
 
 def _output_error(fp32, samples, feeds, rf, rq) -> list:
     out = []
     for k, o in enumerate(fp32.outputs):
         num = den = 0.0
-        cos = []
-        mx = 0.0
+        cos, mx, bad = [], 0.0, 0
         for i, s in enumerate(samples):
             feed = feeds(s, i)
             a = np.asarray(rf.infer(feed)[k], np.float64).ravel()
             b = np.asarray(rq.infer(feed)[k], np.float64).ravel()
+            finite = np.isfinite(a)          # compare where FP32 itself is finite
+            a, b = a[finite], b[finite]
+            if not np.isfinite(b).all():
+                bad += 1
+                continue
             num += float(((a - b) ** 2).sum())
             den += float((a ** 2).sum())
             mx = max(mx, float(np.abs(a - b).max()) if a.size else 0.0)
             na, nb = np.linalg.norm(a), np.linalg.norm(b)
-            cos.append(float(a @ b / (na * nb)) if na > 0 and nb > 0 else 1.0)
+            cos.append(float(a @ b / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0))
         name = o.get_any_name() if o.get_names() else o.get_node().get_friendly_name()
-        out.append({"output": name, "samples": len(samples), "relative_l2": round((num / den) ** 0.5 if den else 0.0, 6),
-                    "max_abs": round(mx, 6), "cosine_mean": round(float(np.mean(cos)) if cos else 1.0, 6)})
+        rel = (num / den) ** 0.5 if den else (0.0 if num == 0 else float("inf"))
+        entry = {"output": name, "samples": len(samples), "relative_l2": _finite_or_none(rel, 6),
+                 "max_abs": _finite_or_none(mx, 6), "cosine_mean": _finite_or_none(float(np.mean(cos)) if cos else 1.0, 6)}
+        if bad:
+            entry["non_finite_samples"] = bad
+        out.append(entry)
     return out
+
+
+def _finite_or_none(v: float, digits: int):
+    """A number for the JSON report: rounded, or None where it is not finite (strict JSON has no NaN)."""
+    return round(v, digits) if np.isfinite(v) else None
+
+
+def check_output_error(entries: list, bound: float = SANITY_RELATIVE_L2) -> Optional[str]:
+    """Why the measured output error makes the model unusable, or None."""
+    for e in entries:
+        if "error" in e:
+            return f"the quantized model does not run: {e['error']}"
+        if e.get("non_finite_samples") or e.get("relative_l2") is None:
+            return (f"output {e['output']!r} is not finite on {e.get('non_finite_samples') or e['samples']} of "
+                    f"{e['samples']} checked samples where FP32's is")
+        if e["relative_l2"] > bound:
+            return (f"output {e['output']!r} has relative L2 error {e['relative_l2']:.3g} against FP32 on "
+                    f"{e['samples']} checked samples, beyond the sanity bound {bound:g}")
+    return None
 
 
 def _resolve(path: Optional[str], base_dir: str) -> Optional[str]:
@@ -185,24 +364,75 @@ def _resolve(path: Optional[str], base_dir: str) -> Optional[str]:
 
 
 def _run_and_save(model_path, weights, data, config, output_dir, name, strict, progress, use_cache=True,
-                  **overrides) -> dict:
+                  force: bool = False, image: Optional[ImageOptions] = None, **overrides) -> dict:
     from .cache import default_root
-
     from .progress import progress_bar
 
     t0 = time.perf_counter()
     model = read_model(model_path, weights)
-    with progress_bar(enabled=progress):
-        q, report = quantize_with_report(model, data, config, strict=strict, error_samples=8,
-                                         cache_dir=default_root() if use_cache else None, **overrides)
-    report["model"] = os.path.abspath(model_path)
-    report["total_seconds"] = round(time.perf_counter() - t0, 3)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
-    return save_outputs(q, output_dir, name, report)
+    device, note = check_device(_target_of(config, overrides))
+    with progress_bar(enabled=progress):
+        q, report = quantize_with_report(model, data, config, strict=strict, error_samples=CHECK_SAMPLES,
+                                         image=image, check_on=device, raise_on_failure=not force,
+                                         cache_dir=default_root() if use_cache else None, **overrides)
+    problem = check_output_error(report["output_error"])
+    report["output_check"] = {"device": note, "samples": report.pop("output_error_samples"),
+                              "sanity_relative_l2": SANITY_RELATIVE_L2, "problem": problem,
+                              "forced": bool(problem and force)}
+    if problem and not force:
+        raise QuantizationFailed(f"{problem}; nothing was written (--force writes it anyway)")
+    report["model"] = os.path.abspath(model_path)
+    report["versions"] = {"ovquant": __version__, "openvino": ov.get_version()}
+    report["total_seconds"] = round(time.perf_counter() - t0, 3)
+    report["summary"] = summarize(q, report)
+    result = save_outputs(q, output_dir, name, report)
+    result["summary"] = report["summary"]
+    return result
+
+
+def _target_of(config: Any, overrides: dict) -> Optional[str]:
+    """The target device a run will use (keyword, else the config's, else ANY), for the output check."""
+    if overrides.get("target_device"):
+        return overrides["target_device"]
+    if isinstance(config, Config):
+        for a in config.compression.algorithms:
+            if getattr(a.params, "target_device", None):
+                return a.params.target_device
+        return config.compression.target_device
+    return None
+
+
+def summarize(q: ov.Model, report: dict) -> list:
+    """A few lines for the console: quantizers by kind, output error, time, slowest stage."""
+    from .inspect import quantizers
+
+    kinds: dict = {}
+    for item in quantizers(q):
+        kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
+    n = sum(kinds.values())
+    lines = [f"{n} quantizers ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items())) or 'none'}) in "
+             f"{report.get('total_seconds', report.get('seconds', 0)):.1f} s"]
+    timed = [(st["seconds"], f"statistics pass {st['stage']}")
+             for st in report.get("stages", [])]
+    timed += [(a["seconds"], a["name"]) for a in report.get("algorithms", [])]
+    if timed:
+        secs, what = max(timed)
+        lines[0] += f"; slowest stage: {what}, {secs:.1f} s"
+    where = report.get("output_check", {}).get("samples", "calibration")
+    for e in report.get("output_error", []):
+        if "output" in e:
+            rel, cos = e.get("relative_l2"), e.get("cosine_mean")
+            lines.append(f"output {e['output']!r} vs FP32 on {e['samples']} {where} samples: relative L2 "
+                         f"{'non-finite' if rel is None else f'{rel:.4f}'}, cosine "
+                         f"{'non-finite' if cos is None else f'{cos:.5f}'}")
+    if report.get("output_check", {}).get("forced"):
+        lines.append(f"warning: {report['output_check']['problem']} (written because of --force)")
+    return lines
 
 
 def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache: bool = True,
-                         strict: bool = False, progress: bool = True) -> dict:
+                         strict: bool = False, progress: bool = True, force: bool = False) -> dict:
     """``ovquant quantize -c config.json``: the model, data and algorithms all come from the file."""
     cfg = load_config(path)
     if cfg.model is None:
@@ -212,14 +442,22 @@ def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache:
     model_path = _resolve(cfg.model.model, cfg.base_dir)
     weights = _resolve(cfg.model.weights, cfg.base_dir)
     data = _resolve(cfg.engine.data_source, cfg.base_dir)
+    e = cfg.engine
+    image = ImageOptions(layout=parse_layout(e.layout, "engine.layout"),
+                         mean_values=parse_values(e.mean_values, "engine.mean_values"),
+                         scale_values=parse_values(e.scale_values, "engine.scale_values"),
+                         reverse_input_channels=bool(e.reverse_input_channels))
     return _run_and_save(model_path, weights, data, cfg, output_dir or "results", cfg.model.model_name,
-                         strict, progress, use_cache)
+                         strict, progress, use_cache, force=force, image=image)
 
 
 def quantize_from_args(model: str, data: str, weights: Optional[str] = None, preset: str = "performance",
                        subset_size: Optional[int] = 300, target_device: str = "ANY", model_type=None,
                        output_dir: str = "results", name: Optional[str] = None, use_cache: bool = True,
-                       strict: bool = False, progress: bool = True) -> dict:
-    """``ovquant quantize -m model.xml --data PATH ...``: DefaultQuantization with these settings."""
-    return _run_and_save(model, weights, data, None, output_dir, name, strict, progress, use_cache, preset=preset,
-                         stat_subset_size=subset_size, target_device=target_device, model_type=model_type)
+                       strict: bool = False, progress: bool = True, force: bool = False,
+                       image: Optional[ImageOptions] = None, ignored: Optional[dict] = None) -> dict:
+    """``ovquant quantize -m model.xml --data PATH ...``: the default algorithm with these settings."""
+    extra = {"ignored": ignored} if ignored else {}
+    return _run_and_save(model, weights, data, None, output_dir, name, strict, progress, use_cache, force=force,
+                         image=image, preset=preset, stat_subset_size=subset_size, target_device=target_device,
+                         model_type=model_type, **extra)

@@ -67,7 +67,7 @@ def data_key(samples: Iterable, subset_size: Optional[int]) -> Optional[str]:
     h.update(f"n={subset_size}".encode())
     if isinstance(samples, ImageFolder):
         files = samples.files if subset_size is None else samples.files[:subset_size]
-        h.update(f"{os.path.abspath(samples.path)}|{samples.shape}".encode())
+        h.update(f"{os.path.abspath(samples.path)}|{samples.describe()}".encode())
         for f in files:
             st = os.stat(os.path.join(samples.path, f))
             h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())

@@ -6,15 +6,19 @@
     ovquant inspect model.xml             list the quantizers of an IR
     ovquant demo                          quantize the example model shipped in the package
 
-Bad input is reported as one line on stderr with exit code 2; Ctrl-C exits with 130.
+Bad input is reported as one line on stderr with exit code 2; a quantized model that fails the output
+check (does not compile or run, non-finite, far from FP32) is not written and exits with 1; Ctrl-C
+exits with 130.
 """
 import argparse
 import os
+import signal
 import sys
 import warnings
 
-from .errors import OVQuantError
+from .errors import OVQuantError, QuantizationFailed
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -44,31 +48,57 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
+def _image_options(args):
+    from .dataset import ImageOptions, parse_layout, parse_values
+
+    return ImageOptions(layout=parse_layout(args.layout, "--layout"),
+                        mean_values=parse_values(args.mean_values, "--mean-values"),
+                        scale_values=parse_values(args.scale_values, "--scale-values"),
+                        reverse_input_channels=args.reverse_input_channels)
+
+
+def _nonempty(value: str, flag: str) -> str:
+    if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
+        raise OVQuantError(f"{flag}: must be a non-empty single-line value, got {value[:40]!r}")
+    return value
+
+
 def _cmd_quantize(args) -> int:
     from . import api
 
-    if args.config and (args.model or args.preset or args.data):
-        raise OVQuantError("-c/--config cannot be combined with -m/--model, --data or --preset (as in POT)")
+    for flag, value in (("-o/--output-dir", args.output_dir), ("--target", args.target), ("-m/--model", args.model),
+                        ("--data", args.data), ("-c/--config", args.config), ("-n/--name", args.name)):
+        _nonempty(value, flag)
+    image_flags = any(v not in (None, False) for v in (args.layout, args.mean_values, args.scale_values,
+                                                        args.reverse_input_channels))
+    if args.config and (args.model or args.preset or args.data or image_flags or args.ignored_scope):
+        raise OVQuantError("-c/--config cannot be combined with -m/--model, --data, --preset, image options or "
+                           "--ignored-scope (as in POT: put them in the config)")
     if args.name:   # before quantizing: the name is checked again where the files are written
         from .config import output_name_problem
 
         problem = output_name_problem(args.name)
         if problem:
             raise OVQuantError(f"-n/--name: {problem}, got {args.name!r}")
+    common = dict(use_cache=not args.no_cache, strict=args.strict, progress=not args.no_progress, force=args.force)
     if args.config:
-        result = api.quantize_from_config(args.config, output_dir=args.output_dir, use_cache=not args.no_cache,
-                                          strict=args.strict, progress=not args.no_progress)
+        result = api.quantize_from_config(args.config, output_dir=args.output_dir, **common)
     else:
         if not args.model:
             raise OVQuantError("give -c/--config, or -m/--model with --data")
         if not args.data:
             raise OVQuantError("--data is required with -m/--model (a folder of images, an .npy or an .npz)")
+        ignored = None
+        if args.ignored_scope or args.ignored_type:
+            ignored = {"scope": list(args.ignored_scope or []),
+                       "operations": [{"type": t} for t in args.ignored_type or []]}
         result = api.quantize_from_args(model=args.model, weights=args.weights, data=args.data,
                                         preset=args.preset or "performance", subset_size=args.subset_size,
                                         target_device=args.target, model_type=args.model_type,
                                         output_dir=args.output_dir or "results", name=args.name,
-                                        use_cache=not args.no_cache, strict=args.strict,
-                                        progress=not args.no_progress)
+                                        image=_image_options(args), ignored=ignored, **common)
+    for line in result.get("summary", []):
+        print(line)
     print(f"saved {result['xml']}")
     return 0
 
@@ -88,45 +118,91 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ovquant", description="Post-training INT8 quantization for OpenVINO models.")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("plugins", help="list registered algorithms, estimators, aggregators and hardware targets")
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one ``ovquant: error:`` line and exit code 2."""
 
-    q = sub.add_parser("quantize", help="quantize a model (POT config file, or command-line options)")
+    def error(self, message):
+        raise OVQuantError(f"{self.prog.split(' ', 1)[-1] if ' ' in self.prog else 'usage'}: {message.splitlines()[0]}"
+                           f" (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="ovquant", description="Post-training INT8 quantization for OpenVINO models: reads POT's "
+                "DefaultQuantization config files, or a model and calibration data, and writes an INT8 IR.")
+    p.add_argument("--version", action="version", version=f"ovquant {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("plugins", help="list registered algorithms, estimators, aggregators and hardware targets",
+                   description="List every registered algorithm, range estimator, aggregator and hardware "
+                               "target with the package and plugin that provide it.")
+
+    q = sub.add_parser("quantize", help="quantize a model (POT config file, or command-line options)",
+                       description="Quantize a model to INT8. Either a POT-style JSON config (-c) names the "
+                                   "model, the data and the algorithms, or -m/--data and the options below do. "
+                                   "The output is compiled and run on a few samples before it is written.")
     q.add_argument("-c", "--config", help="POT-style JSON config (comments allowed)")
-    q.add_argument("-m", "--model", help="model .xml (OpenVINO IR) or .onnx")
+    q.add_argument("-m", "--model", help="model: OpenVINO IR .xml, or .onnx, .tflite, .pdmodel, .pb")
     q.add_argument("-w", "--weights", help="model .bin (default: next to the .xml)")
-    q.add_argument("--data", help="calibration data: a folder of images, an .npy or an .npz file")
+    q.add_argument("--data", help="calibration data: a folder of images (class subfolders too), an .npy or an .npz")
     q.add_argument("--preset", choices=["performance", "mixed", "accuracy"], help="default: performance")
-    q.add_argument("--subset-size", type=int, default=300, help="stat_subset_size (default: 300)")
-    q.add_argument("--target", "--target-device", dest="target", default="ANY", help="hardware target (default: ANY)")
-    q.add_argument("--model-type", choices=["None", "Transformer", "transformer"], default=None)
+    q.add_argument("--subset-size", type=int, default=300, help="stat_subset_size: calibration samples (default: 300)")
+    q.add_argument("--target", "--target-device", dest="target", default="ANY",
+                   help="hardware target: ANY, CPU, GPU, NPU, ... ('ovquant plugins' lists them; default: ANY)")
+    q.add_argument("--model-type", choices=["None", "Transformer", "transformer"], default=None,
+                   help="Transformer: quantize as NNCF and POT do for Transformers")
+    q.add_argument("--ignored-scope", action="append", metavar="NAME",
+                   help="leave this node in float: an exact name or a regular expression (repeatable)")
+    q.add_argument("--ignored-type", action="append", metavar="TYPE",
+                   help="leave every op of this type in float, e.g. Multiply (repeatable)")
+    g = q.add_argument_group("image folders", "how images become model input (as in OpenVINO's model conversion: "
+                             "(pixel - mean) / scale, BGR unless --reverse-input-channels)")
+    g.add_argument("--layout", help="input layout, e.g. NCHW or NHWC (default: the model's, else guessed)")
+    g.add_argument("--mean", "--mean-values", dest="mean_values", metavar="VALUES",
+                   help="per-channel mean subtracted from pixels 0..255, e.g. 123.675,116.28,103.53")
+    g.add_argument("--scale", "--scale-values", dest="scale_values", metavar="VALUES",
+                   help="per-channel divisor applied after the mean, e.g. 58.395,57.12,57.375")
+    g.add_argument("--reverse-input-channels", action="store_true", help="feed RGB instead of BGR")
     q.add_argument("-n", "--name", help="output model name (default: the input's)")
     q.add_argument("-o", "--output-dir", help="output folder (default: ./results)")
+    q.add_argument("--force", action="store_true",
+                   help="write the model even when the output check fails (does not compile, non-finite, or "
+                        "far from FP32)")
     q.add_argument("--strict", action="store_true", help="ignored entries that match nothing are errors")
     q.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    i = sub.add_parser("inspect", help="list the quantizers (FakeQuantize ops) of an IR")
-    i.add_argument("model")
+    i = sub.add_parser("inspect", help="list the quantizers (FakeQuantize ops) of an IR",
+                       description="List the quantizers of an IR (ovquant's, NNCF's or POT's): FakeQuantize ops "
+                                   "and int8 weights, with their ranges and consumers.")
+    i.add_argument("model", help="the model .xml")
 
-    d = sub.add_parser("demo", help="quantize the example CNN shipped in the package and compare it to FP32")
+    d = sub.add_parser("demo", help="quantize the example CNN shipped in the package and compare it to FP32",
+                       description="Quantize the Fashion-MNIST CNN shipped in the package with the default "
+                                   "settings and print FP32 vs INT8 accuracy, size and latency.")
     d.add_argument("-o", "--output-dir", default=None, help="where to write the INT8 model (default: a temp folder)")
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except OVQuantError as exc:
+        print(f"ovquant: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     handler = {"plugins": _cmd_plugins, "quantize": _cmd_quantize, "inspect": _cmd_inspect, "demo": _cmd_demo}[args.command]
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"ovquant: warning: {msg}\n"
     try:
         return handler(args)
+    except QuantizationFailed as exc:
+        print(f"ovquant: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except OVQuantError as exc:
         print(f"ovquant: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C while cleaning up changes nothing
         print("ovquant: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -116,6 +116,10 @@ class EngineConfig:
     data_source: Optional[str] = None
     device: str = "CPU"
     layout: Optional[str] = None
+    #: image folders: ``(pixel - mean_values) / scale_values`` per channel, RGB instead of BGR order
+    mean_values: Any = None
+    scale_values: Any = None
+    reverse_input_channels: bool = False
     stat_requests_number: Optional[int] = None
 
 

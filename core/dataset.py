@@ -2,8 +2,9 @@
 
 A sample is an array (models with one input), a tuple/list (one array per input, in order), or a dict
 from input name to array. ``.npz`` keys are input names or ``input:<name>``; each array holds one
-sample per row. Images are read with Pillow, resized to the model input and fed as float32 0..255 in
-the model's layout (NCHW when the channel dimension is 1 or 3 at axis 1, else NHWC), RGB order.
+sample per row. A folder of images (class subfolders included) is read as :class:`ImageOptions` describes: BGR
+0..255 as POT reads it, resized to the model input, unless mean, scale, channel order or layout say
+otherwise.
 """
 import itertools
 import os
@@ -11,6 +12,7 @@ import sys
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+import attrs
 import numpy as np
 
 from .errors import DataError
@@ -37,16 +39,51 @@ class Dataset:
         return len(self.data_source)
 
 
+def _npz_member(z, info, path: str) -> np.ndarray:
+    """One ``.npy`` member of an ``.npz``, its header checked against its size before anything is allocated."""
+    key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if dtype.hasobject:
+            raise DataError(f"{path}: array {key!r} holds Python objects (pickled); give numeric arrays")
+        if len(shape) == 0:
+            raise DataError(f"{path}: array {key!r} is a single value; each array holds one sample per row")
+        claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if claimed > info.file_size:
+            raise DataError(f"{path}: array {key!r} claims shape {list(shape)} but holds only "
+                            f"{info.file_size} bytes (a truncated or corrupt file)")
+        if fortran:
+            data = np.frombuffer(f.read(claimed), dtype=dtype).reshape(shape[::-1]).T
+        else:
+            data = np.frombuffer(f.read(claimed), dtype=dtype).reshape(shape)
+    return key, data
+
+
 def _npz_rows(path: str) -> list:
+    import zipfile
+
+    arrays = {}
     try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read .npz: {exc}") from None
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.is_dir():
+                    continue
+                key, arr = _npz_member(z, info, path)
+                arrays[key] = arr
+    except DataError:
+        raise
+    except Exception as exc:   # not a zip, bad CRC, bad header, ...
+        line = next((l.strip() for l in str(exc).splitlines() if l.strip()), type(exc).__name__)
+        raise DataError(f"{path}: cannot read .npz: {line[:200]}") from None
     feeds = {}
-    for key in npz.files:
-        name = key[len("input:"):] if key.startswith("input:") else key
-        if key.startswith("input:") or not any(k.startswith("input:") for k in npz.files):
-            feeds[name] = npz[key]
+    prefixed = any(k.startswith("input:") for k in arrays)
+    for key, arr in arrays.items():
+        if key.startswith("input:") or not prefixed:
+            feeds[key[len("input:"):] if key.startswith("input:") else key] = arr
     if not feeds:
         raise DataError(f"{path}: no arrays in the .npz")
     n = {len(v) for v in feeds.values()}
@@ -55,57 +92,222 @@ def _npz_rows(path: str) -> list:
     return [{k: v[i] for k, v in feeds.items()} for i in range(n.pop())]
 
 
-class ImageFolder:
-    """The images of a folder, sorted by file name, resized to ``shape`` (the model's input shape)."""
+@attrs.define(kw_only=True, frozen=True)
+class ImageOptions:
+    """How a folder of images becomes model input, named as in OpenVINO's model conversion.
 
-    def __init__(self, path: str, shape=None):
+    Each image is read with Pillow, converted to the model's channel count, resized to the input's
+    height and width (bilinear), put in the channel order ``BGR`` (as POT reads images with OpenCV)
+    or ``RGB`` with ``reverse_input_channels``, then fed as ``(pixel - mean_values) / scale_values``
+    in the input's layout.
+    """
+
+    layout: Optional[str] = None
+    mean_values: Optional[tuple] = None
+    scale_values: Optional[tuple] = None
+    reverse_input_channels: bool = False
+
+    @property
+    def plain(self) -> bool:
+        return self.mean_values is None and self.scale_values is None
+
+    def describe(self) -> str:
+        order = "RGB" if self.reverse_input_channels else "BGR"
+        return (f"{order}, layout {self.layout or 'auto'}, mean {list(self.mean_values or [0])}, "
+                f"scale {list(self.scale_values or [1])}")
+
+
+def parse_layout(text: Optional[str], what: str = "layout") -> Optional[str]:
+    """``NCHW``, ``nhwc``, ``[N,C,H,W]`` -> the upper-case letters; anything else is a DataError."""
+    if text is None:
+        return None
+    letters = "".join(ch for ch in str(text).upper() if ch.isalpha())
+    if letters not in ("NCHW", "NHWC", "CHW", "HWC"):
+        raise DataError(f"{what}: {str(text)[:40]!r} is not an image layout (NCHW, NHWC, CHW or HWC)")
+    return letters
+
+
+def parse_values(value: Any, what: str) -> Optional[tuple]:
+    """One number, a list, or a comma-separated string (``"123.7,116.3,103.5"``) -> a tuple of floats."""
+    if value is None:
+        return None
+    items = value.strip("[]() ").split(",") if isinstance(value, str) else (
+        list(value) if isinstance(value, (list, tuple)) else [value])
+    try:
+        out = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise DataError(f"{what}: expected a number or a list of numbers, got {str(value)[:40]!r}") from None
+    if not out or not all(np.isfinite(out)):
+        raise DataError(f"{what}: expected finite numbers, got {str(value)[:40]!r}")
+    return out
+
+
+def _image_files(root: str) -> list:
+    """Image files under ``root`` (class subfolders included), as sorted paths relative to it."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, root)
+        out.extend(os.path.normpath(os.path.join(rel, f)) for f in filenames
+                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    return sorted(out)
+
+
+class ImageFolder:
+    """The images of a folder and its subfolders, sorted by path, read as :class:`ImageOptions` says
+    for ``model_input`` (an ``openvino`` input port; its rank, layout, channels and type decide)."""
+
+    def __init__(self, path: str, model_input=None, options: Optional[ImageOptions] = None, files=None):
         self.path = path
-        self.files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
-        self.shape = shape
+        self.options = options or ImageOptions()
+        self.files = _image_files(path) if files is None else list(files)
+        self.input = model_input
+        self._plan = None
+        self.warnings: list = []
+
+    @property
+    def shape(self):
+        if self.input is None:
+            return None
+        ps = self.input.get_partial_shape()
+        return tuple(d.get_length() if d.is_static else -1 for d in ps) if ps.rank.is_static else None
+
+    def describe(self) -> str:
+        """What the samples depend on besides the files' bytes (for cache keys and reports)."""
+        return f"{self.shape}|{self.options.describe()}"
 
     def __len__(self):
         return len(self.files)
 
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return ImageFolder(self.path, self.input, self.options, self.files[i])
+        return self._read(self.files[i])
+
     def __iter__(self):
+        for f in self.files:
+            yield self._read(f)
+
+    def plan(self) -> dict:
+        """Layout, channels, size and dtype of the input, or a DataError naming what does not fit."""
+        if self._plan is None:
+            self._plan = _image_plan(self.path, self.input, self.options)
+        return self._plan
+
+    def _read(self, rel: str) -> np.ndarray:
         from PIL import Image
 
-        shape = self.shape
-        if shape is None or len(shape) != 4:
-            raise DataError(f"{self.path}: an image folder needs a model with one 4-D image input, got shape {shape}")
-        nchw = shape[1] in (1, 3)
-        c, h, w = (shape[1], shape[2], shape[3]) if nchw else (shape[3], shape[1], shape[2])
-        for f in self.files:
-            p = os.path.join(self.path, f)
+        pl = self.plan()
+        p = os.path.join(self.path, rel)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 with Image.open(p) as im:
-                    im = im.convert("L" if c == 1 else "RGB").resize((int(w), int(h)), Image.BILINEAR)
+                    im = im.convert(pl["mode"])
+                    if pl["h"] > 0 and pl["w"] > 0:
+                        im = im.resize((pl["w"], pl["h"]), Image.BILINEAR)
                     a = np.asarray(im, dtype=np.float32)
             except Exception as exc:
-                raise DataError(f"{p}: cannot read image: {exc}") from None
-            a = a.reshape(h, w, c)
-            yield (a.transpose(2, 0, 1) if nchw else a)[None]
+                line = next((l.strip() for l in str(exc).splitlines() if l.strip()), type(exc).__name__)
+                raise DataError(f"{p}: cannot read image: {line[:200]}") from None
+        self.warnings.extend(f"{p}: {w.message}" for w in caught)
+        a = a.reshape(a.shape[0], a.shape[1], -1)
+        if pl["c"] >= 3 and not self.options.reverse_input_channels:
+            a = a[..., [2, 1, 0] + list(range(3, pl["c"]))]      # RGB(A) -> BGR(A), as OpenCV reads
+        o = self.options
+        if o.mean_values is not None:
+            a = a - np.asarray(o.mean_values, np.float32)
+        if o.scale_values is not None:
+            a = a / np.asarray(o.scale_values, np.float32)
+        if pl["layout"].endswith("CHW"):
+            a = a.transpose(2, 0, 1)
+        if pl["layout"].startswith("N"):
+            a = a[None]
+        return np.ascontiguousarray(a.astype(pl["dtype"], copy=False))
 
 
-def open_source(source: Any, input_shapes: Optional[list] = None) -> Iterable:
-    """Turn a path or an in-memory source into an iterable of samples."""
+def _image_plan(path: str, inp, o: ImageOptions) -> dict:
+    if inp is None:
+        raise DataError(f"{path}: an image folder needs a model with exactly one input")
+    ps = inp.get_partial_shape()
+    name = inp.get_any_name() if inp.get_names() else inp.get_node().get_friendly_name()
+    rank = ps.rank.get_length() if ps.rank.is_static else None
+    if rank not in (3, 4):
+        raise DataError(f"{path}: an image folder needs a 3-D or 4-D image input, model input {name!r} is {ps}")
+    layout = o.layout or _model_layout(inp, rank)
+    if len(layout) != rank:
+        raise DataError(f"{path}: layout {layout} does not fit model input {name!r} of rank {rank} ({ps})")
+    dims = dict(zip(layout, ps))
+    if dims["C"].is_dynamic:
+        raise DataError(f"{path}: model input {name!r} ({ps}) has no static channel count; give its layout")
+    c = dims["C"].get_length()
+    if c not in (1, 3, 4):
+        raise DataError(f"{path}: model input {name!r} ({ps}, layout {layout}) has {c} channels; "
+                        "an image folder feeds 1 (gray), 3 (color) or 4 (with alpha)")
+    for v, what in ((o.mean_values, "mean_values"), (o.scale_values, "scale_values")):
+        if v is not None and len(v) not in (1, c):
+            raise DataError(f"{what}: {len(v)} values for an input with {c} channels")
+    if o.scale_values is not None and any(v == 0 for v in o.scale_values):
+        raise DataError("scale_values: must not be 0")
+    dtype = inp.get_element_type().to_dtype()
+    if np.issubdtype(dtype, np.integer) and not o.plain:
+        raise DataError(f"{path}: model input {name!r} is {dtype}; mean_values/scale_values need a float input")
+    if not (np.issubdtype(dtype, np.floating) or dtype == np.uint8):
+        raise DataError(f"{path}: model input {name!r} is {dtype}; an image folder feeds float or u8 input")
+    size = [dims[k].get_length() if dims[k].is_static else -1 for k in ("H", "W")]
+    return {"layout": layout, "c": c, "h": size[0], "w": size[1], "dtype": dtype,
+            "mode": {1: "L", 3: "RGB", 4: "RGBA"}[c]}
+
+
+def _model_layout(inp, rank: int) -> str:
+    """The input's layout from its runtime info (set by convert_model's ``layout``), else for a 4-D
+    input NCHW when axis 1 has 1, 3 or 4 channels and the last axis does not, else NHWC."""
+    try:
+        import openvino as ov
+
+        lay = ov.layout_helpers.get_layout(inp)
+        text = parse_layout(lay.to_string()) if not lay.empty else None
+        if text and len(text) == rank:
+            return text
+    except Exception:
+        pass
+    ps = inp.get_partial_shape()
+    if rank == 3:
+        raise DataError(f"model input {inp.get_any_name() if inp.get_names() else inp.get_node().get_friendly_name()!r} "
+                        f"is 3-D ({ps}): give its image layout (--layout CHW or HWC; engine.layout in a config)")
+    first, last = ps[rank - 3], ps[rank - 1]
+    small = lambda d: d.is_static and d.get_length() in (1, 3, 4)
+    chw = small(first) and not small(last)
+    return ("N" if rank == 4 else "") + ("CHW" if chw else "HWC")
+
+
+def open_source(source: Any, inputs: Optional[list] = None, image: Optional[ImageOptions] = None) -> Iterable:
+    """Turn a path or an in-memory source into an iterable of samples. ``inputs`` are the model's
+    input ports (an image folder is read for its single input); ``image`` says how images are read."""
     if isinstance(source, Dataset):
         return source
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path):
-            folder = ImageFolder(path, input_shapes[0] if input_shapes and len(input_shapes) == 1 else None)
+            ports = [p for p in (inputs or []) if not isinstance(p, (tuple, list, type(None)))]
+            folder = ImageFolder(path, ports[0] if len(ports) == 1 and len(inputs) == 1 else None, image)
             if not folder.files:
-                raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+                raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder "
+                                "or its subfolders")
+            folder.plan()
             return folder
         if not os.path.exists(path):
             raise DataError(f"{path}: no such file or folder")
+        if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
+            raise DataError(f"{path}: a single image; give the folder that holds the calibration images")
         if path.endswith(".npz"):
             return _npz_rows(path)
         if path.endswith(".npy"):
             try:
-                arr = np.load(path, allow_pickle=False)
+                arr = np.load(path, allow_pickle=False, mmap_mode="r")
             except Exception as exc:
-                raise DataError(f"{path}: cannot read .npy: {exc}") from None
+                line = next((l.strip() for l in str(exc).splitlines() if l.strip()), type(exc).__name__)
+                raise DataError(f"{path}: cannot read .npy: {line[:200]}") from None
             if arr.ndim == 0:
                 raise DataError(f"{path}: holds a single value; an .npy holds one sample per row")
             return arr
@@ -114,10 +316,60 @@ def open_source(source: Any, input_shapes: Optional[list] = None) -> Iterable:
         if source.ndim == 0:
             raise DataError("calibration data is a single value; an array holds one sample per row")
         return source  # one sample per row
+    if isinstance(source, (str, bytes, dict)):
+        raise DataError(f"calibration data of type {type(source).__name__} is not supported "
+                        "(give an iterable of samples, a folder of images, an .npy or an .npz file)")
     if isinstance(source, Iterable):
         return source
     raise DataError(f"calibration data of type {type(source).__name__} is not supported "
                     "(give an iterable of samples, a folder of images, an .npy or an .npz file)")
+
+
+#: ops that scale or shift an input on its way to the first layer (the model's own preprocessing)
+_PREPROCESSING_OPS = {"Multiply", "Divide", "Subtract", "Add", "Convert", "FakeQuantize", "Clamp", "MVN",
+                      "NormalizeL2", "BatchNormInference", "ScaleShift"}
+
+
+def preprocessing_warning(folder: "ImageFolder") -> Optional[str]:
+    """A warning when images are fed as plain 0..255 pixels to a model whose input goes straight into a
+    Convolution or MatMul (no scaling of its own): such a model was most likely trained on normalized
+    input, and calibrating it on raw pixels gives ranges far outside what it sees in use."""
+    if not folder.options.plain or folder.input is None:
+        return None
+    node = folder.input.get_node()
+    frontier, seen = [node], set()
+    while frontier:
+        n = frontier.pop()
+        for out in n.outputs():
+            for t in out.get_target_inputs():
+                c = t.get_node()
+                kind = c.get_type_name()
+                if kind in _PREPROCESSING_OPS:
+                    return None
+                if kind in ("Convolution", "GroupConvolution", "MatMul"):
+                    return (f"{folder.path}: images are fed as 0..255 pixels ({folder.options.describe()}) and the "
+                            f"model has no scaling before its first layer {c.get_friendly_name()!r}; if it was "
+                            "trained on normalized input, give --mean-values/--scale-values (engine.mean_values/"
+                            "scale_values in a config)")
+                if c.get_friendly_name() not in seen and kind not in ("Result",):
+                    seen.add(c.get_friendly_name())
+                    frontier.append(c)
+    return None
+
+
+def held_back(samples: Iterable, used: Optional[set], n_used: Optional[int], n: int) -> tuple:
+    """Up to ``n`` samples that statistics did not see: those after the first ``n_used`` (or outside the
+    ``used`` indices) of a source that can be indexed. ``(samples, True)``, or ``(first n, False)`` when
+    the source holds no others or cannot be read twice."""
+    if hasattr(samples, "__len__") and hasattr(samples, "__getitem__") and not isinstance(samples, dict):
+        total = len(samples)
+        if used is None:
+            used = set(range(min(total, n_used if n_used is not None else total)))
+        rest = [i for i in range(total) if i not in used][:n]
+        if rest:
+            return [samples[i] for i in rest], True
+        return [samples[i] for i in range(min(n, total))], False
+    return list(take(samples, n)), False
 
 
 def take(samples: Iterable, n: Optional[int]) -> Iterator:
@@ -133,6 +385,10 @@ class FeedBuilder:
         for i, inp in enumerate(self.inputs):
             self.names.append(set(inp.get_names()) | {inp.get_node().get_friendly_name()})
 
+    def _label(self, i: int) -> str:
+        inp = self.inputs[i]
+        return inp.get_any_name() if inp.get_names() else inp.get_node().get_friendly_name()
+
     def _index(self, key) -> int:
         if isinstance(key, int) and 0 <= key < len(self.inputs):
             return key
@@ -146,6 +402,15 @@ class FeedBuilder:
     def __call__(self, sample: Any, index: int) -> dict:
         if isinstance(sample, dict):
             items = [(self._index(k), v) for k, v in sample.items()]
+            seen = {}
+            for (i, _), key in zip(items, sample):
+                if i in seen:
+                    raise DataError(f"sample {index}: keys {seen[i]!r} and {key!r} both feed input "
+                                    f"{self._label(i)!r}; give each input once")
+                seen[i] = key
+            missing = [self._label(i) for i in range(len(self.inputs)) if i not in seen]
+            if missing:
+                raise DataError(f"sample {index}: no value for model input(s) {', '.join(map(repr, missing))}")
         elif isinstance(sample, (list, tuple)):
             items = list(enumerate(sample))
         else:

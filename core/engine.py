@@ -198,9 +198,7 @@ class Engine:
             notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=0)
             notify("statistics_collected", stage=stage, n_samples=0, n_statistics=0, seconds=0.0)
             return {}
-        shapes = [tuple(p.get_partial_shape().to_shape()) if p.get_partial_shape().is_static else None
-                  for p in model.inputs]
-        samples = open_source(data, shapes)
+        samples = open_source(data, list(model.inputs))
         n_expected = _maybe_len(samples, subset_size)
         groups, estimators = self._group(statistics)
         aggs = {st: _new_aggregator(st) for st in statistics}

@@ -23,3 +23,8 @@ class DataError(OVQuantError):
 
 class HardwareTargetError(OVQuantError):
     """A hardware target file fails its schema, or a requested scheme is not allowed by the target."""
+
+
+class QuantizationFailed(OVQuantError):
+    """The quantized model does not compile or run, gives non-finite outputs, or is far from FP32: the
+    output is not written (the CLI exits with code 1)."""

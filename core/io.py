@@ -1,10 +1,12 @@
 """Reading models, and writing outputs atomically."""
+import contextlib
 import ctypes
 import ctypes.util
 import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from typing import Optional
 
@@ -13,27 +15,69 @@ import openvino as ov
 from .config import output_name_problem
 from .errors import ModelError, OVQuantError
 
-MODEL_SUFFIXES = (".xml", ".onnx")
+#: IR, and the framework formats that ``openvino.convert_model`` reads
+MODEL_SUFFIXES = (".xml", ".onnx", ".tflite", ".pdmodel", ".pb")
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Collect what native code writes to file descriptor 2 (OpenVINO's frontend logs) into a list
+    of lines instead of the user's terminal."""
+    lines: list = []
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield lines
+        return
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        sys.stderr.flush()
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            lines.extend(l.strip() for l in buf.read().decode("utf-8", "replace").splitlines() if l.strip())
+
+
+def _first_line(exc: BaseException, logs=()) -> str:
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    useful = [l for l in lines if "Exception from" not in l and not l.startswith("Check ")]
+    msg = (useful or lines or list(logs)[-1:] or [type(exc).__name__])[0]
+    return msg[:300]
 
 
 def read_model(path: str, weights: Optional[str] = None, core: Optional[ov.Core] = None) -> ov.Model:
-    """Read an OpenVINO IR (.xml + .bin) or an ONNX model; problems name the file."""
+    """Read an OpenVINO IR (.xml + .bin), or convert an ONNX, TFLite, PaddlePaddle or TensorFlow file.
+
+    Framework files go through ``openvino.convert_model``, which gives the same canonical graph as the
+    IR converted from them (biases folded into one Add, shape subgraphs constant-folded), so both are
+    quantized alike. Problems name the file.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such model file")
-    if not path.lower().endswith(MODEL_SUFFIXES):
-        raise ModelError(f"{path}: unsupported model file type (give an OpenVINO .xml or an .onnx)")
-    if path.lower().endswith(".xml"):
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise ModelError(f"{path}: unsupported model file type (give an OpenVINO .xml, or an "
+                         f"{', '.join(MODEL_SUFFIXES[1:])} file)")
+    if suffix == ".xml":
         bin_path = weights or os.path.splitext(path)[0] + ".bin"
         if not os.path.isfile(bin_path):
             raise ModelError(f"{bin_path}: no such weights file (the .bin of {path})")
-    core = core or ov.Core()
-    try:
-        return core.read_model(path, weights) if weights else core.read_model(path)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()
-        msg = next((l for l in first if l.strip() and "Exception from" not in l), first[0] if first else "")
-        raise ModelError(f"{path}: cannot read the model: {msg.strip()[:300]}") from None
+    elif weights:
+        raise ModelError(f"{weights}: a weights file goes with an OpenVINO .xml only, not with {path}")
+    with _captured_stderr() as logs:
+        try:
+            if suffix == ".xml":
+                core = core or ov.Core()
+                return core.read_model(path, weights) if weights else core.read_model(path)
+            return ov.convert_model(path)
+        except Exception as exc:
+            error = exc
+    raise ModelError(f"{path}: cannot read the model: {_first_line(error, logs)}") from None
 
 
 _RENAME_EXCHANGE = 2

@@ -59,7 +59,7 @@ class Pipeline:
     """Runs ``steps`` (``[(name, params), ...]``; params may be a dict or a params object)."""
 
     def __init__(self, steps: Sequence, target_device: str = "ANY", engine: Optional[Engine] = None,
-                 strict: bool = False):
+                 strict: bool = False, disabled: Sequence[str] = ()):
         self.steps: list[Step] = []
         for i, item in enumerate(steps):
             name, params = (item.name, item.params) if isinstance(item, Step) else item
@@ -69,7 +69,13 @@ class Pipeline:
                 raise ConfigError(f"pipeline[{i}].name: {exc.args[0]}") from None
             params = parse_params(cls, params if params is not None else {}, f"pipeline[{i}].params")
             self.steps.extend(expand(name, params, f"pipeline[{i}]"))
+        # an algorithm may name an API switch (e.g. NNCF's ``fast_bias_correction=None``) that drops it
+        self.steps = [s for s in self.steps if getattr(lookup("algorithms", s.name), "api_switch", None) not in disabled]
         self.target_device = target_device
+        #: the calibration samples statistics were collected on: their indices (None: the first
+        #: ``used_count``), set by :meth:`run`
+        self.used_indices: Optional[set] = None
+        self.used_count: Optional[int] = None
         self.engine = engine or Engine()
         self.strict = strict
 
@@ -90,6 +96,7 @@ class Pipeline:
         """POT's sampler: the first ``stat_subset_size`` samples, or with ``shuffle_data`` a random
         subset drawn with ``seed`` (deterministic), kept in dataset order."""
         p = self.steps[0].params if self.steps else None
+        self.used_count = subset_size if subset_size is not None else getattr(p, "stat_subset_size", None)
         if not getattr(p, "shuffle_data", False):
             return data
         from .dataset import open_source
@@ -99,7 +106,22 @@ class Pipeline:
         if n is None or n >= len(items):
             return items
         idx = sorted(random.Random(getattr(p, "seed", 0)).sample(range(len(items)), n))
+        self.used_indices = set(idx)
         return [items[i] for i in idx]
+
+    def settings(self) -> dict:
+        """The effective settings of the run: target and each step's params, as plain JSON values."""
+        from .config import unstructure
+
+        def plain(params):
+            try:
+                v = unstructure(params) if not isinstance(params, dict) else dict(params)
+            except Exception:
+                v = repr(params)
+            return v
+
+        return {"target_device": self.target_device, "stat_subset_size": self.used_count,
+                "steps": [{"name": s.name, "params": plain(s.params)} for s in self.steps]}
 
     def run(self, model: ov.Model, data: Any, subset_size: Optional[int] = None) -> tuple:
         """Quantize ``model`` in place and return ``(model, report)``."""

@@ -35,6 +35,7 @@ class FastBiasCorrection(Algorithm):
     """Corrects the mean shift that weight quantization causes in each biased Conv/MatMul (see module)."""
 
     name = "FastBiasCorrection"
+    api_switch = "fast_bias_correction"
 
     def __init__(self, params, context):
         super().__init__(params, context)

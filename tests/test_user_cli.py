@@ -1,0 +1,316 @@
+"""What POT and NNCF users hand ovquant every day, run as they would: the installed CLI in a subprocess
+(stderr as the user sees it), and the Python API with NNCF's habits."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+import models
+import ovquant
+from ovquant.demo import load_demo
+
+ENV = {**os.environ, "OVQUANT_DISABLE_PLUGIN_AUTOLOAD": "1", "OVQUANT_CACHE_DIR": ""}
+
+
+def cli(*argv, env=None, timeout=300) -> subprocess.CompletedProcess:
+    exe = shutil.which("ovquant") or sys.executable
+    cmd = [exe] if exe.endswith("ovquant") else [exe, "-m", "ovquant.cli"]
+    return subprocess.run(cmd + [str(a) for a in argv], capture_output=True, text=True, env=env or ENV,
+                          timeout=timeout)
+
+
+def fq_count(xml) -> int:
+    return sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(xml)).get_ops())
+
+
+def report(out, name) -> dict:
+    return json.loads((out / f"{name}.report.json").read_text())
+
+
+def corrected_layers(rep) -> int:
+    return sum(a.get("n_corrected", 0) for a in rep["algorithms"])
+
+
+# ---- ONNX and TFLite are placed like IR ----------------------------------------------------------------
+def _five_conv_onnx(path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, c_in, x = [], [], 3, "image"
+    for i, c in enumerate([8, 8, 16, 16, 8]):
+        w = (rng.standard_normal((c, c_in, 3, 3)) / np.sqrt(c_in * 9)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"),
+                  numpy_helper.from_array((rng.standard_normal(c) * 0.1).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}"),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        x, c_in = f"r{i}", c
+    inits.append(numpy_helper.from_array((rng.standard_normal((8, 10)) * 0.3).astype(np.float32), "fcw"))
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"]),
+              helper.make_node("MatMul", ["flat", "fcw"], ["logits"], name="fc")]
+    g = helper.make_graph(nodes, "five_conv", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory):
+    d = tmp_path_factory.mktemp("five")
+    _five_conv_onnx(d / "five.onnx")
+    ov.save_model(ov.convert_model(str(d / "five.onnx")), str(d / "five_ir.xml"), compress_to_fp16=False)
+    rng = np.random.default_rng(1)
+    np.save(d / "data.npy", rng.standard_normal((40, 1, 3, 16, 16)).astype(np.float32))
+    return d
+
+
+def test_onnx_file_and_its_ir_get_the_same_quantizers_and_corrected_layers(five, tmp_path):
+    runs = {}
+    for name in ("five.onnx", "five_ir.xml"):
+        out = tmp_path / name.replace(".", "_")
+        p = cli("quantize", "-m", five / name, "--data", five / "data.npy", "-o", out, "-n", "q", "--no-progress")
+        assert p.returncode == 0, p.stderr
+        runs[name] = (fq_count(out / "q.xml"), corrected_layers(report(out, "q")))
+    assert runs["five.onnx"] == runs["five_ir.xml"], runs
+    n_fq, n_corrected = runs["five.onnx"]
+    assert n_fq == 7 and n_corrected == 5, runs     # one quantizer per conv/FC input (+ the 5 conv weights compressed)
+
+
+def test_tflite_file_and_its_ir_get_the_same_quantizers(tmp_path):
+    tflite_model = pytest.importorskip("tflite_model")
+    pytest.importorskip("tflite")
+    tflite_model.write_tflite_cnn(str(tmp_path / "cnn.tflite"), seed=0, hw=16)
+    ov.save_model(ov.convert_model(str(tmp_path / "cnn.tflite")), str(tmp_path / "cnn_ir.xml"), compress_to_fp16=False)
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "data.npy", rng.uniform(-1, 1, (30, 1, 16, 16, 3)).astype(np.float32))
+    got = {}
+    for name in ("cnn.tflite", "cnn_ir.xml"):
+        out = tmp_path / name.replace(".", "_")
+        p = cli("quantize", "-m", tmp_path / name, "--data", tmp_path / "data.npy", "-o", out, "-n", "q",
+                "--no-progress")
+        assert p.returncode == 0, p.stderr
+        got[name] = (fq_count(out / "q.xml"), corrected_layers(report(out, "q")))
+    assert got["cnn.tflite"] == got["cnn_ir.xml"] and got["cnn.tflite"][0] >= 3, got
+
+
+def test_a_file_openvino_cannot_read_is_one_line(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"not a model")
+    np.save(tmp_path / "d.npy", np.zeros((2, 3), np.float32))
+    p = cli("quantize", "-m", tmp_path / "m.onnx", "--data", tmp_path / "d.npy", "-o", tmp_path / "o")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"ovquant: error: {tmp_path / 'm.onnx'}: cannot read the model"), p.stderr
+
+
+# ---- never a broken model ------------------------------------------------------------------------------
+def _reciprocal_model(d):
+    """out = 1 / conv1x1(x): finite in FP32 on inputs of about 0.001, but an input quantizer whose range
+    reaches 1000 rounds them to 0, so the INT8 model divides by zero."""
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    w = ops.constant(np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1))
+    c = ops.convolution(x, w, [1, 1], [0, 0], [0, 0], [1, 1], name="conv")
+    y = ops.divide(ops.constant(np.float32(1.0)), c, name="recip")
+    ov.save_model(ov.Model([ops.result(y, name="out")], [x], "recip"), str(d / "recip.xml"), compress_to_fp16=False)
+    data = np.random.default_rng(0).uniform(0.001, 0.002, (40, 1, 4, 8, 8)).astype(np.float32)
+    data[:, 0, 0, 0, 0] = 1000.0
+    np.save(d / "recip.npy", data)
+
+
+def test_a_non_finite_int8_model_is_refused_and_the_earlier_output_stays(tmp_path):
+    _reciprocal_model(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"recip.xml": b"<earlier xml/>", "recip.bin": b"\x00earlier", "recip.report.json": b"{}"}
+    for name, blob in earlier.items():
+        (out / name).write_bytes(blob)
+    p = cli("quantize", "-m", tmp_path / "recip.xml", "--data", tmp_path / "recip.npy", "-o", out, "--no-progress")
+    err = [l for l in p.stderr.splitlines() if not l.startswith("ovquant: warning:")]
+    assert p.returncode == 1, p.stderr
+    assert len(err) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert err[0].startswith("ovquant: error: output 'out' is not finite on"), err
+    assert {n: (out / n).read_bytes() for n in earlier} == earlier
+    assert sorted(os.listdir(out)) == sorted(earlier)
+    forced = cli("quantize", "-m", tmp_path / "recip.xml", "--data", tmp_path / "recip.npy", "-o", out,
+                 "--no-progress", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "written because of --force" in forced.stdout
+    rep = report(out, "recip")
+    assert rep["output_check"]["forced"] and "not finite" in rep["output_check"]["problem"]
+    json.loads((out / "recip.report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+
+
+def test_output_error_is_measured_on_held_back_samples(tmp_path):
+    m = models.conv_net()
+    ov.save_model(m, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", np.concatenate(models.random_samples(m, 30)))
+    p = cli("quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "d.npy", "--subset-size", "20",
+            "-o", tmp_path / "o", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    rep = report(tmp_path / "o", "m")
+    assert rep["output_check"]["samples"] == "held back" and rep["output_error"][0]["samples"] == 8
+    assert "on 8 held back samples" in p.stdout and "quantizers (" in p.stdout and "slowest stage" in p.stdout
+    assert rep["versions"]["openvino"] == ov.get_version() and rep["versions"]["ovquant"] == ovquant.__version__
+    assert rep["settings"]["stat_subset_size"] == 20 and rep["settings"]["steps"], rep["settings"]
+
+
+# ---- image folders as POT reads them -----------------------------------------------------------------
+def _demo_folder(d, n):
+    from PIL import Image
+
+    blobs = np.load(os.path.join(os.path.dirname(ovquant.__file__), "data", "demo_data.npz"))
+    pixels, labels = blobs["images"], blobs["labels"]
+    for i in range(n):
+        sub = d / f"class_{int(labels[i])}"
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels[i].astype(np.uint8)).save(sub / f"{i:04d}.png")
+    return float(blobs["mean"]), float(blobs["std"])
+
+
+def _top1(model, images, labels) -> float:
+    c = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    r = c.create_infer_request()
+    return float(np.mean([np.argmax(r.infer({0: im[None]})[0]) == y for im, y in zip(images, labels)]))
+
+
+def test_demo_model_calibrated_from_a_folder_of_its_own_images_keeps_its_accuracy(tmp_path):
+    mean, std = _demo_folder(tmp_path / "images", 300)
+    data = os.path.join(os.path.dirname(ovquant.__file__), "data")
+    shutil.copy(os.path.join(data, "demo_cnn.xml"), tmp_path / "demo.xml")
+    shutil.copy(os.path.join(data, "demo_cnn.bin"), tmp_path / "demo.bin")
+    plain = cli("quantize", "-m", tmp_path / "demo.xml", "--data", tmp_path / "images", "-o", tmp_path / "raw",
+                "--no-progress", "--force")
+    assert "give --mean-values/--scale-values" in plain.stderr, plain.stderr
+    p = cli("quantize", "-m", tmp_path / "demo.xml", "--data", tmp_path / "images", "-o", tmp_path / "norm",
+            "--mean-values", str(255 * mean), "--scale-values", str(255 * std), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "--mean-values" not in p.stderr, p.stderr
+    fp32, images, labels, _ = load_demo()
+    q = ov.Core().read_model(str(tmp_path / "norm" / "demo.xml"))
+    a_fp32, a_q = _top1(fp32, images, labels), _top1(q, images, labels)
+    assert abs(a_q - a_fp32) <= 0.005, (a_q, a_fp32)
+    assert report(tmp_path / "norm", "demo")["settings"]["images"].startswith("BGR")
+
+
+def test_image_folder_reads_bgr_and_class_subfolders_and_dynamic_batch(tmp_path):
+    from PIL import Image
+
+    from ovquant.dataset import ImageOptions, open_source
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    rgb = np.zeros((6, 5, 3), np.uint8)
+    rgb[..., 0] = 200   # red
+    Image.fromarray(rgb).save(tmp_path / "a" / "1.png")
+    Image.fromarray(rgb).save(tmp_path / "b" / "c" / "2.png")
+    x = ops.parameter(ov.PartialShape([-1, 3, 6, 5]), np.float32, name="img")
+    m = ov.Model([ops.result(ops.relu(x))], [x])
+    bgr = list(open_source(str(tmp_path), list(m.inputs)))
+    assert len(bgr) == 2 and bgr[0].shape == (1, 3, 6, 5)
+    assert bgr[0][0, 2].max() == 200 and bgr[0][0, 0].max() == 0      # BGR: red is channel 2
+    rgb_in = list(open_source(str(tmp_path), list(m.inputs), ImageOptions(reverse_input_channels=True,
+                                                                           mean_values=(100.0,), scale_values=(2.0,))))
+    np.testing.assert_allclose(rgb_in[0][0, 0], 50.0)                   # (200 - 100) / 2 in channel 0 (R)
+    np.testing.assert_allclose(rgb_in[0][0, 1], -50.0)
+    x4 = ops.parameter([1, 6, 5, 4], np.uint8, name="rgba")
+    m4 = ov.Model([ops.result(ops.convert(x4, "f32"))], [x4])
+    rgba = list(open_source(str(tmp_path), list(m4.inputs)))
+    assert rgba[0].shape == (1, 6, 5, 4) and rgba[0].dtype == np.uint8 and rgba[0][0, ..., 3].min() == 255
+    x5 = ops.parameter([1, 5, 6, 5], np.float32, name="five_channels")
+    with pytest.raises(ovquant.OVQuantError, match="has 5 channels"):
+        open_source(str(tmp_path), list(ov.Model([ops.result(ops.relu(x5))], [x5]).inputs))
+
+
+# ---- NNCF's habits -------------------------------------------------------------------------------------
+def test_nncf_keywords_and_a_model_path(tmp_path):
+    m = models.conv_net()
+    ov.save_model(m, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    samples = models.random_samples(m, 12)
+    q, rep = ovquant.quantize_with_report(str(tmp_path / "m.xml"), samples, subset_size=10, target_device="CPU",
+                                          fast_bias_correction=None, model_type=None,
+                                          ignored_scope={"names": ["conv2"], "types": ["GroupConvolution"]})
+    assert rep["settings"]["stat_subset_size"] == 10 and rep["target_device"] == "CPU"
+    assert not any("bias" in s["name"].lower() for s in rep["settings"]["steps"]), rep["pipeline"]
+    consumers = {c for a in rep["algorithms"] for qz in a.get("quantizers", []) for c in qz["consumers"]}
+    assert not any(c.startswith(("conv2:", "conv2/", "dwconv:")) for c in consumers), consumers
+    with pytest.raises(ovquant.OVQuantError, match="^fast_bias_correction: False"):
+        ovquant.quantize(m, samples, fast_bias_correction=False)
+    with pytest.raises(ovquant.OVQuantError, match="^no_such_keyword: unknown parameter"):
+        ovquant.quantize(m, samples, no_such_keyword=1)
+    with pytest.raises(ovquant.OVQuantError, match="^model: expected an openvino.Model"):
+        ovquant.quantize(42, samples)
+    with pytest.raises(ovquant.OVQuantError, match="no such model file"):
+        ovquant.quantize(str(tmp_path / "missing.xml"), samples)
+
+
+def test_quantize_takes_300_samples_by_default_as_nncf_and_a_config_still_rules(tmp_path):
+    m = models.conv_net()
+    samples = models.random_samples(m, 310)
+    _, rep = ovquant.quantize_with_report(m, samples)
+    assert rep["stages"][0]["n_samples"] == 300 and rep["settings"]["stat_subset_size"] == 300
+    _, rep = ovquant.quantize_with_report(m, samples, subset_size=305)
+    assert rep["stages"][0]["n_samples"] == 305
+    _, rep = ovquant.quantize_with_report(m, samples, config={"preset": "mixed", "stat_subset_size": 7})
+    assert rep["stages"][0]["n_samples"] == 7
+
+
+def test_two_keys_for_one_input_and_an_unfed_input_are_errors():
+    m = models.int_input_net()
+    x = {"input_ids": np.zeros((1, 5), np.int64)}
+    with pytest.raises(ovquant.OVQuantError, match="both feed input 'input_ids'"):
+        ovquant.quantize(m, [{"input_ids": x["input_ids"], "input:input_ids": x["input_ids"]}])
+
+
+def test_dir_lists_the_public_api():
+    names = dir(ovquant)
+    for name in ("quantize", "quantize_with_report", "Dataset", "ImageOptions", "OVQuantError", "read_model"):
+        assert name in names and getattr(ovquant, name) is not None
+
+
+# ---- the console ---------------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux 'script' is needed for a pseudo-terminal")
+def test_progress_bar_fits_80_columns_with_count_rate_and_eta(tmp_path):
+    m = models.big_conv_net(hw=40, c=64)
+    ov.save_model(m, str(tmp_path / "big.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "big.npy", np.concatenate(models.random_samples(m, 300)))
+    exe = shutil.which("ovquant")
+    cmd = f"stty cols 80 rows 24; {exe} quantize -m big.xml --data big.npy -o out --no-cache"
+    p = subprocess.run(["script", "-qfec", cmd, str(tmp_path / "typescript")], cwd=tmp_path, env=ENV,
+                       capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:]
+    screen = (tmp_path / "typescript").read_bytes().decode("utf-8", "replace").replace("\r", "\n")
+    bars = [l for l in screen.splitlines() if l.startswith("pass 1") and "/300 [" in l]
+    assert bars, screen[-3000:]
+    assert all(len(l.rstrip()) <= 80 for l in bars), max(bars, key=len)
+    last = bars[-1]
+    assert "samples/s" in last and "<" in last.split("[")[1], last            # rate, elapsed<remaining
+    assert "statistics pass 1:" in screen and "saved" in screen
+
+
+def test_without_a_terminal_each_pass_is_one_line(tmp_path):
+    m = models.conv_net()
+    ov.save_model(m, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", np.concatenate(models.random_samples(m, 20)))
+    p = cli("quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "d.npy", "-o", tmp_path / "o",
+            "--subset-size", "20")
+    assert p.returncode == 0, p.stderr
+    assert [l for l in p.stderr.splitlines() if l.startswith("statistics pass 1: ")], p.stderr
+    assert "\r" not in p.stderr
+
+
+def test_version_help_and_usage_errors():
+    v = cli("--version")
+    assert v.returncode == 0 and v.stdout.strip() == f"ovquant {ovquant.__version__}"
+    for sub in ("quantize", "plugins", "inspect", "demo"):
+        h = cli(sub, "--help")
+        assert h.returncode == 0 and "usage:" in h.stdout
+        body = h.stdout.split("\n\n")
+        assert len(body) > 2 and body[1].strip(), h.stdout     # a description under the usage line
+    bad = cli("quantize", "--no-such-flag")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("ovquant: error:"), bad.stderr
+    for argv in (("-o", ""), ("--target", ""), ("-n", "a\nb")):
+        p = cli("quantize", "-m", "x.xml", "--data", "x.npy", *argv)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, (argv, p.stderr)
