@@ -14,6 +14,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import warnings
 
 from .errors import OVQuantError, QuantizationFailed
@@ -27,11 +28,15 @@ def _cmd_plugins(args) -> int:
     from .registry import KINDS, get_registry
 
     reg = get_registry()
-    titles = {"algorithms": "Algorithms", "estimators": "Range estimators", "aggregators": "Aggregators",
-              "hw_targets": "Hardware targets"}
-    for kind in ("algorithms", "estimators", "aggregators", "hw_targets"):
+    titles = {"algorithms": "Algorithms", "estimators": "Range estimators",
+              "statistics": "Statistics for algorithms",
+              "aggregators": "Aggregators", "hw_targets": "Hardware targets"}
+    for kind in ("algorithms", "estimators", "statistics", "aggregators", "hw_targets"):
         print(f"{titles[kind]}:")
-        entries = sorted(reg.entries[kind].values(), key=lambda e: e.name.lower())
+        source = "estimators" if kind == "statistics" else kind
+        entries = sorted(reg.entries[source].values(), key=lambda e: e.name.lower())
+        if source == "estimators":
+            entries = [e for e in entries if getattr(e.obj, "range_estimator", True) == (kind == "estimators")]
         seen = set()
         for e in entries:
             if kind == "hw_targets":
@@ -44,7 +49,7 @@ def _cmd_plugins(args) -> int:
                 print(f"  {e.name:<28} {e.package:<32} {e.plugin}")
         if not entries:
             print("  (none)")
-    assert set(KINDS) == set(titles)
+    assert set(KINDS) == set(titles) - {"statistics"}
     return 0
 
 
@@ -184,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _on_sigint(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C does not interrupt the cleanup
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -191,6 +201,8 @@ def main(argv=None) -> int:
         print(f"ovquant: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     handler = {"plugins": _cmd_plugins, "quantize": _cmd_quantize, "inspect": _cmd_inspect, "demo": _cmd_demo}[args.command]
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"ovquant: warning: {msg}\n"
     try:
@@ -202,7 +214,7 @@ def main(argv=None) -> int:
         print(f"ovquant: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C while cleaning up changes nothing
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("ovquant: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:

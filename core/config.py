@@ -435,6 +435,14 @@ def _validate_range(re_: RangeEstimatorConfig, path: str) -> None:
         if b is None:
             continue
         _check_plugin(f"{path}.{side}.type", "estimators", b.type)
+        if b.type is not None:
+            from .registry import get_registry
+
+            reg = get_registry()
+            if not getattr(reg.get("estimators", b.type).obj, "range_estimator", True):
+                ranges = [n for n in reg.names("estimators") if getattr(reg.get("estimators", n).obj, "range_estimator", True)]
+                _bad(f"{path}.{side}.type", f"{b.type!r} is a statistic for algorithms, not a range estimator "
+                                            f"(range estimators: {', '.join(ranges)})")
         _check_plugin(f"{path}.{side}.aggregator", "aggregators", b.aggregator)
         if b.outlier_prob is not None and not 0 < b.outlier_prob < 0.5:
             _bad(f"{path}.{side}.outlier_prob", f"must be in (0, 0.5), got {b.outlier_prob}")

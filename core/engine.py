@@ -274,7 +274,7 @@ class Engine:
         n_req = int(self.n_requests or 2 * compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         requests = [compiled.create_infer_request() for _ in range(n_req)]
         busy: list = [None] * n_req
-        writers = [store.writer(red.key) for red in reductions] if store is not None else None
+        writers = [] if store is not None else None   # opened inside the try below, so an interrupt closes them
         raw = [i for i, red in enumerate(reductions) if not red.in_graph]
         feeds = FeedBuilder(model.inputs)
 
@@ -330,6 +330,9 @@ class Engine:
 
         n = 0
         try:
+            if writers is not None:
+                for red in reductions:
+                    writers.append(store.writer(red.key))
             for n, sample in enumerate(take(samples, subset_size), start=1):
                 feed = feeds(sample, n - 1)
                 slot = (n - 1) % n_req

@@ -157,10 +157,17 @@ class Pipeline:
                 entry = _guard(step.name, "apply", algo.apply, graph, stats) or {}
                 graph.invalidate()
                 secs = time.perf_counter() - t1
+                entry.setdefault("summary", _summary(entry))
                 report["algorithms"].append({"name": step.name, "seconds": round(secs, 3), **entry})
                 notify("algorithm_finished", name=step.name, seconds=secs, report=entry)
         report["seconds"] = round(time.perf_counter() - t_run, 3)
         return graph.model, report
+
+
+def _summary(entry: dict) -> str:
+    """A sentence for an algorithm that gave none: its counts (``n_*`` keys)."""
+    counts = [f"{k[2:].replace('_', ' ')}: {v}" for k, v in entry.items() if k.startswith("n_") and isinstance(v, int)]
+    return "; ".join(counts) if counts else "ran"
 
 
 def _guard(name: str, where: str, fn, *args):

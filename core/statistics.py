@@ -34,6 +34,9 @@ class Estimator:
     """
 
     name: ClassVar[str] = ""
+    #: False for a statistic that algorithms request for themselves (a mean, a Gram matrix): a config's
+    #: ``range_estimator.min/max.type`` may name only range estimators
+    range_estimator: ClassVar[bool] = True
 
     def __init__(self, side: str = "max", outlier_prob: float = 1e-4):
         if side not in SIDES:

@@ -418,6 +418,7 @@ def test_cli_plugins_lists_the_builtins_with_their_package(tmp_path):
     package = f"ovquant {ovquant.__version__}"
     expected = {
         "Range estimators": ("max", "min", "abs_max", "quantile", "abs_quantile"),
+        "Statistics for algorithms": ("mean", "window_mean", "input_gram", "fq_mse"),
         "Aggregators": ("mean", "max", "min", "median", "mean_no_outliers", "median_no_outliers", "hl_estimator"),
         "Hardware targets": ("CPU", "GPU", "VPU"),
     }
@@ -427,6 +428,7 @@ def test_cli_plugins_lists_the_builtins_with_their_package(tmp_path):
             assert name in sections[title], f"{title}: {name} missing in\n{proc.stdout}"
             assert sections[title][name].startswith(package), sections[title][name]
     assert "Algorithms" in sections and sections["Algorithms"]
+    assert not set(sections["Range estimators"]) & set(sections["Statistics for algorithms"]), proc.stdout
 
 
 # ---- the plugin manager --------------------------------------------------------------------------------

@@ -155,6 +155,9 @@ def test_output_error_is_measured_on_held_back_samples(tmp_path):
     assert "on 8 held back samples" in p.stdout and "quantizers (" in p.stdout and "slowest stage" in p.stdout
     assert rep["versions"]["openvino"] == ov.get_version() and rep["versions"]["ovquant"] == ovquant.__version__
     assert rep["settings"]["stat_subset_size"] == 20 and rep["settings"]["steps"], rep["settings"]
+    sentences = {a["name"]: a["summary"] for a in rep["algorithms"]}
+    assert sentences["MinMaxQuantization"].startswith(f"placed {fq_count(tmp_path / 'o' / 'm.xml') + 4} FakeQuantize")
+    assert sentences["FastBiasCorrection"].startswith("corrected the bias of 4 of 4"), sentences
 
 
 # ---- image folders as POT reads them -----------------------------------------------------------------
@@ -314,3 +317,39 @@ def test_version_help_and_usage_errors():
     for argv in (("-o", ""), ("--target", ""), ("-n", "a\nb")):
         p = cli("quantize", "-m", "x.xml", "--data", "x.npy", *argv)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, (argv, p.stderr)
+
+
+def test_a_config_may_not_name_a_statistic_as_a_range_estimator(tmp_path):
+    from ovquant.config import config_from_dict
+
+    cfg = {"model": {"model_name": "m", "model": "m.xml"}, "engine": {"data_source": "d.npy"},
+           "compression": {"algorithms": [{"name": "DefaultQuantization", "params": {
+               "activations": {"range_estimator": {"max": {"type": "input_gram"}}}}}]}}
+    with pytest.raises(ovquant.OVQuantError, match=r"^compression\.algorithms\[0\]\.params\.activations\.range_estimator"
+                                                   r"\.max\.type: 'input_gram' is a statistic for algorithms"):
+        config_from_dict(cfg)
+
+
+def test_a_second_ctrl_c_does_not_break_the_clean_exit(tmp_path):
+    import signal
+    import time
+
+    m = models.big_conv_net(hw=32, c=64)
+    ov.save_model(m, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", np.concatenate(models.random_samples(m, 1000)))
+    cache = tmp_path / "cache"
+    p = subprocess.Popen([shutil.which("ovquant"), "quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "d.npy",
+                          "--subset-size", "1000", "-o", tmp_path / "o", "--no-progress"],
+                         env={**ENV, "OVQUANT_CACHE_DIR": str(cache)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while p.poll() is None and time.time() < deadline and not any(f.is_file() for f in cache.rglob("*")):
+        time.sleep(0.01)        # the statistics pass writes its rows to the cache as it goes
+    assert p.poll() is None, "the run ended before it could be interrupted"
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, (p.returncode, err)
+    assert err.splitlines() == ["ovquant: interrupted"], err
+    assert not (tmp_path / "o").exists()

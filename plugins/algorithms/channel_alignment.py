@@ -135,7 +135,8 @@ class ActivationChannelAlignment(Algorithm):
             self.context.need_rescale.add(c)
             changed.append({"producer": p, "consumer": c, "mean_aligned": cbias is not None,
                             "scale_range": [round(float(scale.min()), 4), round(float(scale.max()), 4)]})
-        out = {"pairs": changed, "n_pairs": len(changed)}
+        out = {"pairs": changed, "n_pairs": len(changed),
+               "summary": f"aligned the channels of {len(changed)} producer/consumer pair(s)"}
         if self.skip_reason:
             out["skipped"] = self.skip_reason
         return out

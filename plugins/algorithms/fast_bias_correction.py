@@ -116,7 +116,8 @@ class FastBiasCorrection(Algorithm):
             report.append({"layer": name, "corrected": bool(ok), "magnitude": round(magnitude, 6),
                            "max_abs_shift": round(float(np.max(np.abs(delta))) if delta.size else 0.0, 8)})
         n_ok = sum(r["corrected"] for r in report)
-        return {"form": self.form, "layers": report, "n_corrected": n_ok, "n_skipped": len(report) - n_ok}
+        return {"form": self.form, "layers": report, "n_corrected": n_ok, "n_skipped": len(report) - n_ok,
+                "summary": f"corrected the bias of {n_ok} of {len(report)} quantized layers ({self.form} form)"}
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _transformed(self, x: TensorRef, s: np.ndarray) -> np.ndarray:

@@ -484,7 +484,8 @@ class LayerwiseTuning(Algorithm):
                 report.append({"layer": name, "type": node.get_type_name(), **entry})
         rel = [(e["relative_error_before"], e["relative_error_after"]) for e in report]
         last = getattr(getattr(self.context, "engine", None), "last_run", None) or {}
-        return {"layers": report, "n_tuned": len(report), "skipped": self.skipped, "n_skipped": len(self.skipped),
+        return {"summary": f"tuned the rounding and scales of {len(report)} layer(s), {len(self.skipped)} skipped",
+                "layers": report, "n_tuned": len(report), "skipped": self.skipped, "n_skipped": len(self.skipped),
                 "activations": acts, "n_activation_ranges_changed": sum(a["factor"] != 1.0 for a in acts),
                 "n_samples": int(last.get("n_samples", 0)),
                 "mean_relative_error_before": round(float(np.mean([r[0] for r in rel])), 8) if rel else 0.0,

@@ -276,8 +276,12 @@ class MinMaxQuantization(Algorithm):
         if skipped:
             warnings.warn(f"no finite calibration value for node(s) {', '.join(skipped)}; left in float",
                           stacklevel=4)
+        n_w = sum(e.get("kind") == "weights" for e in report)
         return {"quantizers": report, "n_fake_quantize": len(report), "no_finite_values": skipped,
-                "ignored": sorted(self.ignored)}
+                "ignored": sorted(self.ignored),
+                "summary": f"placed {len(report)} FakeQuantize ops ({n_w} on weights, {len(report) - n_w} on "
+                           f"activations); {len(self.ignored)} node(s) ignored, {len(skipped)} left in float for "
+                           "lack of finite values"}
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _shape_activation(self, graph, q, lo, hi):

@@ -115,7 +115,8 @@ class SmoothQuant(Algorithm):
             self.context.channel_transforms[t] = (axis, np.zeros_like(best), best)
             report.append({"tensor": str(t), "matmuls": names, "scale_range": [round(float(best.min()), 4),
                                                                                round(float(best.max()), 4)]})
-        return {"alpha": self.alpha, "smoothed": report, "n_smoothed": len(report)}
+        return {"alpha": self.alpha, "smoothed": report, "n_smoothed": len(report),
+                "summary": f"moved activation outliers into the weights of {len(report)} MatMul(s) (alpha {self.alpha})"}
 
 
 @hookimpl

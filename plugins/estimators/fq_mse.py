@@ -31,6 +31,7 @@ class FqMseEstimator(Estimator):
     """
 
     name = "fq_mse"
+    range_estimator = False   # requested by algorithms, not named in a config
 
     def __init__(self, side="max", outlier_prob=1e-4, low=-1.0, high=1.0, levels=256, factors=(1.0,),
                  max_elements=None):

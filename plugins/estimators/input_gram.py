@@ -82,6 +82,7 @@ class InputGramEstimator(Estimator):
     """
 
     name = "input_gram"
+    range_estimator = False   # requested by algorithms, not named in a config
 
     def __init__(self, side="max", outlier_prob=1e-4, kernel=None, strides=(1, 1), dilations=(1, 1),
                  pads_begin=(0, 0), output=(1, 1), groups=1, max_positions=None, shared=False):

@@ -15,6 +15,7 @@ class MeanEstimator(Estimator):
     """
 
     name = "mean"
+    range_estimator = False   # requested by algorithms, not named in a config
 
     def reduce(self, x, axes):
         x = np.asarray(x)

@@ -33,6 +33,7 @@ class WindowMeanEstimator(Estimator):
     """
 
     name = "window_mean"
+    range_estimator = False   # requested by algorithms, not named in a config
 
     def __init__(self, side="max", outlier_prob=1e-4, kernel=(1, 1), strides=(1, 1), dilations=(1, 1),
                  pads_begin=(0, 0), output=(1, 1)):
