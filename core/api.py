@@ -205,7 +205,7 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
     compress_weights(q)
     stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
     report["pipeline"] = pipe.names
-    report["settings"] = pipe.settings()
+    report["settings"] = {**pipe.settings(), "data": _describe_source(calibration_dataset, data)}
     if isinstance(data, ImageFolder):
         report["settings"]["images"] = data.options.describe()
     if error_samples:
@@ -216,6 +216,14 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
     if isinstance(data, ImageFolder):
         _fold_image_warnings(data)
     return q, report
+
+
+def _describe_source(given: Any, data: Any) -> str:
+    """The calibration data as the report names it: the path, or the kind of object and its size."""
+    if isinstance(given, (str, os.PathLike)):
+        return os.path.abspath(os.fspath(given))
+    size = f" of {len(data)} samples" if hasattr(data, "__len__") else ""
+    return f"{type(given).__module__}.{type(given).__qualname__}{size}"
 
 
 def _fold_image_warnings(folder: ImageFolder) -> None:

@@ -155,6 +155,7 @@ def test_output_error_is_measured_on_held_back_samples(tmp_path):
     assert "on 8 held back samples" in p.stdout and "quantizers (" in p.stdout and "slowest stage" in p.stdout
     assert rep["versions"]["openvino"] == ov.get_version() and rep["versions"]["ovquant"] == ovquant.__version__
     assert rep["settings"]["stat_subset_size"] == 20 and rep["settings"]["steps"], rep["settings"]
+    assert rep["settings"]["data"] == str(tmp_path / "d.npy")
     sentences = {a["name"]: a["summary"] for a in rep["algorithms"]}
     assert sentences["MinMaxQuantization"].startswith(f"placed {fq_count(tmp_path / 'o' / 'm.xml') + 4} FakeQuantize")
     assert sentences["FastBiasCorrection"].startswith("corrected the bias of 4 of 4"), sentences
