@@ -20,7 +20,7 @@ from .engine import Engine
 from . import __version__
 from .errors import ConfigError, QuantizationFailed
 from .graph import stable_names
-from .io import read_model, save_outputs
+from .io import check_output, read_model, save_outputs
 from .pipeline import Pipeline
 from .registry import lookup
 
@@ -372,13 +372,16 @@ def _resolve(path: Optional[str], base_dir: str) -> Optional[str]:
 
 
 def _run_and_save(model_path, weights, data, config, output_dir, name, strict, progress, use_cache=True,
-                  force: bool = False, image: Optional[ImageOptions] = None, **overrides) -> dict:
+                  force: bool = False, image: Optional[ImageOptions] = None, overwrite: bool = False,
+                  **overrides) -> dict:
     from .cache import default_root
     from .progress import progress_bar
 
     t0 = time.perf_counter()
     model = read_model(model_path, weights)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
+    inputs = [model_path, weights, data]
+    check_output(output_dir, name, inputs, overwrite)   # before calibration: writable, nothing of the user's replaced
     device, note = check_device(_target_of(config, overrides))
     with progress_bar(enabled=progress):
         q, report = quantize_with_report(model, data, config, strict=strict, error_samples=CHECK_SAMPLES,
@@ -394,7 +397,7 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     report["versions"] = {"ovquant": __version__, "openvino": ov.get_version()}
     report["total_seconds"] = round(time.perf_counter() - t0, 3)
     report["summary"] = summarize(q, report)
-    result = save_outputs(q, output_dir, name, report)
+    result = save_outputs(q, output_dir, name, report, overwrite=overwrite, inputs=inputs)
     result["summary"] = report["summary"]
     return result
 
@@ -440,7 +443,8 @@ def summarize(q: ov.Model, report: dict) -> list:
 
 
 def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache: bool = True,
-                         strict: bool = False, progress: bool = True, force: bool = False) -> dict:
+                         strict: bool = False, progress: bool = True, force: bool = False,
+                         overwrite: bool = False) -> dict:
     """``ovquant quantize -c config.json``: the model, data and algorithms all come from the file."""
     cfg = load_config(path)
     if cfg.model is None:
@@ -456,16 +460,17 @@ def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache:
                          scale_values=parse_values(e.scale_values, "engine.scale_values"),
                          reverse_input_channels=bool(e.reverse_input_channels))
     return _run_and_save(model_path, weights, data, cfg, output_dir or "results", cfg.model.model_name,
-                         strict, progress, use_cache, force=force, image=image)
+                         strict, progress, use_cache, force=force, image=image, overwrite=overwrite)
 
 
 def quantize_from_args(model: str, data: str, weights: Optional[str] = None, preset: str = "performance",
                        subset_size: Optional[int] = 300, target_device: str = "ANY", model_type=None,
                        output_dir: str = "results", name: Optional[str] = None, use_cache: bool = True,
                        strict: bool = False, progress: bool = True, force: bool = False,
-                       image: Optional[ImageOptions] = None, ignored: Optional[dict] = None) -> dict:
+                       image: Optional[ImageOptions] = None, ignored: Optional[dict] = None,
+                       overwrite: bool = False) -> dict:
     """``ovquant quantize -m model.xml --data PATH ...``: the default algorithm with these settings."""
     extra = {"ignored": ignored} if ignored else {}
     return _run_and_save(model, weights, data, None, output_dir, name, strict, progress, use_cache, force=force,
-                         image=image, preset=preset, stat_subset_size=subset_size, target_device=target_device,
+                         image=image, overwrite=overwrite, preset=preset, stat_subset_size=subset_size, target_device=target_device,
                          model_type=model_type, **extra)

@@ -5,10 +5,11 @@
     ovquant quantize -m model.xml --data PATH [--preset mixed] [--subset-size 300] [--target CPU] -o OUTDIR
     ovquant inspect model.xml             list the quantizers of an IR
     ovquant demo                          quantize the example model shipped in the package
+    ovquant cache info | clear            where the statistics cache is and how big; empty it
 
 Bad input is reported as one line on stderr with exit code 2; a quantized model that fails the output
 check (does not compile or run, non-finite, far from FP32) is not written and exits with 1; Ctrl-C
-exits with 130.
+exits with 130, SIGTERM and SIGHUP with 143.
 """
 import argparse
 import os
@@ -22,6 +23,15 @@ from .errors import OVQuantError, QuantizationFailed
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class _Terminated(BaseException):
+    """SIGTERM/SIGHUP, raised in the main thread so that the run cleans up as for Ctrl-C."""
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
 
 
 def _cmd_plugins(args) -> int:
@@ -85,7 +95,8 @@ def _cmd_quantize(args) -> int:
         problem = output_name_problem(args.name)
         if problem:
             raise OVQuantError(f"-n/--name: {problem}, got {args.name!r}")
-    common = dict(use_cache=not args.no_cache, strict=args.strict, progress=not args.no_progress, force=args.force)
+    common = dict(use_cache=not args.no_cache, strict=args.strict, progress=not args.no_progress, force=args.force,
+                  overwrite=args.overwrite)
     if args.config:
         result = api.quantize_from_config(args.config, output_dir=args.output_dir, **common)
     else:
@@ -113,6 +124,23 @@ def _cmd_inspect(args) -> int:
 
     for line in describe_quantizers(args.model):
         print(line)
+    return 0
+
+
+def _cmd_cache(args) -> int:
+    from . import cache
+
+    root = cache.default_root(warn=False)
+    if root is None:
+        raise OVQuantError("statistics cache: no location (HOME is not set; set OVQUANT_CACHE_DIR)")
+    if args.action == "clear":
+        n, size = cache.clear(root)
+        print(f"removed {n} statistics cache entries ({cache.format_size(size)}) from {root}")
+    else:
+        info = cache.info(root)
+        print(f"location: {root}")
+        print(f"entries:  {info['entries']} ({cache.format_size(info['bytes'])})")
+        print(f"limit:    {cache.format_size(info['limit'])} (OVQUANT_CACHE_MAX_SIZE; oldest entries go first)")
     return 0
 
 
@@ -176,11 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--strict", action="store_true", help="ignored entries that match nothing are errors")
     q.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace output files that ovquant did not write (or the input model itself)")
 
     i = sub.add_parser("inspect", help="list the quantizers (FakeQuantize ops) of an IR",
                        description="List the quantizers of an IR (ovquant's, NNCF's or POT's): FakeQuantize ops "
                                    "and int8 weights, with their ranges and consumers.")
     i.add_argument("model", help="the model .xml")
+
+    c = sub.add_parser("cache", help="the statistics cache: where it is and how big (info), or empty it (clear)",
+                       description="The statistics cache keeps per-sample calibration statistics so that reruns "
+                                   "skip inference. It lives in $OVQUANT_CACHE_DIR, else $XDG_CACHE_HOME/ovquant/"
+                                   "statistics, else ~/.cache/ovquant/statistics, and is capped at "
+                                   "$OVQUANT_CACHE_MAX_SIZE (default 2G; the oldest entries are evicted).")
+    c.add_argument("action", choices=["info", "clear"], help="info: location, entries and size; clear: remove every entry")
 
     d = sub.add_parser("demo", help="quantize the example CNN shipped in the package and compare it to FP32",
                        description="Quantize the Fashion-MNIST CNN shipped in the package with the default "
@@ -200,26 +237,85 @@ def main(argv=None) -> int:
     except OVQuantError as exc:
         print(f"ovquant: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    handler = {"plugins": _cmd_plugins, "quantize": _cmd_quantize, "inspect": _cmd_inspect, "demo": _cmd_demo}[args.command]
+    handler = {"plugins": _cmd_plugins, "quantize": _cmd_quantize, "inspect": _cmd_inspect, "demo": _cmd_demo,
+               "cache": _cmd_cache}[args.command]
+    saved = _catch_termination()
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
     warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"ovquant: warning: {msg}\n"
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"ovquant: warning: {_one_line(msg)}\n"
     try:
         return handler(args)
     except QuantizationFailed as exc:
-        print(f"ovquant: error: {exc}", file=sys.stderr)
+        print(f"ovquant: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except OVQuantError as exc:
-        print(f"ovquant: error: {exc}", file=sys.stderr)
+        print(f"ovquant: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("ovquant: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        _ignore_signals()
+        print("ovquant: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as exc:   # a Ctrl-C inside a C extension (an import, OpenVINO) comes back as its error
+        if not _caused_by_interrupt(exc):
+            raise
+        _ignore_signals()
+        print("ovquant: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if argv is None:   # the process exits now: a late signal must not turn a finished run into -2
+            _ignore_signals()
+        else:              # called in-process: the caller's handlers again
+            for signum, old in saved.items():
+                try:
+                    signal.signal(signum, old)
+                except (ValueError, OSError, TypeError):
+                    pass
+
+
+def _catch_termination() -> dict:
+    """SIGTERM and SIGHUP end the run like Ctrl-C does: temporaries are removed, one line, exit code 143.
+    Returns the handlers found (SIGINT's included), to be restored after an in-process call."""
+    def handler(signum, frame):
+        raise _Terminated()
+
+    saved = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signum = getattr(signal, name)
+            try:
+                saved[signum] = signal.getsignal(signum)
+                if name != "SIGINT" and saved[signum] in (signal.SIG_DFL, None):
+                    signal.signal(signum, handler)
+            except (ValueError, OSError):   # not the main thread
+                saved.pop(signum, None)
+    return saved
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, _Terminated)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _ignore_signals() -> None:
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """The plugin manager: built-in plugins from ``ovquant.plugins`` and third-party plugins from the
 entry-point group ``ovquant``, registered through the hooks of :mod:`ovquant.hookspecs`.
 
-Set ``OVQUANT_DISABLE_PLUGIN_AUTOLOAD=1`` to load built-ins only (tests do, so that whatever is installed
-in the environment cannot change their results).
+Set ``OVQUANT_DISABLE_PLUGIN_AUTOLOAD=1`` (or ``true``/``yes``/``on``) to load built-ins only (tests do, so
+that whatever is installed in the environment cannot change their results); ``0``/``false``/``no``/``off`` or
+unset loads entry-point plugins (unlike pytest's PYTEST_DISABLE_PLUGIN_AUTOLOAD, where any non-empty value,
+"0" included, disables); any other value is an error.
+
+A plugin that raises, or calls ``sys.exit``, while it is imported or in a hook is a :class:`PluginError`
+naming the plugin, in one line.
 """
 from __future__ import annotations
 
@@ -20,11 +25,55 @@ from .errors import OVQuantError, PluginError
 
 ENTRY_POINT_GROUP = "ovquant"
 DISABLE_AUTOLOAD_ENV = "OVQUANT_DISABLE_PLUGIN_AUTOLOAD"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 KINDS = ("estimators", "aggregators", "algorithms", "hw_targets")
 
 _lock = threading.RLock()
 _pm: Optional[pluggy.PluginManager] = None
 _registry: Optional["Registry"] = None
+_dists: dict = {}   # id(plugin) -> "project version", for entry-point plugins
+
+
+def one_line(text: Any, limit: int = 500) -> str:
+    """A message as one line (a plugin's multi-line message joined with " | "), at most ``limit`` characters."""
+    text = " | ".join(l.strip() for l in str(text).splitlines() if l.strip())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _exc_text(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def autoload_disabled() -> bool:
+    """Whether ``OVQUANT_DISABLE_PLUGIN_AUTOLOAD`` asks for built-ins only (1/true/yes/on)."""
+    raw = os.environ.get(DISABLE_AUTOLOAD_ENV, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise PluginError(f"{DISABLE_AUTOLOAD_ENV}={raw!r}: give 1 (or true/yes/on) to load built-in plugins only, "
+                      "0 (or false/no/off) to load installed plugins too")
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Import and register every plugin of the entry-point group; a failure names the plugin and its package."""
+    import importlib.metadata
+
+    for dist in list(importlib.metadata.distributions()):
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP or pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            package = f"{dist.metadata['name']} {dist.version}"
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except (Exception, SystemExit) as exc:   # a broken third-party package, or one that exits
+                raise PluginError(f"plugin {ep.name!r} (package {package}, entry point {ep.value}) failed to load: "
+                                  f"{_exc_text(exc)}") from None
+            _dists[id(plugin)] = package
 
 
 @attrs.define
@@ -91,12 +140,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
             for mod in _builtin_modules():
                 if any(hasattr(getattr(mod, h, None), "ovquant_impl") for h in dir(mod)):
                     pm.register(mod, name=mod.__name__)
-            if not os.environ.get(DISABLE_AUTOLOAD_ENV):
-                try:
-                    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-                except Exception as exc:  # a broken third-party package
-                    raise PluginError(f"loading plugins of entry-point group {ENTRY_POINT_GROUP!r} failed: "
-                                      f"{type(exc).__name__}: {exc}") from exc
+            if not autoload_disabled():
+                _load_entry_points(pm)
             for name, plugin in pm.list_name_plugin():
                 _check_api_version(plugin, name)
             _pm = pm
@@ -125,6 +170,8 @@ def _reset_registry():
 
 
 def _package_of(pm: pluggy.PluginManager, plugin: Any) -> str:
+    if id(plugin) in _dists:
+        return _dists[id(plugin)]
     for p, dist in pm.list_plugin_distinfo():
         if p is plugin:
             return f"{dist.project_name} {dist.version}"
@@ -145,11 +192,14 @@ def _call_impl(impl, hook_name: str, **kwargs):
     """Call one plugin's implementation of a hook; an exception names the plugin and the hook."""
     try:
         return impl.function(**{a: kwargs[a] for a in impl.argnames})
-    except PluginError:
+    except PluginError as exc:
+        if "\n" in str(exc):
+            raise PluginError(one_line(exc)) from exc
         raise
-    except Exception as exc:
-        raise PluginError(f"plugin {impl.plugin_name!r} raised in hook {hook_name!r}: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:
+        if isinstance(exc, SystemExit):
+            raise PluginError(f"plugin {impl.plugin_name!r} {_exc_text(exc)} in hook {hook_name!r}") from None
+        raise PluginError(f"plugin {impl.plugin_name!r} raised in hook {hook_name!r}: {_exc_text(exc)}") from exc
 
 
 def _build_registry() -> Registry:
@@ -219,8 +269,7 @@ def plugin_error(kind: str, name: str, where: str, exc: BaseException) -> Plugin
         plugin = get_registry().get(kind, name).plugin
     except KeyError:
         plugin = "?"
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return PluginError(f"{kind[:-1]} {name!r} (plugin {plugin!r}) failed in {where}: {type(exc).__name__}: {msg}")
+    return PluginError(f"{kind[:-1]} {name!r} (plugin {plugin!r}) failed in {where}: {_exc_text(exc)}")
 
 
 def guarded(kind: str, name: str, where: str, fn, *args, passthrough: tuple = (OVQuantError,), **kwargs):
@@ -229,9 +278,15 @@ def guarded(kind: str, name: str, where: str, fn, *args, passthrough: tuple = (O
     plugin and ``where`` (with OVQUANT_DEBUG=1 the original exception instead)."""
     try:
         return fn(*args, **kwargs)
-    except passthrough:
+    except passthrough as exc:
+        if isinstance(exc, OVQuantError) and "\n" in str(exc):   # a plugin's own multi-line message
+            try:
+                short = type(exc)(one_line(exc))
+            except Exception:
+                short = PluginError(one_line(exc))
+            raise short from exc
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         if debug():
             raise
         raise plugin_error(kind, name, where, exc) from exc

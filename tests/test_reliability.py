@@ -1069,13 +1069,28 @@ def restore(folder: Path, files: dict) -> None:
         (folder / rel).write_bytes(data)
 
 
+OVQ_TMP = re.compile(r"^\.ovquant-tmp-\d+-[0-9a-f]{12}\.(xml|bin|report\.json|journal|probe)$")
+
+
+def ovquant_temporaries(folder: Path) -> dict:
+    """{name: "link" | "file"} of ovquant's temporaries in ``folder`` (links: the dangling /proc links of a killed
+    run's unnamed files, no data; files: named temporaries, which only a commit in progress has)."""
+    return {n: "link" if (folder / n).is_symlink() else "file" for n in os.listdir(folder) if OVQ_TMP.match(n)}
+
+
 def output_state(folder: Path, run) -> str:
-    """'old' or 'new' when ``folder`` holds one of the two outputs whole (and loads), else an AssertionError."""
+    """'old' or 'new' when ``folder`` holds one of the two outputs whole (and loads), 'pending' when a killed
+    run's journal is there (its files all written: the next run completes it), else an AssertionError."""
     assert folder.is_dir(), f"{folder} is gone"
-    now = snapshot(folder)
+    temps = ovquant_temporaries(folder)
+    files = [n for n, kind in temps.items() if kind == "file"]
+    if any(n.endswith(".journal") for n in files):
+        assert all(kind == "file" for kind in temps.values()), temps
+        return "pending"
+    assert not files, f"a model copy left in the output folder: {files}"
+    now = {k: v for k, v in snapshot(folder).items() if not OVQ_TMP.match(k)}
     assert set(now) == set(run.old), f"files changed: {sorted(set(now) ^ set(run.old))}"
-    leftovers = [n for n in os.listdir(folder) if ".tmp-" in n]
-    assert not leftovers, f"temp folders inside the output folder: {leftovers}"
+    assert not [n for n in os.listdir(folder) if ".tmp-" in n and not OVQ_TMP.match(n)], "temp folders inside"
     loads(folder / "net.xml")
     if now == run.old:
         return "old"
@@ -1088,14 +1103,15 @@ def output_state(folder: Path, run) -> str:
 def test_sigkill_at_20_random_moments_leaves_the_earlier_output_whole(long_run, tmp_path):
     """SIGKILL ``ovquant quantize`` writing over an earlier output folder at 20 random moments of its run (half of
     them late in the run, when the output is written): the folder always holds a whole output that loads, the
-    earlier one byte for byte until the atomic swap; temp folders may be left beside it, never inside."""
+    earlier one byte for byte until the commit (or a journaled commit that the next run completes); nothing is
+    ever written beside the folder, no model copy is left inside it, and the next run removes what was left."""
     out = tmp_path / "out"
     restore(out, long_run.old)
     rnd = np.random.default_rng(20)
     t = long_run.seconds
     # early kills well inside the measured run time (a run varies by tens of percent on a loaded machine)
     delays = sorted(list(rnd.uniform(0.05 * t, 0.7 * t, 10)) + list(rnd.uniform(0.8 * t, 1.3 * t, 10)))
-    states, left_beside = collections.Counter(), []
+    states = collections.Counter()
     for delay in delays:
         p = long_run.start(out)
         time.sleep(delay)
@@ -1107,65 +1123,78 @@ def test_sigkill_at_20_random_moments_leaves_the_earlier_output_whole(long_run, 
         finally:
             record("atomic output", f"SIGKILL after {delay:.2f} s", True)
         states[state if p.returncode else "finished"] += 1
-        if state == "new":
+        if state in ("new", "pending"):
             restore(out, long_run.old)
-        beside = [n for n in os.listdir(tmp_path) if n != "out"]
-        assert all(n.startswith(".out.tmp-") for n in beside), beside
-        if len(beside) > len(left_beside):
-            states["killed while writing"] += 1
-        left_beside = beside
+        assert os.listdir(tmp_path) == ["out"], "nothing is written beside the output folder"
+        states["left links"] += bool(ovquant_temporaries(out))
+    p = long_run.start(out)
+    p.communicate(timeout=300)
+    assert p.returncode == 0
+    assert output_state(out, long_run) == "new" and not ovquant_temporaries(out), os.listdir(out)
     print(f"run {t:.2f} s; kills at {', '.join(f'{x:.2f}' for x in delays)} s: {dict(states)}")
     assert states["old"] >= 8, states   # most early kills interrupted the run (it varies on a noisy machine)
 
 
-SCRIPT_SLOW_SWAP = textwrap.dedent("""
-    import sys, time
-    import ovquant.io
+SCRIPT_SLOW_COMMIT = textwrap.dedent("""
+    import os, sys, time
     from ovquant import cli
 
-    real = ovquant.io._exchange
-    def slow_exchange(a, b):   # every file is written and synced into the temp folder; the swap waits
-        time.sleep(60)
+    real = os.rename
+    def slow_rename(a, b):   # every file is written, synced and journaled; the renames wait
+        if ".ovquant-tmp-" in str(a):
+            time.sleep(60)
         return real(a, b)
 
-    ovquant.io._exchange = slow_exchange
+    os.rename = slow_rename
     sys.exit(cli.main(sys.argv[1:]))
 """)
 
 
-def test_sigkill_between_writing_and_swapping_leaves_the_earlier_output_whole(long_run, tmp_path):
-    """The moment random kills rarely hit: the new files are all written beside the output folder but not yet
-    swapped in (the swap is delayed here). A kill then leaves the earlier output as it was."""
+def test_sigkill_between_journal_and_renames_is_completed_by_the_next_run(long_run, tmp_path):
+    """The moment random kills rarely hit: the new files are all written and journaled in the output folder but
+    not yet renamed (the renames are delayed here). A kill then leaves the earlier output whole, and the next
+    run of ovquant into that folder (here another name) completes the commit: the killed run's output whole."""
     out = tmp_path / "out"
     restore(out, long_run.old)
-    script = tmp_path / "slow_swap.py"
-    script.write_text(SCRIPT_SLOW_SWAP)
+    script = tmp_path / "slow_commit.py"
+    script.write_text(SCRIPT_SLOW_COMMIT)
     args = [str(out) if a == "OUT" else str(a) for a in quantize_args(
-        long_run.dir / "big.xml", long_run.dir / "big.npy", "OUT", "--subset-size", "50", "-n", "net")]
+        long_run.dir / "big.xml", long_run.dir / "big.npy", "OUT", "--preset", "mixed", "--subset-size", "1000",
+        "-n", "net")]
     p = subprocess.Popen([sys.executable, str(script), *args], env=long_run.env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    tmp = []
+    deadline = time.monotonic() + 120
+    journal = []
     while time.monotonic() < deadline and p.poll() is None:
-        tmp = [d for d in tmp_path.glob(".out.tmp-*") if (d / "net.report.json").is_file() and (d / "notes.txt").is_file()]
-        if tmp:
+        journal = [n for n, kind in ovquant_temporaries(out).items() if n.endswith(".journal") and kind == "file"]
+        if journal:
             break
         time.sleep(0.02)
-    assert tmp, "the run never reached the swap"
+    assert journal, "the run never reached the commit"
     time.sleep(0.1)
     p.kill()
     p.communicate(timeout=60)
-    ok = p.returncode == -signal.SIGKILL and output_state(out, long_run) == "old"
-    record("atomic output", "SIGKILL between writing and swapping", ok)
-    assert ok
-    assert set(snapshot(tmp[0])) == set(long_run.old), "the temp folder beside holds the complete new output"
+    assert p.returncode == -signal.SIGKILL
+    state = output_state(out, long_run)
+    old_files = {k: v for k, v in snapshot(out).items() if not OVQ_TMP.match(k)}
+    r = run_cli(*quantize_args(long_run.dir / "big.xml", long_run.dir / "big.npy", out, "--subset-size", "5",
+                               "-n", "other"), env=long_run.env)
+    ok = state == "pending" and old_files == long_run.old and r.returncode == 0
+    for n in ("other.xml", "other.bin", "other.report.json"):
+        (out / n).unlink()
+    ok = ok and output_state(out, long_run) == "new" and not ovquant_temporaries(out)
+    record("atomic output", "SIGKILL between journal and renames", ok)
+    assert state == "pending" and old_files == long_run.old, "the earlier output is whole until the renames"
+    assert r.returncode == 0, r.stderr
+    assert output_state(out, long_run) == "new", "the next run completes the journaled commit"
+    assert not ovquant_temporaries(out) and sorted(os.listdir(tmp_path)) == ["out", "slow_commit.py"]
 
 
 @pytest.mark.parametrize("fault", ["disk full", "Ctrl-C"])
 def test_fault_while_writing_keeps_the_earlier_output_and_removes_the_temp_folder(fault, bad, tmp_path, capsys,
                                                                                 monkeypatch):
-    """In-process: the disk fills up while the files are synced (one-line error), or Ctrl-C arrives just before
-    the swap (exit code 130): the earlier output is untouched and no temp folder is left."""
+    """In-process: the disk fills up while the files are synced (one-line error), or Ctrl-C arrives then, just
+    before the commit (exit code 130): the earlier output is untouched and no temporary is left anywhere."""
     import ovquant.io
 
     out = tmp_path / "out"
@@ -1176,23 +1205,23 @@ def test_fault_while_writing_keeps_the_earlier_output_and_removes_the_temp_folde
             raise OSError(28, "No space left on device")
         monkeypatch.setattr(ovquant.io.os, "fsync", fsync)
     else:
-        def exchange(a, b):
+        def fsync(fd):
             raise KeyboardInterrupt
-        monkeypatch.setattr(ovquant.io, "_exchange", exchange)
+        monkeypatch.setattr(ovquant.io.os, "fsync", fsync)
     r = cli_main(capsys, *quantize_args(bad / "good.xml", bad / "good.npy", out))
     monkeypatch.undo()
     if fault == "disk full":
         ok = is_one_line_error(r, "cannot write the output: No space left on device")
     else:
         ok = r.rc == 130 and r.err == "ovquant: interrupted\n"
-    ok = ok and snapshot(out) == before and os.listdir(tmp_path) == ["out"]
+    ok = ok and snapshot(out) == before and os.listdir(tmp_path) == ["out"] and not ovquant_temporaries(out)
     record("atomic output", f"{fault} while writing (in-process)", ok)
     if fault == "disk full":
         one_line_error(r, "cannot write the output: No space left on device")
     else:
         assert r.rc == 130 and r.err == "ovquant: interrupted\n", r
     assert snapshot(out) == before
-    assert os.listdir(tmp_path) == ["out"], "the temp folder is removed"
+    assert os.listdir(tmp_path) == ["out"] and not ovquant_temporaries(out), "no temporary is left"
 
 
 def test_ctrl_c_exits_130_and_keeps_the_earlier_output(long_run, tmp_path):
@@ -1214,7 +1243,8 @@ def test_ctrl_c_exits_130_and_keeps_the_earlier_output(long_run, tmp_path):
             raise
         finally:
             record("atomic output", f"Ctrl-C after {frac:.0%} of the run", ok)
-    assert sorted(os.listdir(tmp_path)) == ["out"], "an interrupted run removes its temp folder"
+    assert sorted(os.listdir(tmp_path)) == ["out"] and not ovquant_temporaries(out), \
+        "an interrupted run removes its temporaries"
 
 
 # =========================================================================================================
