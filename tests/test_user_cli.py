@@ -127,7 +127,9 @@ def test_a_non_finite_int8_model_is_refused_and_the_earlier_output_stays(tmp_pat
     earlier = {"recip.xml": b"<earlier xml/>", "recip.bin": b"\x00earlier", "recip.report.json": b"{}"}
     for name, blob in earlier.items():
         (out / name).write_bytes(blob)
-    p = cli("quantize", "-m", tmp_path / "recip.xml", "--data", tmp_path / "recip.npy", "-o", out, "--no-progress")
+    # the earlier files were not written by ovquant: --overwrite lets it replace them (once the check passes)
+    p = cli("quantize", "-m", tmp_path / "recip.xml", "--data", tmp_path / "recip.npy", "-o", out, "--no-progress",
+            "--overwrite")
     err = [l for l in p.stderr.splitlines() if not l.startswith("ovquant: warning:")]
     assert p.returncode == 1, p.stderr
     assert len(err) == 1 and "Traceback" not in p.stderr, p.stderr
@@ -135,7 +137,7 @@ def test_a_non_finite_int8_model_is_refused_and_the_earlier_output_stays(tmp_pat
     assert {n: (out / n).read_bytes() for n in earlier} == earlier
     assert sorted(os.listdir(out)) == sorted(earlier)
     forced = cli("quantize", "-m", tmp_path / "recip.xml", "--data", tmp_path / "recip.npy", "-o", out,
-                 "--no-progress", "--force")
+                 "--no-progress", "--force", "--overwrite")
     assert forced.returncode == 0, forced.stderr
     assert "written because of --force" in forced.stdout
     rep = report(out, "recip")
