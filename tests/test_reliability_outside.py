@@ -654,6 +654,9 @@ def _bmp(path: Path, pixels: np.ndarray, mtime_ns: int) -> None:
     os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
+SCALED = ("--scale-values", "255")   # images scaled as the model expects (no preprocessing warning)
+
+
 def test_cache_keys_an_image_folder_by_content(world, box):
     cache = box / "cache"
     env = base_env(OVQUANT_CACHE_DIR=cache)
@@ -663,13 +666,13 @@ def test_cache_keys_an_image_folder_by_content(world, box):
     t = 1_700_000_000 * 10**9
     for i in range(4):
         _bmp(images / f"{i}.bmp", rng.integers(0, 20, (8, 8, 3)), t)
-    ok_run(ROOT.run(*q_args(world / "tiny.xml", images, box / "a", cache=True), env=env))
+    ok_run(ROOT.run(*q_args(world / "tiny.xml", images, box / "a", *SCALED, cache=True), env=env))
     sizes = {f: (images / f).stat().st_size for f in os.listdir(images)}
     for i in range(4):   # what `cp -p` of other images of the same size does
         _bmp(images / f"{i}.bmp", rng.integers(0, 256, (8, 8, 3)), t)
     assert sizes == {f: (images / f).stat().st_size for f in os.listdir(images)}
-    ok_run(ROOT.run(*q_args(world / "tiny.xml", images, box / "b", cache=True), env=env))
-    ok_run(ROOT.run(*q_args(world / "tiny.xml", images, box / "c"), env=env))
+    ok_run(ROOT.run(*q_args(world / "tiny.xml", images, box / "b", *SCALED, cache=True), env=env))
+    ok_run(ROOT.run(*q_args(world / "tiny.xml", images, box / "c", *SCALED), env=env))
     assert not same_ranges(box / "a" / "tiny.xml", box / "c" / "tiny.xml"), "the two image sets must differ"
     assert same_ranges(box / "b" / "tiny.xml", box / "c" / "tiny.xml"), "statistics of the old images were reused"
     passed("image folder replaced by cp -p of same-size images")
@@ -814,7 +817,8 @@ def plugin_path(world):
 
 
 def plugin_env(plugin_path, mode, autoload="0"):
-    return base_env(PYTHONPATH=plugin_path, OVQ_OUTSIDE_MODE=mode, OVQUANT_DISABLE_PLUGIN_AUTOLOAD=autoload)
+    path = os.pathsep.join(p for p in (str(plugin_path), os.environ.get("PYTHONPATH")) if p)
+    return base_env(PYTHONPATH=path, OVQ_OUTSIDE_MODE=mode, OVQUANT_DISABLE_PLUGIN_AUTOLOAD=autoload)
 
 
 def test_autoload_switch_means_what_it_says(plugin_path):
