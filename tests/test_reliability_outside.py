@@ -59,7 +59,7 @@ CASES = {
     "image folder replaced by cp -p of same-size images": WRONG,
     "edited cache entry": WRONG,
     "truncated cache entry": UNCLEAR,
-    "foreign cache entry": WRONG,
+    "foreign cache entry": UNCLEAR,   # before: blamed on MinMaxQuantization (a plugin error)
     "cache path is a file": TRACEBACK,
     "cache on a full disk": TRACEBACK,
     "read-only cache folder (unprivileged)": TRACEBACK,
@@ -180,21 +180,27 @@ def report(xml: Path) -> dict:
 
 # ---- fixtures ----------------------------------------------------------------------------------------------
 def if_net(k: float) -> ov.Model:
-    """x -> If(true: x * k, else: x) -> conv: the top-level ops do not change with ``k``, only a body constant."""
+    """x -> If(true: x * k, else: relu(x)) -> conv -> relu, every op named: the two versions differ only in a
+    constant inside the If's then-body."""
+    def named(node, name):
+        node.set_friendly_name(name)
+        return node
+
     x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
-    cond = ops.constant(np.array(True))
+    cond = named(ops.constant(np.array(True)), "cond")
     then_x = ops.parameter([1, 3, 8, 8], np.float32, name="then_x")
-    then_body = ov.Model([ops.result(ops.multiply(then_x, ops.constant(np.float32(k))))], [then_x], "then")
+    scaled = named(ops.multiply(then_x, named(ops.constant(np.float32(k)), "k")), "scaled")
+    then_body = ov.Model([named(ops.result(scaled), "then_out")], [then_x], "then")
     else_x = ops.parameter([1, 3, 8, 8], np.float32, name="else_x")
-    else_body = ov.Model([ops.result(ops.relu(else_x))], [else_x], "else")
-    node = ops.if_op(cond)
+    else_body = ov.Model([named(ops.result(named(ops.relu(else_x), "else_relu")), "else_out")], [else_x], "else")
+    node = named(ops.if_op(cond), "branch")
     node.set_then_body(then_body)
     node.set_else_body(else_body)
     node.set_input(x.output(0), then_x, else_x)
     y = node.set_output(then_body.get_results()[0], else_body.get_results()[0])
-    w = ops.constant(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3)
-    conv = ops.convolution(y, w, [1, 1], [1, 1], [1, 1], [1, 1])
-    return ov.Model([ops.result(ops.relu(conv))], [x], "if_net")
+    w = named(ops.constant(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3), "w")
+    conv = named(ops.convolution(y, w, [1, 1], [1, 1], [1, 1], [1, 1]), "conv")
+    return ov.Model([named(ops.result(named(ops.relu(conv), "relu")), "out")], [x], "if_net")
 
 
 @pytest.fixture(scope="module")
@@ -707,9 +713,10 @@ def test_a_damaged_cache_entry_is_a_miss_with_one_warning(world, box, damage):
         for e, b in zip(entries, blobs[1:] + blobs[:1]):
             e.write_bytes(b)
     p = ROOT.run(*q_args(world / "tiny.xml", world / "tiny.npy", box / "out", cache=True), env=env)
+    assert p.returncode == 0 and "plugin" not in p.stderr, p.stderr   # never blamed on a plugin
+    assert same_ranges(box / "out" / "tiny.xml", box / "fresh" / "tiny.xml"), "the damaged entry was used"
     [line] = ok_run(p, warnings=1)
-    assert "statistics cache entry" in line and "not used" in line and "plugin" not in line
-    assert same_ranges(box / "out" / "tiny.xml", box / "fresh" / "tiny.xml")
+    assert "statistics cache entry" in line and "not used" in line
     assert _n_cached(box / "out" / "tiny.xml") == 0
     # the entries were written again: the next run uses them, silently
     ok_run(ROOT.run(*q_args(world / "tiny.xml", world / "tiny.npy", box / "again", cache=True), env=env))
