@@ -269,18 +269,28 @@ def user(world):
             pytest.skip(f"cannot create a user: {p.stderr.strip()}")
     uid = int(subprocess.run(["id", "-u", USER], capture_output=True, text=True).stdout)
     gid = int(subprocess.run(["id", "-g", USER], capture_output=True, text=True).stdout)
-    # the interpreter may live in a folder others cannot enter (/root/.pyenv): in a private mount namespace,
-    # a world-readable tmpfs over the closed folder with the interpreter's tree bound back into it
-    exe = Path(os.path.realpath(sys.executable))
-    closed = next((p for p in reversed(exe.parents) if not (p.stat().st_mode & 0o001)), None)
+    # the interpreter, the venv or the checkout may live in a folder others cannot enter (/root): in a private
+    # mount namespace, a world-readable tmpfs over each closed folder with the needed subtrees bound back
+    import ovquant
+
+    closed: dict = {}
+    for path in (os.path.realpath(sys.executable), sys.prefix, os.path.dirname(ovquant.__file__), OVQUANT):
+        path = Path(os.path.realpath(path))
+        top = next((p for p in reversed(path.parents) if not (p.stat().st_mode & 0o001)), None)
+        if top is not None and top != path:
+            closed.setdefault(top, set()).add(path.relative_to(top).parts[0])
+    steps = []
+    for i, (top, children) in enumerate(sorted(closed.items())):
+        for j, child in enumerate(sorted(children)):
+            hold = world / f".stash{i}-{j}"
+            hold.mkdir(exist_ok=True)
+            steps.append(f'mount --bind "{top / child}" "{hold}"')
+        steps.append(f'mount -t tmpfs -o mode=0755 tmpfs "{top}"')
+        for j, child in enumerate(sorted(children)):
+            steps.append(f'mkdir -p "{top / child}" && mount --bind "{world / f".stash{i}-{j}"}" "{top / child}"')
     stash = ["unshare", "-m", "--propagation", "private", "--"]
-    if closed is not None:
-        child = exe.relative_to(closed).parts[0]
-        hold = world / ".stash"
-        hold.mkdir(exist_ok=True)
-        script = (f'mount --bind "{closed / child}" "{hold}" && mount -t tmpfs -o mode=0755 tmpfs "{closed}" && '
-                  f'mkdir "{closed / child}" && mount --bind "{hold}" "{closed / child}" && exec "$@"')
-        stash = [*stash, "sh", "-c", script, "sh"]
+    if steps:
+        stash = [*stash, "sh", "-c", " && ".join(steps) + ' && exec "$@"', "sh"]
     home = world / "home"
     home.mkdir(exist_ok=True)
     os.chown(home, uid, gid)
