@@ -182,6 +182,8 @@ def _dead(path: str) -> Optional[int]:
         return None
     if not stat.S_ISREG(st.st_mode) or fcntl is None:
         return None
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():   # another user's: never replayed or removed
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
@@ -205,8 +207,9 @@ def _read_journal(fd: int) -> Optional[list]:
             return None
         out = []
         for tmp, final in renames:
-            if not (isinstance(tmp, str) and _TMP_RE.match(tmp) and isinstance(final, str) and final
-                    and "/" not in final and final not in (".", "..") and not _TMP_RE.match(final)):
+            if not (isinstance(tmp, str) and _TMP_RE.match(tmp) and isinstance(final, str)
+                    and final.endswith((".xml", ".bin", ".report.json")) and "/" not in final
+                    and os.sep not in final and not final.startswith(".")):
                 return None
             out.append((tmp, final))
         return out
@@ -217,8 +220,8 @@ def _read_journal(fd: int) -> Optional[list]:
 def recover(folder: str) -> list:
     """Finish or remove what killed ovquant runs left in ``folder`` (call with the folder locked): a valid
     journal's renames are completed (its files were all written and synced), every other temporary of a
-    dead run is removed. Files not named like ovquant's temporaries, and those of live runs, are left
-    alone. Returns the names handled."""
+    dead run is removed. Files not named like ovquant's temporaries, those of live runs and those of other
+    users are left alone. Returns the names handled."""
     try:
         names = sorted(n for n in os.listdir(folder) if _TMP_RE.match(n))
     except OSError:
@@ -234,7 +237,8 @@ def recover(folder: str) -> list:
                 for tmp, final in _read_journal(fd) or []:
                     t = os.path.join(folder, tmp)
                     try:
-                        if stat.S_ISREG(os.lstat(t).st_mode):
+                        st = os.lstat(t)
+                        if stat.S_ISREG(st.st_mode) and st.st_uid == os.fstat(fd).st_uid:
                             os.rename(t, os.path.join(folder, final))
                     except OSError:
                         pass

@@ -520,6 +520,9 @@ def test_the_next_run_completes_or_removes_what_a_killed_run_left(world, box):
     left = temporaries(out)
     assert any(n.endswith(".journal") for n in left), left
     (out / ".ovquant-tmp-99999999-0123456789ab.bin").write_bytes(b"\0" * 100)   # a dead run's named temporary
+    others = out / ".ovquant-tmp-99999998-0123456789ab.bin"   # another user's: never touched
+    others.write_bytes(b"\0" * 100)
+    os.chown(others, 65534, 65534)
     (out / ".ovquant-tmp-notes.txt").write_text("mine\n")
     live = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'wb'); "
                              "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
@@ -527,7 +530,7 @@ def test_the_next_run_completes_or_removes_what_a_killed_run_left(world, box):
     try:
         assert live.stdout.readline().strip() == "locked"
         ok_run(ROOT.run(*q_args(world / "tiny.xml", world / "tiny.npy", out, "-n", "other")))
-        assert temporaries(out) == [".ovquant-tmp-1-aaaaaaaaaaaa.xml"], temporaries(out)
+        assert temporaries(out) == [".ovquant-tmp-1-aaaaaaaaaaaa.xml", others.name], temporaries(out)
         assert (out / ".ovquant-tmp-notes.txt").read_text() == "mine\n"
     finally:
         live.kill()
