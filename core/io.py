@@ -475,8 +475,11 @@ class _Staged:
     def open_path(self) -> str:
         """A path through which other code (OpenVINO) writes this file."""
         if not self.named and not self.linked:
-            os.symlink(f"/proc/{os.getpid()}/fd/{self.fd}", self.path)
-            self.linked = True
+            try:
+                os.symlink(f"/proc/{os.getpid()}/fd/{self.fd}", self.path)
+                self.linked = True
+            except OSError:   # a file system without symlinks: a named temporary instead
+                self.publish()
         return self.path
 
     def unlink_path(self) -> None:
