@@ -424,7 +424,7 @@ def _write(tmp_path, fname, **changes):
 def test_plugin_target_is_registered_and_removed(tmp_path, use_plugin):
     p = _write(tmp_path, "tpu.json", name="TPU", aliases=["TPU4000"])
     use_plugin(TargetPlugin(p), "acme_tpu_plugin")
-    assert target("npu").path == str(p)
+    assert target("tpu").path == str(p)
     assert target("TPU4000") is target("TPU")
     assert plugins.get_registry().get("hw_targets", "TPU").plugin == "acme_tpu_plugin"
     plugins.unregister_plugin("acme_tpu_plugin")
