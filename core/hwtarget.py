@@ -237,8 +237,37 @@ def load_target(source: Any) -> HardwareTarget:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            data = _pot_json(text)   # POT's files have comments and trailing commas
+            if data is None:
+                raise ValueError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    data = _from_pot(data, path)
     try:
         return _parse(data, path)
     except _Invalid as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def _pot_json(text: str):
+    """``text`` parsed as POT parses its hardware configs (comments, trailing commas), or None."""
+    from .pot_target import PotFormatError, read_pot_json
+
+    try:
+        data = read_pot_json(text)
+    except PotFormatError:
+        return None
+    from .pot_target import is_pot_target
+
+    return data if is_pot_target(data) else None
+
+
+def _from_pot(data: Any, path: str) -> Any:
+    """A POT hardware config converted to this schema (core/pot_target.py); others unchanged."""
+    from .pot_target import PotFormatError, convert_pot_target, is_pot_target
+
+    if not is_pot_target(data):
+        return data
+    try:
+        return convert_pot_target(data)
+    except PotFormatError as exc:
+        raise ValueError(f"{path}: POT's hardware-config format, and not convertible to an ovquant target: {exc} "
+                         "(ovquant's schema: docs/hw_targets.md; `ovquant convert-target` converts POT's files)") from None
