@@ -466,6 +466,8 @@ _SECTION_KEYS = {"model": ("model_name", "model", "weights"),
 
 def _pot_hint(kind: str, name) -> str:
     if kind == "algorithms" and name in POT_ONLY_ALGORITHMS:
+        if name == "TunableQuantization":
+            return " (a POT algorithm that ovquant does not have: it is tuned by the config's optimizer section)"
         return " (a POT algorithm that ovquant does not have)"
     return ""
 
