@@ -146,8 +146,9 @@ def test_pot_example_config_unchanged_keeps_the_default_accuracy_on_the_demo(tmp
     assert weight_fq, "weights are stored as 8-bit integers"
     default = api.quantize(model, images[:300])
     fp32, acc_pot, acc_default = (_top1(m, images, labels) for m in (model, pot_model, default))
+    # measured: FP32 0.926, POT's example config 0.923, default 0.925 (POT 2023.3 itself: 0.916 and 0.925)
     print(f"top-1: FP32 {fp32:.3f}, POT example config {acc_pot:.3f}, default {acc_default:.3f}")
-    assert acc_pot >= acc_default - 0.015, (acc_pot, acc_default, fp32)
+    assert acc_pot >= acc_default - 0.01, (acc_pot, acc_default, fp32)
     assert acc_pot >= fp32 - 0.02, (acc_pot, fp32)
 
 
@@ -180,6 +181,22 @@ def test_level_low_high_set_the_grid_as_pot_does(demo):
             amax = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
             np.testing.assert_allclose(ih, np.maximum(amax, max(8e-5, 0.01 * amax.max())), rtol=1e-6)
             np.testing.assert_allclose(il, -ih if levels % 2 else -ih * levels / (levels - 2), rtol=1e-6)
+
+
+def test_symmetric_weights_with_a_signed_max_estimator_cover_the_negative_weights(demo):
+    """POT's example config names ``"max": {"type": "quantile"}`` for symmetric weights; POT takes the
+    signed quantile and clips the negative side (EfficientNet-Lite0: top-1 0.0 in POT). ovquant takes
+    the quantile of |w| per output channel (numpy reference below)."""
+    model, images, _ = demo
+    q, _ = _uncompressed(model, images[:16], {"saturation_fix": "no", "weights": {
+        "mode": "symmetric", "granularity": "perchannel",
+        "range_estimator": {"max": {"type": "quantile", "outlier_prob": 1e-4}}}})
+    for fq in [n for n in q.get_ordered_ops() if n.get_type_name() == "FakeQuantize"
+               and n.input_value(0).get_node().get_type_name() == "Constant"]:
+        w = fq.input_value(0).get_node().get_data().astype(np.float64)
+        ref = np.quantile(np.abs(w).reshape(w.shape[0], -1), 1 - 1e-4, axis=1)
+        ref = np.maximum(ref, max(8e-5, 0.01 * ref.max()))
+        np.testing.assert_allclose(fq.input_value(2).get_node().get_data().ravel(), ref, rtol=1e-5)
 
 
 # ---- config validation ----------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ Ranges, for a quantizer with ``levels`` integer levels:
   With the saturation fix (CPU, first convolution(s) by default) 8-bit weights use a 7-bit grid: the
   range is widened by 254/126 so that only [-63, 63] is used (grids of 128 levels or fewer: no fix).
 * activations, symmetric, with ``level_low < 0``: signed even where the data is non-negative (POT).
+* weights, symmetric, with a ``max`` estimator of ``max`` or ``quantile`` (POT's example config): its
+  absolute counterpart (``abs_max``, ``abs_quantile``) is used, so that ``hi`` covers the negative
+  weights too. POT uses the signed estimate and clips them: on EfficientNet-Lite0 its example config
+  gives top-1 0.0 in POT (docs/config.md).
 
 Default estimators (per sample, then aggregator over samples), as POT: symmetric per tensor: min/min and
 abs_max/mean; asymmetric per tensor: min/mean and max/mean; per channel: min/min and (abs_)max/max.
@@ -39,6 +43,8 @@ ZERO_FLOOR = 8e-5
 ASYM_MIN_RANGE = 8e-4
 FIRST_LAYER_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
 DERIVABLE = {"min", "max", "abs_max"}
+#: the estimator a symmetric weight range uses for the max a config names (its absolute counterpart)
+SYMMETRIC_MAX = {"max": "abs_max", "quantile": "abs_quantile"}
 #: weight grids with at most this many levels get no saturation fix
 SATURATION_FIX_MIN_LEVELS = 128
 
@@ -325,6 +331,9 @@ class MinMaxQuantization(Algorithm):
             return _clip(spec, v.reshape(keep), side)
 
         if q.scheme.mode == "symmetric":
+            # a symmetric range covers |w|: a signed max estimator (POT's example config asks "quantile")
+            # would clip the negative weights of every channel whose largest weights are negative
+            cfg["max"] = {**cfg["max"], "type": SYMMETRIC_MAX.get(cfg["max"]["type"], cfg["max"]["type"])}
             return symmetric_weight_range(estimate("max"), q.scheme.levels)
         return asymmetric_range(estimate("min"), estimate("max"), q.scheme.levels)
 
