@@ -458,10 +458,11 @@ POT_ONLY_ALGORITHMS = ("AccuracyAwareQuantization", "TunableQuantization", "Weig
                        "QuantileTuningAlgorithm", "DataFreeQuantization", "ParamsTuningSearch", "OverflowCorrection",
                        "RangeSupervision", "BiasCorrection", "OutlierChannelSplitting", "WeightBiasCorrection",
                        "AccuracyAwareGNA", "AccuracyAwareCommon")
-#: keys POT reads (or ignores silently) in each section outside the algorithms' params
-_SECTION_KEYS = {"model": ("model_name", "model", "weights"),
-                 "compression": ("target_device", "model_type", "inplace_statistics", "dump_intermediate_model",
-                                 "algorithms")}
+
+
+def _keys(cls) -> tuple:
+    """The keys a section's attrs class reads from the file."""
+    return tuple(f.name for f in attrs.fields(cls) if not f.metadata.get("internal"))
 
 
 def _pot_hint(kind: str, name) -> str:
@@ -483,7 +484,7 @@ def pot_compat(data: Any) -> tuple:
         return data, None
     data = dict(data)
     optimizer = data.pop("optimizer", None)
-    for key in [k for k in data if k not in ("model", "engine", "compression")]:
+    for key in [k for k in data if k not in _keys(Config)]:
         warnings.warn(f"{_clip_text(str(key))}: unknown top-level key, ignored (as POT ignores it)", stacklevel=3)
         data.pop(key)
     model = data.get("model")
@@ -498,26 +499,27 @@ def pot_compat(data: Any) -> tuple:
                 warnings.warn("model.name: ignored, model.model_name names the model", stacklevel=3)
             else:
                 model["model_name"] = name   # POT's older spelling
-        _drop_unknown(model, "model")
+        _drop_unknown(model, "model", ModelConfig)
     comp = data.get("compression")
     if isinstance(comp, dict):
         comp = data["compression"] = dict(comp)
-        _drop_unknown(comp, "compression")
+        _drop_unknown(comp, "compression", CompressionConfig)
     engine = data.get("engine")
     if isinstance(engine, dict):
-        known = [f.name for f in attrs.fields(EngineConfig)]
+        known = _keys(EngineConfig)
         extra = [k for k in engine if k not in known]
         if extra:
             data["engine"] = {k: v for k, v in engine.items() if k in known}
             warnings.warn(f"engine: {', '.join(_clip_text(str(k), 40) for k in extra[:8])}"
                           f"{', ...' if len(extra) > 8 else ''}: ignored (ovquant runs POT's simplified engine: "
-                          "type, data_source, device, layout, stat_requests_number)", stacklevel=3)
+                          f"{', '.join(known)})", stacklevel=3)
     return data, optimizer
 
 
-def _drop_unknown(section: dict, name: str) -> None:
-    for key in [k for k in section if k not in _SECTION_KEYS[name]]:
-        close = [k for k in _SECTION_KEYS[name] if _similar(str(key), k)]
+def _drop_unknown(section: dict, name: str, cls) -> None:
+    known = _keys(cls)
+    for key in [k for k in section if k not in known]:
+        close = [k for k in known if _similar(str(key), k)]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         warnings.warn(f"{name}.{_clip_text(str(key))}: unknown key, ignored (as POT ignores it){hint}", stacklevel=4)
         section.pop(key)

@@ -113,6 +113,26 @@ def test_pot_spec_misspelt_key_warns_and_bert_model_name_names_the_output(tmp_pa
     assert Path(result["xml"]).name == "bert_base_squad_1_1.xml"
 
 
+def test_keys_pot_ignores_warn_and_pot_only_sections_are_refused(tmp_path, calib_npz):
+    raw = json5.loads((DATA / "pot_configs" / "simplified_mode_template.json").read_text())
+    raw["calibration"] = {}
+    raw["model"]["xml"] = "a.xml"
+    raw["engine"] = {}
+    result, caught = _run(raw, calib_npz, tmp_path, "extra")
+    assert any(w.startswith("calibration: unknown top-level key, ignored") for w in caught), caught
+    assert any(w.startswith("model.xml: unknown key, ignored") for w in caught), caught
+    with_opt = dict(raw, optimizer={"name": "Tpe", "params": {}})
+    with pytest.raises(ConfigError, match=r"^optimizer: POT's global optimizer 'Tpe'"):
+        _run(with_opt, calib_npz, tmp_path, "opt")
+    both = dict(raw, model={"model_name": "a", "name": "b", "model": "m.xml"})
+    cfg = tmp_path / "both.json"
+    cfg.write_text(json.dumps(_with_paths(both, calib_npz)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_config(str(cfg)).model.model_name == "a"
+    assert any("model.name: ignored" in str(w.message) for w in caught)
+
+
 def test_pot_refuses_what_pot_refuses_an_unknown_algorithm_param(tmp_path, calib_npz):
     raw = json5.loads((DATA / "pot_configs" / "simplified_mode_template.json").read_text())
     raw["compression"]["algorithms"][0]["params"]["stat_subset_sise"] = 10
