@@ -250,10 +250,22 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     handler = {"plugins": _cmd_plugins, "quantize": _cmd_quantize, "inspect": _cmd_inspect, "demo": _cmd_demo,
                "convert-target": _cmd_convert_target}[args.command]
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    if main_thread and previous is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"ovquant: warning: {msg}\n"
+    try:
+        return _run(handler, args)
+    finally:
+        # called in-process (with argv): give the caller its Ctrl-C handler back; SIG_IGN left behind
+        # would be inherited by every process the caller starts later
+        if main_thread and argv is not None and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(handler, args) -> int:
     try:
         return handler(args)
     except QuantizationFailed as exc:
