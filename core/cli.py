@@ -6,6 +6,7 @@
     ovquant inspect model.xml             list the quantizers of an IR
     ovquant demo                          quantize the example model shipped in the package
     ovquant cache info | clear            where the statistics cache is and how big; empty it
+    ovquant convert-target POT.json -o OUT.json   a POT hardware-config file as an ovquant target
 
 Bad input is reported as one line on stderr with exit code 2; a quantized model that fails the output
 check (does not compile or run, non-finite, far from FP32) is not written and exits with 1; Ctrl-C
@@ -151,6 +152,41 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_convert_target(args) -> int:
+    import json
+
+    from .hwtarget import load_target
+    from .pot_target import PotFormatError, convert_pot_target_file
+
+    try:
+        target = convert_pot_target_file(args.pot_file, name=args.name, device=args.device)
+    except PotFormatError as exc:
+        raise OVQuantError(str(exc)) from None
+    text = json.dumps(target, indent=2) + "\n"
+    try:
+        load_target(target)   # the result must load as it is written
+    except ValueError as exc:
+        raise OVQuantError(f"{args.pot_file}: the converted target does not validate: {exc}") from None
+    out = args.output
+    if os.path.abspath(out) == os.path.abspath(args.pot_file):
+        raise OVQuantError(f"-o/--output: {out} is the input file")
+    if os.path.exists(out) and not args.force:
+        raise OVQuantError(f"-o/--output: {out} exists (give --force to replace it)")
+    tmp = f"{out}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OVQuantError(f"-o/--output: cannot write {out}: {exc.strerror or exc}") from None
+    print(f"wrote {out} (target {target['name']}: {len(target['operations'])} op types)")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one ``ovquant: error:`` line and exit code 2."""
 
@@ -223,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Quantize the Fashion-MNIST CNN shipped in the package with the default "
                                    "settings and print FP32 vs INT8 accuracy, size and latency.")
     d.add_argument("-o", "--output-dir", default=None, help="where to write the INT8 model (default: a temp folder)")
+
+    c = sub.add_parser("convert-target", help="convert a POT hardware-config file to an ovquant target file",
+                       description="Convert one of POT's hardware-config files (openvino/tools/pot/configs/"
+                                   "hardware/*.json, or a custom file in that format) to ovquant's target schema "
+                                   "(docs/hw_targets.md). Comments and trailing commas are read as POT reads them. "
+                                   "Register the result with a plugin, or name it in a config as a file.")
+    c.add_argument("pot_file", metavar="POT.json", help="the POT hardware-config file")
+    c.add_argument("-o", "--output", required=True, metavar="OUT.json", help="the ovquant target file to write")
+    c.add_argument("--name", help="target name (default: the device)")
+    c.add_argument("--device", help="the device whose POT rules apply (saturation fix, preset renaming); "
+                                    "default: the file's target_device (POT's gpu.json says CPU)")
+    c.add_argument("--force", action="store_true", help="replace OUT.json if it exists")
     return p
 
 
@@ -238,7 +286,7 @@ def main(argv=None) -> int:
         print(f"ovquant: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     handler = {"plugins": _cmd_plugins, "quantize": _cmd_quantize, "inspect": _cmd_inspect, "demo": _cmd_demo,
-               "cache": _cmd_cache}[args.command]
+               "cache": _cmd_cache, "convert-target": _cmd_convert_target}[args.command]
     saved = _catch_termination()
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)

@@ -11,7 +11,9 @@ so third-party algorithms validate their own keys. Plugin names are checked agai
 against a hard-coded list.
 """
 import json
+import math
 import os
+import warnings
 from typing import Any, Optional, Union
 
 import attrs
@@ -22,6 +24,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from .errors import ConfigError
 
 PRESETS = ("performance", "mixed", "accuracy")
+POT_PRESET_ALIASES = ("symmetric", "asymmetric")   # POT's: performance and accuracy
 MODES = ("symmetric", "asymmetric")
 GRANULARITIES = ("pertensor", "perchannel")
 MODEL_TYPES = ("transformer",)
@@ -152,6 +155,19 @@ def _json_name(t) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[t]
 
 
+#: an echoed value or key is cut to this many characters
+MAX_ECHO = 80
+
+
+def _clip_text(text: str, limit: int = MAX_ECHO) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text)} characters)"
+
+
+def _show(v) -> str:
+    """``repr(v)`` for an error line: one line, at most ~80 characters."""
+    return _clip_text(repr(v))
+
+
 def _describe(v) -> str:
     if v is None:
         return "null"
@@ -159,7 +175,7 @@ def _describe(v) -> str:
         return "true" if v else "false"
     if isinstance(v, (dict, list)):
         return "an object" if isinstance(v, dict) else "a list"
-    return repr(v)
+    return _show(v)
 
 
 def _strict(t):
@@ -169,6 +185,8 @@ def _strict(t):
             ok = True
         if not ok:
             raise TypeError(f"expected {_json_name(t)}, got {_describe(v)}")
+        if t is float and not math.isfinite(v):
+            raise TypeError(f"expected a finite number, got {_describe(v)}")
         return t(v)
     return hook
 
@@ -238,6 +256,7 @@ def _unwrap_optional(t):
 
 
 def _join(path: str, key: str) -> str:
+    key = _clip_text(str(key))
     return f"{path}.{key}" if path else key
 
 
@@ -286,25 +305,110 @@ def unstructure(obj) -> Any:
 
 # ---- loading -------------------------------------------------------------------------------------
 def read_json(path: str) -> Any:
-    """Read JSON with comments; a problem names the file."""
+    """Read JSON with comments (and POT's other leniencies: trailing commas, NaN); a problem names the
+    file. UTF-8 (with or without a BOM), UTF-16 and UTF-32 (with a BOM, or detected from the zero bytes
+    as RFC 4627 does) are read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    try:   # plain JSON: the standard parser (json5 takes ~30 ms per KB); comments etc.: json5
-        return json.loads(text, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError):
-        pass
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    text = decode_text(raw, path)
+    return parse_json_text(text, path)
+
+
+def decode_text(raw: bytes, path: str) -> str:
+    """The text of a JSON file's bytes: the encoding from a BOM, else from the pattern of zero bytes in
+    the first four (JSON text starts with an ASCII character), else UTF-8."""
+    boms = ((b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\xef\xbb\xbf", "utf-8-sig"),
+            (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"))
+    enc = next((e for bom, e in boms if raw.startswith(bom)), None)
+    skip = 0
+    if enc is not None and enc != "utf-8-sig":
+        skip = len(next(bom for bom, e in boms if e == enc))
+    elif enc is None:
+        head = raw[:4]
+        if len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] == 0:
+            enc = "utf-32-be"
+        elif len(head) == 4 and head[1] == 0 and head[2] == 0 and head[3] == 0:
+            enc = "utf-32-le"
+        elif len(head) >= 2 and head[0] == 0:
+            enc = "utf-16-be"
+        elif len(head) >= 2 and head[1] == 0:
+            enc = "utf-16-le"
+        else:
+            enc = "utf-8"
+    try:
+        return raw[skip:].decode(enc)
+    except UnicodeDecodeError as exc:
+        name = {"utf-8-sig": "UTF-8"}.get(enc, enc.upper().replace("-BE", " BE").replace("-LE", " LE"))
+        raise ConfigError(f"{path}: cannot read: not valid {name} text (byte {exc.start + skip}); "
+                          "save the file as UTF-8") from None
+
+
+def strip_comments(text: str) -> str:
+    """``text`` with ``//`` and ``/* */`` comments blanked (newlines kept, so line numbers stay) and commas
+    before a closing ``]`` or ``}`` removed; strings are left alone. One pass: linear in the text."""
+    out = []
+    i, n = 0, len(text)
+    pending_comma = None          # index in ``out`` of a comma that a closing bracket would make trailing
+    seg = 0                       # start of the run of ordinary characters not yet copied
+    while i < n:
+        c = text[i]
+        if c == '"' or c == "'":
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if text[j] == "\\" else 1
+            i = min(j + 1, n)
+            pending_comma = None
+            continue
+        if c == "/" and i + 1 < n and text[i + 1] in "/*":
+            out.append(text[seg:i])
+            if text[i + 1] == "/":
+                j = text.find("\n", i)
+                j = n if j < 0 else j
+                out.append(" " * (j - i))
+            else:
+                j = text.find("*/", i + 2)
+                j = n if j < 0 else j + 2
+                out.append("".join(ch if ch == "\n" else " " for ch in text[i:j]))
+            i = seg = j
+            continue
+        if c == ",":
+            out.append(text[seg:i])
+            pending_comma = len(out)
+            out.append(",")
+            i += 1
+            seg = i
+            continue
+        if c in "]}" and pending_comma is not None:
+            out[pending_comma] = " "
+        if not c.isspace():
+            pending_comma = None
+        i += 1
+    out.append(text[seg:])
+    return "".join(out)
+
+
+def parse_json_text(text: str, path: str) -> Any:
+    """Parse JSON text with comments: the standard parser (plain JSON, or JSON once its comments and
+    trailing commas are blanked), json5 for any other JSON5 syntax and for the error message."""
+    for candidate in (text, None):
+        try:
+            if candidate is None:
+                candidate = strip_comments(text)
+            return json.loads(candidate, object_pairs_hook=_no_duplicates)
+        except (ValueError, RecursionError):
+            pass
     try:
         return _join_surrogates(json5.loads(text, allow_duplicate_keys=False))
     except RecursionError:
         raise ConfigError(f"{path}: not valid JSON: nested too deeply") from None
     except ValueError as exc:
         msg = str(exc).replace("<string>:", "line ").splitlines()[0]
-        raise ConfigError(f"{path}: not valid JSON: {msg}") from None
+        raise ConfigError(f"{path}: not valid JSON: {_clip_text(msg)}") from None
 
 
 def _no_duplicates(pairs: list) -> dict:
@@ -336,10 +440,95 @@ def load_config(path: str) -> Config:
 
 
 def config_from_dict(data: Any, base_dir: str = ".") -> Config:
+    data, optimizer = pot_compat(data)
     cfg = structure(data, Config)
     cfg.base_dir = base_dir
     validate_config(cfg)
+    if optimizer is not None:   # after the algorithms: a TunableQuantization is named first
+        name = optimizer.get("name") if isinstance(optimizer, dict) else None
+        _bad("optimizer", f"POT's global optimizer{'' if name is None else ' ' + _show(name)} (a search over "
+                          "quantization parameters) is not available in ovquant; remove the section")
     return cfg
+
+
+# ---- POT compatibility ---------------------------------------------------------------------------
+#: algorithms POT has and ovquant does not (named in the error line)
+POT_ONLY_ALGORITHMS = ("AccuracyAwareQuantization", "TunableQuantization", "WeightSparsity", "MagnitudeSparsity",
+                       "BaseWeightSparsity", "RangeOptimization", "QuantNoiseEstimator", "INT4MixedQuantization",
+                       "QuantileTuningAlgorithm", "DataFreeQuantization", "ParamsTuningSearch", "OverflowCorrection",
+                       "RangeSupervision", "BiasCorrection", "OutlierChannelSplitting", "WeightBiasCorrection",
+                       "AccuracyAwareGNA", "AccuracyAwareCommon")
+
+
+def _keys(cls) -> tuple:
+    """The keys a section's attrs class reads from the file."""
+    return tuple(f.name for f in attrs.fields(cls) if not f.metadata.get("internal"))
+
+
+def _pot_hint(kind: str, name) -> str:
+    if kind == "algorithms" and name in POT_ONLY_ALGORITHMS:
+        if name == "TunableQuantization":
+            return " (a POT algorithm that ovquant does not have: it is tuned by the config's optimizer section)"
+        return " (a POT algorithm that ovquant does not have)"
+    return ""
+
+
+def pot_compat(data: Any) -> tuple:
+    """POT's file as ovquant structures it: (data, the ``optimizer`` section or None).
+
+    POT validates only the algorithms' params and ignores unknown keys elsewhere: those are dropped
+    with a warning here. ``model.name`` (the older spelling of ``model_name``, in POT's BERT configs)
+    names the model. Cascaded models (``model.cascade``) are refused. The algorithms' params are left
+    as they are (their unknown keys are refused, as POT refuses them)."""
+    if not isinstance(data, dict):
+        return data, None
+    data = dict(data)
+    optimizer = data.pop("optimizer", None)
+    for key in [k for k in data if k not in _keys(Config)]:
+        warnings.warn(f"{_clip_text(str(key))}: unknown top-level key, ignored (as POT ignores it)", stacklevel=3)
+        data.pop(key)
+    model = data.get("model")
+    if isinstance(model, dict):
+        model = data["model"] = dict(model)
+        if "cascade" in model:
+            _bad("model.cascade", "cascaded models (several models quantized together, as POT's cascade) are not "
+                                  "supported; quantize each model with a config of its own")
+        if "name" in model:
+            name = model.pop("name")
+            if "model_name" in model:
+                warnings.warn("model.name: ignored, model.model_name names the model", stacklevel=3)
+            else:
+                model["model_name"] = name   # POT's older spelling
+        _drop_unknown(model, "model", ModelConfig)
+    comp = data.get("compression")
+    if isinstance(comp, dict):
+        comp = data["compression"] = dict(comp)
+        _drop_unknown(comp, "compression", CompressionConfig)
+    engine = data.get("engine")
+    if isinstance(engine, dict):
+        known = _keys(EngineConfig)
+        extra = [k for k in engine if k not in known]
+        if extra:
+            data["engine"] = {k: v for k, v in engine.items() if k in known}
+            warnings.warn(f"engine: {', '.join(_clip_text(str(k), 40) for k in extra[:8])}"
+                          f"{', ...' if len(extra) > 8 else ''}: ignored (ovquant runs POT's simplified engine: "
+                          f"{', '.join(known)})", stacklevel=3)
+    return data, optimizer
+
+
+def _drop_unknown(section: dict, name: str, cls) -> None:
+    known = _keys(cls)
+    for key in [k for k in section if k not in known]:
+        close = [k for k in known if _similar(str(key), k)]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        warnings.warn(f"{name}.{_clip_text(str(key))}: unknown key, ignored (as POT ignores it){hint}", stacklevel=4)
+        section.pop(key)
+
+
+def _similar(a: str, b: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= 0.8
 
 
 # ---- semantic validation -------------------------------------------------------------------------
@@ -349,7 +538,7 @@ def _bad(path: str, msg: str):
 
 def _choice(path: str, value, choices, what="value"):
     if value is not None and value not in choices:
-        _bad(path, f"unknown {what} {value!r} (known: {', '.join(choices)})")
+        _bad(path, f"unknown {what} {_show(value)} (known: {', '.join(choices)})")
 
 
 def _check_plugin(path: str, kind: str, name: Optional[str]):
@@ -363,7 +552,7 @@ def _check_plugin(path: str, kind: str, name: Optional[str]):
     except KeyError:
         label = {"estimators": "estimator", "aggregators": "aggregator", "algorithms": "algorithm",
                  "hw_targets": "target device"}[kind]
-        _bad(path, f"unknown {label} {name!r} (known: {', '.join(reg.names(kind))})")
+        _bad(path, f"unknown {label} {_show(name)}{_pot_hint(kind, name)} (known: {', '.join(reg.names(kind))})")
 
 
 def normalize_model_type(value: Optional[str]) -> Optional[str]:
@@ -374,12 +563,13 @@ def normalize_model_type(value: Optional[str]) -> Optional[str]:
 
 def validate_params(p: QuantizationParams, path: str) -> None:
     """Check the values of DefaultQuantization-style params (types were checked when structuring)."""
-    _choice(f"{path}.preset", p.preset, PRESETS, "preset")
+    if p.preset not in POT_PRESET_ALIASES:
+        _choice(f"{path}.preset", p.preset, PRESETS, "preset")
     if p.stat_subset_size is not None and p.stat_subset_size < 1:
         _bad(f"{path}.stat_subset_size", f"must be at least 1, got {p.stat_subset_size}")
     mt = normalize_model_type(p.model_type)
     if mt is not None and mt not in MODEL_TYPES:
-        _bad(f"{path}.model_type", f"unknown model type {p.model_type!r} (known: None, Transformer)")
+        _bad(f"{path}.model_type", f"unknown model type {_show(p.model_type)} (known: None, Transformer)")
     _check_plugin(f"{path}.target_device", "hw_targets", p.target_device)
     _choice(f"{path}.saturation_fix", p.saturation_fix, SATURATION_FIX)
     _choice(f"{path}.bias_correction_form", p.bias_correction_form, BIAS_CORRECTION_FORMS, "bias correction form")
@@ -393,14 +583,14 @@ def validate_params(p: QuantizationParams, path: str) -> None:
         if not s.strip():
             _bad(f"{path}.ignored.scope[{i}]", "empty node name")
         if s in seen:
-            _bad(f"{path}.ignored.scope[{i}]", f"duplicate entry {s!r}")
+            _bad(f"{path}.ignored.scope[{i}]", f"duplicate entry {_show(s)}")
         seen.add(s)
     seen_ops = []
     for i, op in enumerate(p.ignored.operations):
         if not op.type.strip():
             _bad(f"{path}.ignored.operations[{i}].type", "empty op type")
         if (op.type, op.attributes) in seen_ops:
-            _bad(f"{path}.ignored.operations[{i}]", f"duplicate entry for type {op.type!r}")
+            _bad(f"{path}.ignored.operations[{i}]", f"duplicate entry for type {_show(op.type)}")
         seen_ops.append((op.type, op.attributes))
     if p.range_estimator is not None:
         _validate_range(p.range_estimator, f"{path}.range_estimator")
@@ -411,24 +601,46 @@ def validate_params(p: QuantizationParams, path: str) -> None:
 
 
 def _validate_tensor(tq: TensorQuantization, path: str) -> None:
-    if tq.bits is not None and not 1 <= tq.bits <= 16:
-        _bad(f"{path}.bits", f"must be between 1 and 16, got {tq.bits}")
+    """bits, mode, granularity and the integer grid of ``weights``/``activations``.
+
+    ``level_low``/``level_high`` have POT's meaning: the grid holds 0 and has ``|level_high| + |level_low| + 1``
+    levels (a side not given takes POT's default for the bits); it must fit in ``bits`` and have at
+    least 3 levels (a symmetric range with 2 levels has no scale)."""
+    if tq.bits is not None and not 2 <= tq.bits <= 16:
+        _bad(f"{path}.bits", f"must be between 2 and 16, got {tq.bits}" +
+             (" (a 1-bit grid has no zero level and no scale)" if tq.bits == 1 else ""))
     _choice(f"{path}.mode", tq.mode, MODES, "mode")
     _choice(f"{path}.granularity", tq.granularity, GRANULARITIES, "granularity")
     lo, hi = tq.level_low, tq.level_high
+    bits = tq.bits or 8
     if lo is not None and hi is not None and lo >= hi:
         _bad(f"{path}.level_low", f"level_low {lo} must be below level_high {hi}")
-    bits = tq.bits or 8
     for key, v in (("level_low", lo), ("level_high", hi)):
         if v is not None and not -(2 ** bits) < v < 2 ** bits:
             _bad(f"{path}.{key}", f"{v} does not fit in {bits} bits")
-    if lo is not None and hi is not None and hi - lo + 1 > 2 ** bits:
-        _bad(f"{path}.level_high", f"levels [{lo}, {hi}] need more than {bits} bits")
+    if lo is not None and lo > 0:
+        _bad(f"{path}.level_low", f"must be 0 or below (the integer grid holds 0), got {lo}")
+    if hi is not None and hi < 0:
+        _bad(f"{path}.level_high", f"must be 0 or above (the integer grid holds 0), got {hi}")
+    if lo is not None or hi is not None:
+        kind = path.rsplit(".", 1)[-1]
+        sym_w = kind == "weights" and tq.mode in (None, "symmetric")
+        eff_lo = lo if lo is not None else -2 ** (bits - 1) + (1 if sym_w else 0)
+        eff_hi = hi if hi is not None else 2 ** (bits - 1) - 1
+        levels = abs(eff_lo) + abs(eff_hi) + 1
+        key = "level_high" if hi is not None else "level_low"
+        if levels > 2 ** bits:
+            _bad(f"{path}.{key}", f"levels [{eff_lo}, {eff_hi}] are {levels} levels, more than {bits} bits hold "
+                                  f"({2 ** bits}); POT counts |level_high| + |level_low| + 1")
+        if levels < 3:
+            _bad(f"{path}.{key}", f"levels [{eff_lo}, {eff_hi}] are {levels} levels; at least 3 are needed")
     if tq.range_estimator is not None:
         _validate_range(tq.range_estimator, f"{path}.range_estimator")
 
 
 def _validate_range(re_: RangeEstimatorConfig, path: str) -> None:
+    """Estimator and aggregator names, ``outlier_prob`` in (0, 0.5), and ``clipping_value``: POT clips the
+    max at it (so it must be above 0) and the min at it (so it must be 0 or below: the range holds 0)."""
     _choice(f"{path}.preset", re_.preset, RANGE_PRESETS, "range estimator preset")
     for side in ("min", "max"):
         b = getattr(re_, side)
@@ -446,6 +658,15 @@ def _validate_range(re_: RangeEstimatorConfig, path: str) -> None:
         _check_plugin(f"{path}.{side}.aggregator", "aggregators", b.aggregator)
         if b.outlier_prob is not None and not 0 < b.outlier_prob < 0.5:
             _bad(f"{path}.{side}.outlier_prob", f"must be in (0, 0.5), got {b.outlier_prob}")
+        c = b.clipping_value
+        if c is not None:
+            if not math.isfinite(c):
+                _bad(f"{path}.{side}.clipping_value", f"must be a finite number, got {c}")
+            if side == "max" and not c > 0:
+                _bad(f"{path}.{side}.clipping_value", f"must be above 0 (the max is clipped at it), got {c}")
+            if side == "min" and c > 0:
+                _bad(f"{path}.{side}.clipping_value", f"must be 0 or below (the min is clipped at it and the range "
+                                                      f"holds 0), got {c}")
 
 
 def output_name_problem(name: Any) -> Optional[str]:
@@ -470,15 +691,15 @@ def validate_config(cfg: Config) -> None:
     if cfg.model is not None:
         problem = output_name_problem(cfg.model.model_name)
         if problem:
-            _bad("model.model_name", f"{problem}, got {cfg.model.model_name!r}")
+            _bad("model.model_name", f"{problem}, got {_show(cfg.model.model_name)}")
     comp = cfg.compression
     _check_plugin("compression.target_device", "hw_targets", comp.target_device)
     mt = normalize_model_type(comp.model_type)
     if mt is not None and mt not in MODEL_TYPES:
-        _bad("compression.model_type", f"unknown model type {comp.model_type!r} (known: None, Transformer)")
+        _bad("compression.model_type", f"unknown model type {_show(comp.model_type)} (known: None, Transformer)")
     if cfg.engine is not None:
         if cfg.engine.type != "simplified":
-            _bad("engine.type", f"unknown engine type {cfg.engine.type!r} (known: simplified; ovquant runs the "
+            _bad("engine.type", f"unknown engine type {_show(cfg.engine.type)} (known: simplified; ovquant runs the "
                                 "simplified engine only)")
         if cfg.engine.stat_requests_number is not None and cfg.engine.stat_requests_number < 1:
             _bad("engine.stat_requests_number", "must be at least 1")

@@ -20,7 +20,7 @@ import attrs
 MODES = ("symmetric", "asymmetric")
 GRANULARITIES = ("pertensor", "perchannel")
 _TOP_KEYS = {"name", "aliases", "description", "schemes", "operations", "agnostic_operations",
-             "saturation_fix", "$schema_version"}
+             "saturation_fix", "preset_aliases", "$schema_version"}
 _SCHEME_KEYS = {"bits", "mode", "granularity", "level_low", "level_high", "unified_zeropoint"}
 _OP_KEYS = {"activations", "weights", "ports", "unified_scales", "attributes"}
 SCHEMA_VERSION = 1
@@ -39,8 +39,10 @@ class Scheme:
 
     @property
     def levels(self) -> int:
+        """The number of integer levels: ``|level_high| + |level_low| + 1`` (POT's count; the grid holds 0),
+        else ``2 ** bits``."""
         if self.level_low is not None and self.level_high is not None:
-            return self.level_high - self.level_low + 1
+            return abs(self.level_high) + abs(self.level_low) + 1
         return 2 ** self.bits
 
     def describe(self) -> str:
@@ -68,6 +70,7 @@ class HardwareTarget:
     aliases: tuple = ()
     description: str = ""
     saturation_fix: bool = False
+    preset_aliases: tuple = ()                  # (preset, preset this target runs instead) pairs
 
     def rules(self, op_type: str) -> list:
         return self.operations.get(op_type, [])
@@ -120,6 +123,8 @@ def _expand_scheme(name: str, spec: Any, where: str) -> list[Scheme]:
         _fail(where, "level_low and level_high go together")
     if lo is not None and lo >= hi:
         _fail(where, f"level_low {lo} must be below level_high {hi}")
+    if lo is not None and not lo <= 0 <= hi:
+        _fail(where, f"levels [{lo},{hi}] must hold 0 (level_low <= 0 <= level_high)")
     uz = spec.get("unified_zeropoint", False)
     if not isinstance(uz, bool):
         _fail(f"{where}.unified_zeropoint", f"expected true or false, got {uz!r}")
@@ -198,11 +203,16 @@ def _parse(data: Any, path: str) -> HardwareTarget:
     sat = data.get("saturation_fix", False)
     if not isinstance(sat, bool):
         _fail("saturation_fix", f"expected true or false, got {sat!r}")
+    pa = data.get("preset_aliases", {})
+    presets = ("performance", "mixed", "accuracy")
+    if not isinstance(pa, dict) or not all(k in presets and v in presets for k, v in pa.items()):
+        _fail("preset_aliases", f"expected an object mapping presets to presets ({', '.join(presets)})")
     desc = data.get("description", "")
     if not isinstance(desc, str):
         _fail("description", "expected a string")
     return HardwareTarget(name=name, path=path, operations=operations, agnostic_operations=frozenset(agn),
-                          aliases=tuple(aliases), description=desc, saturation_fix=sat)
+                          aliases=tuple(aliases), description=desc, saturation_fix=sat,
+                          preset_aliases=tuple(sorted(pa.items())))
 
 
 def load_target(source: Any) -> HardwareTarget:
@@ -227,8 +237,37 @@ def load_target(source: Any) -> HardwareTarget:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            data = _pot_json(text)   # POT's files have comments and trailing commas
+            if data is None:
+                raise ValueError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    data = _from_pot(data, path)
     try:
         return _parse(data, path)
     except _Invalid as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def _pot_json(text: str):
+    """``text`` parsed as POT parses its hardware configs (comments, trailing commas), or None."""
+    from .pot_target import PotFormatError, read_pot_json
+
+    try:
+        data = read_pot_json(text)
+    except PotFormatError:
+        return None
+    from .pot_target import is_pot_target
+
+    return data if is_pot_target(data) else None
+
+
+def _from_pot(data: Any, path: str) -> Any:
+    """A POT hardware config converted to this schema (core/pot_target.py); others unchanged."""
+    from .pot_target import PotFormatError, convert_pot_target, is_pot_target
+
+    if not is_pot_target(data):
+        return data
+    try:
+        return convert_pot_target(data)
+    except PotFormatError as exc:
+        raise ValueError(f"{path}: POT's hardware-config format, and not convertible to an ovquant target: {exc} "
+                         "(ovquant's schema: docs/hw_targets.md; `ovquant convert-target` converts POT's files)") from None

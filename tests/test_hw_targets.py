@@ -11,7 +11,7 @@ from ovquant import hookimpl, registry as plugins
 from ovquant.errors import PluginError
 from ovquant.hwtarget import GRANULARITIES, MODES, HardwareTarget, Scheme, load_target
 
-SHIPPED = ("CPU", "GPU", "VPU")
+SHIPPED = ("CPU", "GPU", "NPU")
 INPUT_ONLY = ("Power", "AvgPool", "NormalizeL2", "ReduceMean", "Interpolate", "MVN")
 WEIGHTED = ("Convolution", "GroupConvolution", "DepthwiseConvolution", "ConvolutionBackpropData", "MatMul")
 ELTWISE = ("Add", "Multiply", "Subtract", "Divide", "Maximum", "Minimum", "FloorMod",
@@ -44,13 +44,13 @@ def pick(rule, preset: str) -> tuple[Scheme, Scheme | None]:
 # ---- the shipped targets, through the plugin registry ----------------------------------------------------
 def test_every_shipped_json_is_registered_under_its_name():
     shipped = sorted(f.name for f in files("ovquant.hw_targets").iterdir() if f.name.endswith(".json"))
-    assert shipped == ["cpu.json", "gpu.json", "vpu.json"]
+    assert shipped == ["cpu.json", "gpu.json", "npu.json"]
     for fname in shipped:
         t = target(fname[:-5].upper())
         assert t.path.endswith(fname)
         assert t.name == fname[:-5].upper()
         assert t.description
-    assert set(plugins.known("hw_targets")) >= {"CPU", "GPU", "VPU", "ANY", "CPU_SPR"}
+    assert set(plugins.known("hw_targets")) >= {"CPU", "GPU", "NPU", "VPU", "ANY", "CPU_SPR"}
     entry = plugins.get_registry().get("hw_targets", "CPU")
     assert entry.plugin == "ovquant.plugins.hw_targets"
 
@@ -69,15 +69,16 @@ def test_cpu_aliases_and_case_insensitive_names(alias):
     assert target(alias).name == "CPU"
 
 
-def test_gpu_and_vpu_are_distinct_targets_and_case_insensitive():
+def test_gpu_and_npu_are_distinct_targets_and_case_insensitive():
     assert target("gpu") is target("GPU") and target("GPU").name == "GPU"
-    assert target("vPu") is target("VPU") and target("VPU").name == "VPU"
+    assert target("nPu") is target("NPU") and target("NPU").name == "NPU"
+    assert target("vpu") is target("NPU") and target("NPU").aliases == ("VPU",)   # VPU: NPU's old name
     assert target("GPU") is not target("CPU")
 
 
 def test_unknown_target_lists_the_known_ones():
-    with pytest.raises(KeyError, match="NPU.*CPU.*GPU.*VPU"):
-        target("NPU")
+    with pytest.raises(KeyError, match="XPU.*CPU.*GPU.*NPU.*VPU"):
+        target("XPU")
 
 
 def test_schema_version_is_declared_in_every_shipped_file():
@@ -421,15 +422,15 @@ def _write(tmp_path, fname, **changes):
 
 
 def test_plugin_target_is_registered_and_removed(tmp_path, use_plugin):
-    p = _write(tmp_path, "npu.json", name="NPU", aliases=["NPU4000"])
-    use_plugin(TargetPlugin(p), "acme_npu_plugin")
-    assert target("npu").path == str(p)
-    assert target("NPU4000") is target("NPU")
-    assert plugins.get_registry().get("hw_targets", "NPU").plugin == "acme_npu_plugin"
-    plugins.unregister_plugin("acme_npu_plugin")
+    p = _write(tmp_path, "tpu.json", name="TPU", aliases=["TPU4000"])
+    use_plugin(TargetPlugin(p), "acme_tpu_plugin")
+    assert target("tpu").path == str(p)
+    assert target("TPU4000") is target("TPU")
+    assert plugins.get_registry().get("hw_targets", "TPU").plugin == "acme_tpu_plugin"
+    plugins.unregister_plugin("acme_tpu_plugin")
     with pytest.raises(KeyError):
-        target("NPU")
-    plugins.register_plugin(TargetPlugin(p), name="acme_npu_plugin")  # the fixture unregisters it again
+        target("TPU")
+    plugins.register_plugin(TargetPlugin(p), name="acme_tpu_plugin")  # the fixture unregisters it again
 
 
 def test_plugin_with_malformed_target_raises_plugin_error(tmp_path, use_plugin):

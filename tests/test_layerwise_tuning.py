@@ -333,11 +333,11 @@ def test_not_worse_than_without_tuning_on_held_out_samples(build):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_rounding_lowers_the_held_out_error_where_it_matters(lt_settings, seed):
-    """A first convolution with few output channels and a coarse (4-bit, per-tensor) weight grid: the
+    """A first convolution with few output channels and a coarse (3-bit, per-tensor) weight grid: the
     weight steps alone (no activation range search) lower the held-out output error."""
     m = models.first_conv_net(seed=seed, c_out=8)
     cal, held = models.random_samples(m, 32, seed=1), models.random_samples(m, 24, seed=2)
-    kw = {"weights": {"bits": 4, "granularity": "pertensor"}, "first_layer_rounding": False}
+    kw = {"weights": {"bits": 3, "granularity": "pertensor"}, "first_layer_rounding": False}
     lt_settings(tune_activations=False)
     q0, _ = quantize_with_report(m, cal, **kw)
     q1, _ = quantize_with_report(m, cal, use_layerwise_tuning=True, **kw)

@@ -571,11 +571,15 @@ def test_asymmetric_weight_override(conv):
 
 def test_accuracy_preset_gives_asymmetric_weights_and_activations(conv):
     m, samples, _, _ = conv
-    _, report = run(m, samples, preset="accuracy")
+    _, report = run(m, samples, preset="accuracy", target_device="NPU")
     for e in minmax_entry(report)["quantizers"]:
         assert "asymmetric" in e["scheme"], e
         assert e["levels"] == 256
-    q, _ = quantize(m, samples, preset="accuracy")
+    # on CPU (and GPU, ANY) POT runs accuracy as mixed: symmetric weights, asymmetric activations
+    _, report = run(m, samples, preset="accuracy", target_device="CPU")
+    for e in minmax_entry(report)["quantizers"]:
+        assert ("asymmetric" in e["scheme"]) == (e["kind"] == "activations"), e
+    q, _ = quantize(m, samples, preset="accuracy", weights={"mode": "asymmetric"})
     for layer in ("conv1", "conv2", "dwconv", "fc"):
         int_weights(q, layer)
 

@@ -10,8 +10,16 @@ Ranges, for a quantizer with ``levels`` integer levels:
   (``lo = min(lo, 0)``, ``hi = max(hi, 0)``), then move one border outward so that 0 falls exactly on
   the integer grid (the border that moves outward).
 * weights, symmetric: per output channel ``[-hi, hi]`` with ``hi`` the channel's abs max (floored as
-  above), levels 255 for [-127, 127]. With the saturation fix (CPU, first convolution(s) by default) the
-  weights use a 7-bit grid: the range is widened by 254/126 so that only [-63, 63] is used.
+  above), levels 255 for [-127, 127]; with an even number of levels (e.g. ``level_low: 0, level_high:
+  255``) ``lo = -hi * levels / (levels - 2)``. Symmetric weights are always signed: ``level_low`` and
+  ``level_high`` set the number of levels, ``|level_high| + |level_low| + 1`` as in POT, not the sign.
+  With the saturation fix (CPU, first convolution(s) by default) 8-bit weights use a 7-bit grid: the
+  range is widened by 254/126 so that only [-63, 63] is used (grids of 128 levels or fewer: no fix).
+* activations, symmetric, with ``level_low < 0``: signed even where the data is non-negative (POT).
+* weights, symmetric, with a ``max`` estimator of ``max`` or ``quantile`` (POT's example config): its
+  absolute counterpart (``abs_max``, ``abs_quantile``) is used, so that ``hi`` covers the negative
+  weights too. POT uses the signed estimate and clips them: on EfficientNet-Lite0 its example config
+  gives top-1 0.0 in POT (docs/config.md).
 
 Default estimators (per sample, then aggregator over samples), as POT: symmetric per tensor: min/min and
 abs_max/mean; asymmetric per tensor: min/mean and max/mean; per channel: min/min and (abs_)max/max.
@@ -35,6 +43,10 @@ ZERO_FLOOR = 8e-5
 ASYM_MIN_RANGE = 8e-4
 FIRST_LAYER_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
 DERIVABLE = {"min", "max", "abs_max"}
+#: the estimator a symmetric weight range uses for the max a config names (its absolute counterpart)
+SYMMETRIC_MAX = {"max": "abs_max", "quantile": "abs_quantile"}
+#: weight grids with at most this many levels get no saturation fix
+SATURATION_FIX_MIN_LEVELS = 128
 
 
 # ---- range estimator configuration ---------------------------------------------------------------
@@ -108,6 +120,16 @@ def asymmetric_range(lo, hi, levels: int) -> tuple:
     hi = np.where(narrow, mid + ASYM_MIN_RANGE / 2, hi)
     lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
     return tune_range(lo, hi, levels)
+
+
+def symmetric_weight_range(mx, levels: int) -> tuple:
+    """Symmetric weights are signed whatever the integer grid (``level_low``/``level_high`` only set the
+    number of levels, as in POT): ``[-hi, hi]`` for an odd number of levels; for an even number the
+    negative side gets one more step, ``lo = -hi * levels / (levels - 2)``, so that 0 is a level (POT uses
+    ``[-hi, hi]`` there, which puts 0 between two levels: the CPU then runs the layer in float)."""
+    hi = fix_zero_symmetric(mx)
+    lo = -hi if levels % 2 == 1 else -hi * levels / (levels - 2)
+    return lo, hi
 
 
 def activation_range(scheme, mn, mx) -> tuple:
@@ -309,20 +331,20 @@ class MinMaxQuantization(Algorithm):
             return _clip(spec, v.reshape(keep), side)
 
         if q.scheme.mode == "symmetric":
-            hi = fix_zero_symmetric(estimate("max"))
-            if q.scheme.level_low is not None and q.scheme.level_low >= 0:
-                return np.zeros_like(hi), hi
-            # a symmetric grid with an even number of levels gets one more step on the negative side
-            lo = -hi if q.scheme.levels % 2 == 1 else -hi * q.scheme.levels / (q.scheme.levels - 2)
-            return lo, hi
+            # a symmetric range covers |w|: a signed max estimator (POT's example config asks "quantile")
+            # would clip the negative weights of every channel whose largest weights are negative
+            cfg["max"] = {**cfg["max"], "type": SYMMETRIC_MAX.get(cfg["max"]["type"], cfg["max"]["type"])}
+            return symmetric_weight_range(estimate("max"), q.scheme.levels)
         return asymmetric_range(estimate("min"), estimate("max"), q.scheme.levels)
 
     def _half_range(self, q, lo, hi):
-        """Saturation fix: use a 7-bit grid inside the 8-bit export levels."""
+        """Saturation fix: use a 7-bit grid inside the 8-bit export levels. Only 8-bit grids (more than
+        128 levels) get it: the fix avoids the overflow of 8-bit products on CPUs without VNNI, and a
+        coarser grid halved again would round most weights to 0 (2-bit weights: every weight)."""
         levels = q.scheme.levels
-        half = levels // 2 + (levels % 2) - 1 if levels % 2 else levels // 2
-        if half < 2:   # too few levels for a finer grid: no saturation fix
+        if levels <= SATURATION_FIX_MIN_LEVELS:
             return lo, hi
+        half = levels // 2 + (levels % 2) - 1 if levels % 2 else levels // 2
         factor = (levels - 1) / (half - 1)
         return lo * factor, hi * factor
 

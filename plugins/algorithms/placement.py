@@ -135,6 +135,26 @@ def fits(req: dict, s: Scheme) -> bool:
     return True
 
 
+def pot_level_defaults(req: dict, kind: str, bits: int, mode: str) -> tuple:
+    """(level_low, level_high) of a request: when only one is given, the other is POT's default
+    (``level_low`` -2^(bits-1), +1 for symmetric weights; ``level_high`` 2^(bits-1)-1); neither: (None, None)."""
+    lo, hi = req.get("level_low"), req.get("level_high")
+    if lo is None and hi is None:
+        return None, None
+    if lo is None:
+        lo = -2 ** (bits - 1) + (1 if kind == "weights" and mode == "symmetric" else 0)
+    if hi is None:
+        hi = 2 ** (bits - 1) - 1
+    return lo, hi
+
+
+def target_preset(target, preset: str) -> str:
+    """The preset a target runs for ``preset``: its ``preset_aliases`` (POT's per-device renaming, e.g.
+    ``accuracy`` is ``mixed`` on CPU and GPU), after POT's ``symmetric``/``asymmetric`` spellings."""
+    preset = {"symmetric": "performance", "asymmetric": "accuracy"}.get(preset, preset)
+    return dict(getattr(target, "preset_aliases", ())).get(preset, preset)
+
+
 def choose(candidates, preset: str, kind: str, req: dict, where: str) -> Scheme:
     """Pick the scheme: the preset's candidate (performance: first; mixed: last for activations;
     accuracy: last), then the user's overrides, checked against what the target allows."""
@@ -152,7 +172,7 @@ def choose(candidates, preset: str, kind: str, req: dict, where: str) -> Scheme:
         allowed = "; ".join(s.describe() for s in candidates)
         raise HardwareTargetError(f"{where}: {kind} scheme ({want}) is not allowed by the target (allowed: {allowed})")
     base = pool[0]
-    lo, hi = req.get("level_low"), req.get("level_high")
+    lo, hi = pot_level_defaults(req, kind, req.get("bits") or base.bits, req.get("mode") or base.mode)
     return Scheme(bits=req.get("bits") or base.bits, mode=req.get("mode") or base.mode,
                   granularity=req.get("granularity") or base.granularity,
                   level_low=lo if lo is not None else (base.level_low if not req.get("bits") or req["bits"] == base.bits else None),
@@ -215,6 +235,7 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
     e.g. SmoothQuant) stay at their consumers instead of moving up through quantization-agnostic ops,
     so that they quantize the rescaled tensor."""
     ignored, unmatched = resolve_ignored(graph, params.ignored, extra_ignored_types)
+    preset = target_preset(target, params.preset)
     act_req = _tensor_request(params.activations)
     if act_req.get("granularity") is None and getattr(params, "auto_activations_granularity", "pertensor") == "pertensor":
         act_req["granularity"] = "pertensor"
@@ -245,7 +266,7 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
                 if t == "Gather" and _elements(out) < MIN_TABLE_ELEMENTS:
                     continue  # small tables (positions, segments) save little and every token reads them
                 rank = out.get_partial_shape().rank.get_length()
-                scheme = choose(rule.weights, params.preset, "weights", w_req, f"node {name!r}")
+                scheme = choose(rule.weights, preset, "weights", w_req, f"node {name!r}")
                 weights.append(Quantizer("weights", (name, p), [(name, p)], scheme, rule.weights,
                                          channel_axis=_weight_channel_axes(node, p, rank) if scheme.granularity == "perchannel" else None))
         if rule.activations:
@@ -307,7 +328,7 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
         cands = _intersect([c for _, _, c, _ in reqs])
         axis = reqs[0][3] if all(r[3] == reqs[0][3] for r in reqs) else None
         where = f"node {reqs[0][0]!r}"
-        scheme = choose(cands, params.preset, "activations", act_req, where)
+        scheme = choose(cands, preset, "activations", act_req, where)
         if symmetric_act_matmul and scheme.mode == "asymmetric" and key in needs_sym:
             sym = [c for c in cands if c.mode == "symmetric" and c.granularity == scheme.granularity]
             scheme = sym[0] if sym else attrs.evolve(scheme, mode="symmetric")
