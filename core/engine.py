@@ -91,6 +91,20 @@ def _update(agg, st: Statistic, values) -> None:
     guarded("aggregators", st.aggregator, f"update (tensor {st.tensor})", agg.update, values, passthrough=())
 
 
+def _result(agg, st: Statistic) -> np.ndarray:
+    return np.asarray(guarded("aggregators", st.aggregator, f"result (tensor {st.tensor})", agg.result,
+                              passthrough=()))
+
+
+def aggregate(statistic: Statistic, values: np.ndarray) -> np.ndarray:
+    """``statistic``'s aggregator over the per-sample values ``values`` (sample axis first), made, fed
+    and read as in a calibration pass (the same plugin-error guard); for an algorithm that derives a
+    statistic from other per-sample values (``aggregator=None`` stacks them)."""
+    agg = _new_aggregator(statistic)
+    _update(agg, statistic, values)
+    return _result(agg, statistic)
+
+
 def _est_params(stat: Statistic) -> dict:
     return dict(stat.estimator_params)
 
@@ -243,8 +257,7 @@ class Engine:
         warn_short(n, subset_size)
         out = {}
         for st, agg in aggs.items():
-            out[st] = np.asarray(guarded("aggregators", st.aggregator, f"result (tensor {st.tensor})", agg.result,
-                                         passthrough=()))
+            out[st] = _result(agg, st)
         secs = time.perf_counter() - t0
         self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
                          "n_requests": int(n_req), "n_reductions": len(reductions),

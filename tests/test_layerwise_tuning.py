@@ -11,10 +11,9 @@ from ovquant import registry
 from ovquant.api import build_pipeline, output_error, quantize_with_report
 from ovquant.graph import Graph
 from ovquant.plugins.algorithms import layerwise_tuning as lt_mod
-from ovquant.plugins.algorithms.common import fake_quantize_value, weights_of
 from ovquant.plugins.algorithms.layerwise_tuning import LayerwiseTuning, damped_inverse_cholesky, gptq
-from ovquant.plugins.estimators.fq_mse import fake_quantize
 from ovquant.plugins.estimators.input_gram import unpack
+from ovquant.quant_math import fake_quantize, fake_quantize_value, weights_of
 from ovquant.statistics import reduction_axes
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}

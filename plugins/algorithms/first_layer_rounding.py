@@ -25,8 +25,8 @@ runs it with ``first_layer_rounding: true`` (off by default, so that DefaultQuan
 from ovquant import hookimpl
 from ovquant.graph import Graph
 
+from .layers import first_layers
 from .layerwise_tuning import LayerwiseTuning
-from .minmax import MinMaxQuantization
 
 
 class FirstLayerRounding(LayerwiseTuning):
@@ -43,7 +43,7 @@ class FirstLayerRounding(LayerwiseTuning):
         self.layers, self.activations, self.skipped = {}, [], []
         if self.params.saturation_fix == "no" or not self.context.target.saturation_fix:
             return
-        for name in sorted(MinMaxQuantization._first_layers(graph)):
+        for name in sorted(first_layers(graph)):
             node = graph.node(name)
             src = node.input_value(0).get_node()
             if src.get_type_name() != "Parameter":

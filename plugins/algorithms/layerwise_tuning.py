@@ -71,8 +71,10 @@ from ovquant.graph import Graph
 from ovquant.statistics import Statistic, TensorRef
 
 from ..estimators.input_gram import unpack
-from .common import conv_geometry, fake_quantize_value, weight_source
-from .fast_bias_correction import FastBiasCorrection
+from ovquant.quant_math import fake_quantize_value, weight_source
+
+from .common import conv_geometry
+from .layers import mean_output
 
 TARGET_TYPES = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -608,7 +610,7 @@ class LayerwiseTuning(Algorithm):
             b_out = add.input_value(port)
             b = Graph.constant_value(b_out).astype(np.float64)
             s = m.reshape(-1) if node.get_type_name() == "MatMul" else m.reshape((-1,) + layout.shape[-2:])
-            delta = FastBiasCorrection._mean_out(node, layout.from_rows(q_old - q_final), s)
+            delta = mean_output(node, layout.from_rows(q_old - q_final), s)
             if np.all(np.isfinite(delta)):
                 graph.set_constant(b_out, (b.reshape(-1) + delta).reshape(b.shape).astype(np.float32))
                 entry["bias_shift"] = round(float(np.max(np.abs(delta))) if delta.size else 0.0, 8)
