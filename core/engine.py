@@ -144,9 +144,8 @@ class Engine:
         output 0, and the raw tensors of numpy-form reductions as outputs 1, 2, ...; say where each one is
         read. ``model``'s own outputs are not outputs of the statistics model (the plugin then skips the
         ops that no statistic needs), and the reductions are ordered by the position of their tensors in
-        the model, so that the device runs each one while its tensor is still in cache and can reuse the
-        tensor's memory afterwards, as in the plain model (on imagenet-lite0, reductions appended after the
-        model's own outputs ran after the whole network and slowed its convolutions down by 9%)."""
+        the model, so that the device runs each one next to its producer and can reuse the tensor's
+        memory afterwards, as in the plain model (measurements: docs/benchmarks.md)."""
         ordered = model.get_ordered_ops()
         nodes = {op.get_friendly_name(): op for op in ordered}
         position = {name: i for i, name in enumerate(nodes)}

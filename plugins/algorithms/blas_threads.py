@@ -5,9 +5,8 @@ import ctypes
 
 @contextlib.contextmanager
 def single_threaded_blas():
-    """Run numpy's OpenBLAS on one thread inside the block (restored afterwards): its multi-threaded
-    factorizations and products are several times slower on a loaded machine, and one thread makes the
-    results independent of the core count. Does nothing for other BLAS libraries."""
+    """Run numpy's OpenBLAS on one thread inside the block (restored afterwards), so that the results
+    do not depend on the core count (and see docs/benchmarks.md). Does nothing for other BLAS libraries."""
     found = []
     try:
         with open("/proc/self/maps") as f:

@@ -49,10 +49,7 @@ The error a layer inherits from the quantized layers before it is not compensate
 quantized model's inputs and the FP32 model's are not in the same pass.
 
 Layers whose ``D`` exceeds :attr:`max_dim` are skipped: ``H`` costs ``D(D+1)/2`` floats per sample to
-aggregate and ``D^3`` to factor. The default, 256, is a measured trade-off: on EfficientNet-Lite0 the
-layers with larger ``D`` (1x1 convolutions from 320-1152 channels, the 1280-input classifier) took most
-of the tuning time and did not lower the held-out error further; the first convolution (a 7-bit
-saturation-fixed grid), the depthwise and the narrow 1x1 convolutions gave the gain. Layers with shared
+aggregate and ``D^3`` to factor (why 256: docs/algorithms.md, LayerwiseTuning). Layers with shared
 or non-constant weights, without a weight FakeQuantize, or with weight ranges that are neither per
 output channel nor per tensor are skipped too; the report lists every skipped layer and why.
 """
@@ -100,8 +97,7 @@ class LayerwiseTuning(Algorithm):
     #: factors the weight ranges are scaled by in the weight scale search (1.0 keeps MinMax's range)
     scale_factors = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
     #: factors the activation ranges are scaled by in the activation range search (widening only: the
-    #: tensor-wide squared error undervalues the few outlier channels a narrower range would clip, which
-    #: cost a transformer (all-MiniLM-L6-v2) much of its accuracy)
+    #: tensor-wide squared error undervalues the few outlier channels a narrower range would clip)
     activation_factors = (1.0, 1.15, 1.3, 1.5, 1.75, 2.0)
     #: elements per sample used for an activation range search (spatially subsampled beyond)
     activation_max_elements = 8192

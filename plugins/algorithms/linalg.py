@@ -8,8 +8,8 @@ def _t(a: np.ndarray) -> np.ndarray:
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Stacked matrix product; one group goes to BLAS as a plain 2-D product (numpy's stacked loop is
-    several times slower for large matrices)."""
+    """Stacked matrix product; one group goes to BLAS as a plain 2-D product rather than through
+    numpy's stacked loop (docs/benchmarks.md)."""
     if a.shape[0] == 1 and b.shape[0] == 1:
         return (a[0] @ b[0])[None]
     return np.matmul(a, b)
@@ -17,8 +17,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def cholesky(a: np.ndarray, nb: int = 64) -> np.ndarray:
     """Lower Cholesky factor of a stack of SPD matrices ``[G, n, n]``, blocked so that LAPACK only sees
-    ``nb``-sized blocks and the work is matrix products (multi-threaded LAPACK factorizations of large
-    matrices are slow and erratic on loaded machines)."""
+    ``nb``-sized blocks and the work is matrix products (docs/benchmarks.md)."""
     n = a.shape[-1]
     if n <= 2 * nb:
         return np.linalg.cholesky(a)
