@@ -216,7 +216,7 @@ class MinMaxQuantization(Algorithm):
 
     def _range_values(self, q, stats) -> tuple:
         """(aggregated min, aggregated max) of activation quantizer ``q``, clipped as configured."""
-        s = self.requests.get(q.name) or self._derived(q) or self._act_stats(q)
+        s = self.requests[q.name]
         if s.get("derived"):
             return self._derive(q, s, stats)
         mn = (np.zeros(()) if s["min"] is None else
@@ -239,7 +239,7 @@ class MinMaxQuantization(Algorithm):
         return values
 
     def apply(self, graph: Graph, stats) -> dict:
-        qs = self.quantizers if self.quantizers is not None else self._plan(graph)
+        qs = self.quantizers   # planned in statistics(), with the requests
         acts = [q for q in qs if q.kind == "activations"]
         values = self._unify(acts, {q.name: self._range_values(q, stats) for q in acts})
         first = self._first_layer_weights(graph)
