@@ -13,6 +13,9 @@ MAX_MODULE_LINES = 400
 # leaves core/config.py; the target JSON's semantics and find_quantizers' steps move out of placement.py),
 # which other work is changing now. Remove an entry once it fits.
 ALLOWED_MODULES = {"core/config.py"}
+# Grown past 400 lines by issue 12's work (merged 2026-12-02, after these limits were set), in files other
+# work owns; core/api.py also shrinks with issue 14's item 1. To be split, then removed from here.
+ALLOWED_MODULES |= {"core/api.py", "core/dataset.py"}
 ALLOWED_FUNCTIONS = {("plugins/algorithms/placement.py", "find_quantizers")}
 
 
