@@ -24,9 +24,8 @@ import numpy as np
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.graph import Graph
-from ovquant.statistics import Statistic, TensorRef
-
 from ovquant.quant_math import weights_of
+from ovquant.statistics import Statistic, TensorRef
 
 from .common import conv_geometry, layer_input, tap_coverage
 from .layers import mean_output
@@ -124,7 +123,8 @@ class FastBiasCorrection(Algorithm):
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _transformed(self, x: TensorRef, s: np.ndarray) -> np.ndarray:
-        """Statistics of an input that channel alignment changed in this stage (affine per channel)."""
+        """Statistics of a tensor an earlier algorithm of this stage changed per channel (its
+        :class:`~ovquant.pipeline.ChannelTransform`), else ``s`` as measured."""
         t = self.context.transforms.get(x)
         return s if t is None else t.apply(s, 0)
 
