@@ -24,7 +24,11 @@ SmoothQuant and with another alpha. Outputs are saved with ``compress_to_fp16=Fa
 
 ``--check FILE`` compares this run with an earlier one and exits with status 1 on any difference of an
 entry both runs have (status 0 otherwise). Quantization is deterministic: the same code gives the same
-bytes on the same machine (OpenVINO and numpy versions are recorded in the JSON).
+bytes on the same machine (OpenVINO and numpy versions are recorded in the JSON), run by run; compare
+whole runs of this script, each in its own process (OpenVINO numbers the names of unnamed ops per
+process, so a second quantization in the same process names them differently).
+
+To check a change: run it with ``--out`` on the code before the change, then with ``--check`` after it.
 """
 import argparse
 import hashlib
