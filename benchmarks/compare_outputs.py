@@ -24,9 +24,9 @@ SmoothQuant and with another alpha. Outputs are saved with ``compress_to_fp16=Fa
 
 ``--check FILE`` compares this run with an earlier one and exits with status 1 on any difference of an
 entry both runs have (status 0 otherwise). Quantization is deterministic: the same code gives the same
-bytes on the same machine (OpenVINO and numpy versions are recorded in the JSON), run by run; compare
-whole runs of this script, each in its own process (OpenVINO numbers the names of unnamed ops per
-process, so a second quantization in the same process names them differently).
+bytes on the same machine (OpenVINO and numpy versions are recorded in the JSON). Each model runs in a
+process of its own, its configs in MATRIX order: OpenVINO numbers the names of unnamed ops per process,
+so a model's hashes then do not depend on the models run before it.
 
 To check a change: run it with ``--out`` on the code before the change, then with ``--check`` after it.
 """
@@ -155,7 +155,40 @@ def run_one(model, data, overrides, work, tag):
             "seconds": round(secs, 2)}
 
 
+def run_model(name: str, data_dir, work: str) -> dict:
+    """``{"results": {...}, "skipped": {...}}`` of model ``name`` under each config of its MATRIX row."""
+    out = {"results": {}, "skipped": {}}
+    loaded = load_model(name, data_dir)
+    if loaded is None:
+        out["skipped"][name] = "benchmark case not found (run /work/shared/bench/prepare or set OVQ_BENCH_DIR)"
+        print(f"{name}: skipped: {out['skipped'][name]}", file=sys.stderr, flush=True)
+        return out
+    model, data = loaded
+    for cfg in MATRIX[name]:
+        key = f"{name}/{cfg}"
+        res = run_one(model, data, CONFIGS[cfg], work, key.replace("/", "__"))
+        out["results"][key] = res
+        print(f"{key}: xml {res['xml'][:12]} bin {res['bin'][:12]} report {res['report'][:12]} "
+              f"({res['n_fake_quantize']} FQ, {res['seconds']} s)", file=sys.stderr, flush=True)
+    return out
+
+
+def _commit() -> str:
+    """The checked-out commit of the repository the script runs from (``+`` when core/ or plugins/ have
+    uncommitted changes)."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", "-C", REPO, *a], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+" if git("status", "--porcelain", "--", "core", "plugins") else "")
+
+
 def run(args) -> dict:
+    """Every model in a process of its own (OpenVINO numbers unnamed ops per process), so that a model's
+    hashes do not depend on which models ran before it (``--only`` gives the same hashes as a full run)."""
+    import subprocess
+
     import numpy as np
     import openvino as ov
 
@@ -165,22 +198,17 @@ def run(args) -> dict:
         names = [n for n in names if n in set(args.only.split(","))]
     work = args.work or tempfile.mkdtemp(prefix="ovquant-compare-")
     os.makedirs(work, exist_ok=True)
-    out = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
+    out = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "commit": _commit(),
                     "python": platform.python_version(), "openvino": ov.__version__, "numpy": np.__version__,
                     "bench_dir": data_dir}, "results": {}, "skipped": {}}
     for name in names:
-        loaded = load_model(name, data_dir)
-        if loaded is None:
-            out["skipped"][name] = "benchmark case not found (run /work/shared/bench/prepare or set OVQ_BENCH_DIR)"
-            print(f"{name}: skipped: {out['skipped'][name]}", flush=True)
-            continue
-        model, data = loaded
-        for cfg in MATRIX[name]:
-            key = f"{name}/{cfg}"
-            res = run_one(model, data, CONFIGS[cfg], work, key.replace("/", "__"))
-            out["results"][key] = res
-            print(f"{key}: xml {res['xml'][:12]} bin {res['bin'][:12]} report {res['report'][:12]} "
-                  f"({res['n_fake_quantize']} FQ, {res['seconds']} s)", flush=True)
+        cmd = [sys.executable, os.path.abspath(__file__), "--model", name, "--work", work]
+        p = subprocess.run(cmd + (["--data", data_dir] if data_dir else []), stdout=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"{name}: the quantization process failed (exit code {p.returncode})")
+        part = json.loads(p.stdout)
+        out["results"].update(part["results"])
+        out["skipped"].update(part["skipped"])
     return out
 
 
@@ -205,7 +233,11 @@ def main():
     ap.add_argument("--no-bench", action="store_true", help="skip the benchmark cases")
     ap.add_argument("--data", default=None, help="folder of the benchmark cases")
     ap.add_argument("--work", default=None, help="folder for the output IRs (default: a temporary one)")
+    ap.add_argument("--model", default=None, help=argparse.SUPPRESS)   # internal: one model, JSON on stdout
     args = ap.parse_args()
+    if args.model:
+        print(json.dumps(run_model(args.model, args.data, args.work or tempfile.mkdtemp())))
+        return 0
     res = run(args)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
