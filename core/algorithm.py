@@ -17,8 +17,9 @@ class Algorithm:
     model and returns a dict for the run report.
 
     An algorithm that changes a tensor later algorithms of its stage measured (as channel alignment
-    does) records how in ``context.channel_transforms`` so that they can correct their statistics;
-    one that might do so announces the tensors in ``context.may_transform`` from :meth:`statistics`.
+    does) records how in ``context.transforms`` (a :class:`~ovquant.pipeline.ChannelTransform` per
+    tensor) so that they can correct their statistics; one that might do so announces the tensors
+    there from :meth:`statistics` (see docs/plugins.md, "What an algorithm may rely on").
 
     Composite algorithms (like POT's DefaultQuantization) set ``steps`` to the names of registered
     algorithms they expand to; they implement nothing else.

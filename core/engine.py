@@ -91,6 +91,20 @@ def _update(agg, st: Statistic, values) -> None:
     guarded("aggregators", st.aggregator, f"update (tensor {st.tensor})", agg.update, values, passthrough=())
 
 
+def _result(agg, st: Statistic) -> np.ndarray:
+    return np.asarray(guarded("aggregators", st.aggregator, f"result (tensor {st.tensor})", agg.result,
+                              passthrough=()))
+
+
+def aggregate(statistic: Statistic, values: np.ndarray) -> np.ndarray:
+    """``statistic``'s aggregator over the per-sample values ``values`` (sample axis first), made, fed
+    and read as in a calibration pass (the same plugin-error guard); for an algorithm that derives a
+    statistic from other per-sample values (``aggregator=None`` stacks them)."""
+    agg = _new_aggregator(statistic)
+    _update(agg, statistic, values)
+    return _result(agg, statistic)
+
+
 def _est_params(stat: Statistic) -> dict:
     return dict(stat.estimator_params)
 
@@ -130,9 +144,8 @@ class Engine:
         output 0, and the raw tensors of numpy-form reductions as outputs 1, 2, ...; say where each one is
         read. ``model``'s own outputs are not outputs of the statistics model (the plugin then skips the
         ops that no statistic needs), and the reductions are ordered by the position of their tensors in
-        the model, so that the device runs each one while its tensor is still in cache and can reuse the
-        tensor's memory afterwards, as in the plain model (on imagenet-lite0, reductions appended after the
-        model's own outputs ran after the whole network and slowed its convolutions down by 9%)."""
+        the model, so that the device runs each one next to its producer and can reuse the tensor's
+        memory afterwards, as in the plain model (measurements: docs/benchmarks.md)."""
         ordered = model.get_ordered_ops()
         nodes = {op.get_friendly_name(): op for op in ordered}
         position = {name: i for i, name in enumerate(nodes)}
@@ -243,8 +256,7 @@ class Engine:
         warn_short(n, subset_size)
         out = {}
         for st, agg in aggs.items():
-            out[st] = np.asarray(guarded("aggregators", st.aggregator, f"result (tensor {st.tensor})", agg.result,
-                                         passthrough=()))
+            out[st] = _result(agg, st)
         secs = time.perf_counter() - t0
         self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
                          "n_requests": int(n_req), "n_reductions": len(reductions),
@@ -256,8 +268,6 @@ class Engine:
                force_numpy=False):
         """One pass of inference over the samples for the reductions in ``groups``."""
         clone = model.clone()
-        packed_index = 0
-        nonfinite = self.nonfinite
         inplace, self.inplace_statistics = self.inplace_statistics, self.inplace_statistics and not force_numpy
         try:
             with shared_reductions():
@@ -265,98 +275,121 @@ class Engine:
         finally:
             self.inplace_statistics = inplace
         compiled = self.core.compile_model(clone, self.device, {**F32_CONFIG, "PERFORMANCE_HINT": "THROUGHPUT"})
-        packed_size = int(np.prod(list(clone.outputs[packed_index].get_partial_shape().to_shape()), dtype=np.int64))
+        packed_size = int(np.prod(list(clone.outputs[0].get_partial_shape().to_shape()), dtype=np.int64))
         # Async requests driven round-robin from this thread: results are folded in sample order
         # without locks, and no Python callback runs on OpenVINO's threads (an AsyncInferQueue with a
         # Python callback can deadlock when it is destroyed, openvino#37073). Twice the number the
-        # device suggests, so that each stream has a queued request while Python folds a result
-        # (measured on imagenet-lite0: 1.7x instead of 2.2x the plain loop's time on a loaded machine).
+        # device suggests, so that each stream has a queued request while Python folds a result.
         n_req = int(self.n_requests or 2 * compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         requests = [compiled.create_infer_request() for _ in range(n_req)]
-        busy: list = [None] * n_req
-        writers = [] if store is not None else None   # opened inside the try below, so an interrupt closes them
-        raw = [i for i, red in enumerate(reductions) if not red.in_graph]
-        feeds = FeedBuilder(model.inputs)
-
-        blocks: list = [[] for _ in reductions]   # per-sample values of numpy-form reductions, to fold
-        # per-sample packed outputs of the in-graph ones, to fold: one preallocated block (a layer-wise tuning
-        # pass packs megabytes per sample, so no list of copies and no stacking copy)
-        packed = np.empty((FOLD_BLOCK, packed_size), np.float32)
-        filled = [0]
-
-        def flush() -> None:
-            """Fold the buffered samples: one aggregator update per block of samples."""
-            stacked = packed[:filled[0]] if filled[0] else None
-            filled[0] = 0
-            for i, red in enumerate(reductions):
-                if red.in_graph:
-                    if stacked is None:
-                        continue
-                    rows = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", red.rows,
-                                   stacked, passthrough=())
-                elif blocks[i]:
-                    rows = np.concatenate([_row(v) for v in blocks[i]])
-                    blocks[i] = []
-                else:
-                    continue
-                for st in red.statistics:
-                    _update(aggs[st], st, rows)
-                if writers is not None:
-                    writers[i].write_rows(rows)
-
-        def finish(slot: int) -> None:
-            req, index = requests[slot], busy[slot]
-            req.wait()
-            busy[slot] = None
-            flat = packed[filled[0]]
-            flat[...] = req.get_output_tensor(packed_index).data.reshape(-1)
-            filled[0] += 1
-            if not np.isfinite(flat).all():   # which tensors: only looked at when there is something
-                for red in reductions:
-                    if red.in_graph:
-                        off, shape = red.packed
-                        if not np.isfinite(flat[off:off + int(np.prod(shape, dtype=np.int64))]).all():
-                            nonfinite.setdefault(red.key[0], []).append(index)
-            for i in raw:
-                red = reductions[i]
-                v = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", red.value, req,
-                            passthrough=())
-                if not np.all(np.isfinite(v)):
-                    nonfinite.setdefault(red.key[0], []).append(index)
-                blocks[i].append(v)
-            if (index + 1) % FOLD_BLOCK == 0:
-                flush()
-            notify("sample_processed", stage=stage, index=index, n_samples=n_expected or 0)
-
-        n = 0
-        try:
-            if writers is not None:
-                for red in reductions:
-                    writers.append(store.writer(red.key))
-            for n, sample in enumerate(take(samples, subset_size), start=1):
-                feed = feeds(sample, n - 1)
-                slot = (n - 1) % n_req
-                if busy[slot] is not None:
-                    finish(slot)
-                requests[slot].start_async(feed)
-                busy[slot] = n - 1
-            for k in range(n_req):   # the rest, in sample order
-                slot = (n + k) % n_req
-                if busy[slot] is not None:
-                    finish(slot)
-            flush()
-        except BaseException:
-            for r, b in zip(requests, busy):
-                if b is not None:
-                    r.wait()
-            if writers is not None:
-                for w in writers:
-                    w.abort()
-            raise
+        writers = [] if store is not None else None   # opened inside _run_requests' cleanup block
+        fold = _Fold(reductions, aggs, packed_size, writers, self.nonfinite)
+        n = _run_requests(requests, FeedBuilder(model.inputs), take(samples, subset_size), fold,
+                          lambda index: notify("sample_processed", stage=stage, index=index,
+                                               n_samples=n_expected or 0), writers,
+                          lambda: (store.writer(red.key) for red in reductions))
         if writers is not None:
             for w in writers:
                 (w.commit if n else w.abort)()
         return n, n_req, reductions
+
+
+def _run_requests(requests: list, feeds, samples, fold: "_Fold", processed, writers, open_writers) -> int:
+    """Feed ``samples`` to the infer ``requests`` round-robin and fold each result, in sample order;
+    the number of samples. The cache ``writers`` (None: no cache) are opened first, with
+    ``open_writers()``, inside the cleanup block: on an error or an interrupt every running request is
+    waited for and the writers opened so far abort."""
+    n_req = len(requests)
+    busy: list = [None] * n_req
+
+    def finish(slot: int) -> None:
+        requests[slot].wait()
+        index, busy[slot] = busy[slot], None
+        fold.add(requests[slot], index)
+        processed(index)
+
+    n = 0
+    try:
+        if writers is not None:
+            for w in open_writers():
+                writers.append(w)
+        for n, sample in enumerate(samples, start=1):
+            feed = feeds(sample, n - 1)
+            slot = (n - 1) % n_req
+            if busy[slot] is not None:
+                finish(slot)
+            requests[slot].start_async(feed)
+            busy[slot] = n - 1
+        for k in range(n_req):   # the rest, in sample order
+            slot = (n + k) % n_req
+            if busy[slot] is not None:
+                finish(slot)
+        fold.flush()
+    except BaseException:
+        for r, b in zip(requests, busy):
+            if b is not None:
+                r.wait()
+        if writers is not None:
+            for w in writers:
+                w.abort()
+        raise
+    return n
+
+
+class _Fold:
+    """Folds per-sample results into the aggregators (and the cache writers) in blocks of
+    :data:`FOLD_BLOCK` samples, in sample order. The packed in-graph outputs go into one preallocated
+    block (no list of copies, no stacking copy); numpy-form values are buffered per reduction.
+    Non-finite values are noted per tensor in ``nonfinite``."""
+
+    def __init__(self, reductions: list, aggs: dict, packed_size: int, writers, nonfinite: dict):
+        self.reductions, self.aggs, self.writers, self.nonfinite = reductions, aggs, writers, nonfinite
+        self.raw = [i for i, red in enumerate(reductions) if not red.in_graph]
+        self.blocks: list = [[] for _ in reductions]
+        self.packed = np.empty((FOLD_BLOCK, packed_size), np.float32)
+        self.filled = 0
+
+    def add(self, req, index: int) -> None:
+        """Take the finished request ``req`` of sample ``index``."""
+        flat = self.packed[self.filled]
+        flat[...] = req.get_output_tensor(0).data.reshape(-1)
+        self.filled += 1
+        if not np.isfinite(flat).all():   # which tensors: only looked at when there is something
+            for red in self.reductions:
+                if red.in_graph:
+                    off, shape = red.packed
+                    if not np.isfinite(flat[off:off + int(np.prod(shape, dtype=np.int64))]).all():
+                        self.nonfinite.setdefault(red.key[0], []).append(index)
+        for i in self.raw:
+            red = self.reductions[i]
+            v = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", red.value, req,
+                        passthrough=())
+            if not np.all(np.isfinite(v)):
+                self.nonfinite.setdefault(red.key[0], []).append(index)
+            self.blocks[i].append(v)
+        if (index + 1) % FOLD_BLOCK == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the buffered samples: one aggregator update per block of samples."""
+        stacked = self.packed[:self.filled] if self.filled else None
+        self.filled = 0
+        for i, red in enumerate(self.reductions):
+            if red.in_graph:
+                if stacked is None:
+                    continue
+                rows = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", red.rows,
+                               stacked, passthrough=())
+            elif self.blocks[i]:
+                rows = np.concatenate([_row(v) for v in self.blocks[i]])
+                self.blocks[i] = []
+            else:
+                continue
+            for st in red.statistics:
+                _update(self.aggs[st], st, rows)
+            if self.writers is not None:
+                self.writers[i].write_rows(rows)
+
 
 def _maybe_len(samples: Iterable, subset_size: Optional[int]) -> Optional[int]:
     try:

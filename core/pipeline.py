@@ -6,9 +6,10 @@ Composite algorithms (``steps``) expand to their registered parts, sharing their
 """
 import random
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import attrs
+import numpy as np
 import openvino as ov
 
 from .config import parse_params
@@ -16,22 +17,94 @@ from .engine import Engine
 from .errors import ConfigError
 from .graph import Graph
 from .registry import guarded, lookup, notify
+from .statistics import TensorRef
+
+
+@attrs.frozen(eq=False)
+class ChannelTransform:
+    """How an algorithm changed a tensor per channel: ``new = (old - shift) / scale`` along the tensor's
+    channel axis ``axis`` (``shift`` and ``scale`` hold one value per channel; ``scale > 0``).
+
+    The other algorithms of a stage measured the tensor as it was when the stage started; :meth:`apply`
+    turns a per-channel statistic of the old tensor into the same statistic of the new one. That is
+    exact for statistics that follow an increasing affine map: min, max, means (a window mean too).
+
+    ``saturation_fix`` names the weighted ops whose weights absorbed ``scale`` and must therefore use the
+    saturation-fix grid on a target that has one (POT's rule for channel-aligned consumers).
+    """
+
+    axis: int
+    shift: np.ndarray
+    scale: np.ndarray
+    saturation_fix: tuple = ()
+
+    def apply(self, value: np.ndarray, channel_axis: int = 0) -> np.ndarray:
+        """``(value - shift) / scale`` with the channels of ``value`` on its axis ``channel_axis``."""
+        value = np.asarray(value)
+        shape = [1] * value.ndim or [1]
+        shape[channel_axis] = -1
+        return (value - self.shift.reshape(shape)) / self.scale.reshape(shape)
+
+
+@attrs.define
+class ChannelTransforms:
+    """The channel transforms of a run, as the algorithms of a stage tell each other about them.
+
+    * From :meth:`Algorithm.statistics <ovquant.algorithm.Algorithm.statistics>`, an algorithm that
+      may change a tensor per channel :meth:`announce` s it (with its channel axis), so that the
+      algorithms after it in the stage request statistics they can carry through the change;
+    * from ``apply``, it :meth:`record` s what it did as a :class:`ChannelTransform`, which the
+      algorithms after it read with :meth:`get`.
+
+    Announcements and transforms hold for one stage (the next one measures the changed model);
+    :meth:`saturation_fix_layers` covers the whole run.
+    """
+
+    announced: dict = attrs.Factory(dict)    #: TensorRef -> channel axis, this stage
+    recorded: dict = attrs.Factory(dict)     #: TensorRef -> ChannelTransform, this stage
+    earlier: list = attrs.Factory(list)      #: ChannelTransforms of the earlier stages
+
+    def announce(self, tensor: TensorRef, axis: int) -> None:
+        self.announced[tensor] = axis
+
+    def axis(self, tensor: TensorRef) -> Optional[int]:
+        """The channel axis ``tensor`` was announced with in this stage, or None."""
+        return self.announced.get(tensor)
+
+    def record(self, tensor: TensorRef, transform: ChannelTransform) -> None:
+        self.recorded[tensor] = transform
+
+    def get(self, tensor: TensorRef) -> Optional[ChannelTransform]:
+        """How ``tensor`` was changed in this stage, or None."""
+        return self.recorded.get(tensor)
+
+    def saturation_fix_layers(self) -> set:
+        """Ops whose weights must use the saturation-fix grid, from every transform of the run."""
+        return {n for t in [*self.earlier, *self.recorded.values()] for n in t.saturation_fix}
+
+    def next_stage(self) -> None:
+        self.earlier.extend(self.recorded.values())
+        self.announced.clear()
+        self.recorded.clear()
 
 
 @attrs.define
 class Context:
-    """What every algorithm of a run shares: the hardware target, the engine, the run report."""
+    """What every algorithm of a run shares: the hardware target, the engine, the channel transforms,
+    and per-run state an algorithm keeps across stages (it gets a new instance per stage)."""
 
     target: Any
     engine: Engine
     strict: bool = False
-    report: dict = attrs.Factory(dict)
-    #: tensors an algorithm of the current stage may change: TensorRef -> channel axis
-    may_transform: dict = attrs.Factory(dict)
-    #: tensors changed per channel by an algorithm: TensorRef -> (axis, shift, scale), new = (old - shift) / scale
-    channel_transforms: dict = attrs.Factory(dict)
-    #: weighted ops whose weights must use the saturation-fix grid (channel-aligned consumers)
-    need_rescale: set = attrs.Factory(set)
+    transforms: ChannelTransforms = attrs.Factory(ChannelTransforms)
+    _state: dict = attrs.Factory(dict)
+
+    def state(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The run's object for ``key`` (made by ``factory()`` the first time it is asked for); an
+        algorithm names its keys after itself."""
+        if key not in self._state:
+            self._state[key] = factory()
+        return self._state[key]
 
 
 @attrs.define
@@ -138,8 +211,7 @@ class Pipeline:
             stages[-1].append((step, cls))
         data = self._subset(data, subset_size)
         for i, stage in enumerate(stages, start=1):
-            ctx.may_transform.clear()
-            ctx.channel_transforms.clear()
+            ctx.transforms.next_stage()
             algos = [(step, _guard(step.name, "__init__", cls, step.params, ctx)) for step, cls in stage]
             names = [step.name for step, _ in stage]
             first = stage[0][0].params

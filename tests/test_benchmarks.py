@@ -58,3 +58,42 @@ def test_compare_names_rows_and_accepts_several_labels():
     m = res["models"]["q"]
     assert (m["correct"], m["lost"], m["gained"], m["gained_rows"], m["disagree"]) == (2, 0, 1, ["y.png"], 3)
     assert res["pairs"][0]["a_only_rows"] == ["y.png"] and res["pairs"][0]["b_only_rows"] == []
+
+
+# ---- benchmarks/compare_outputs.py: the byte-for-byte output check ------------------------------------
+def _compare_outputs():
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "compare_outputs.py")
+    spec = importlib.util.spec_from_file_location("ovquant_bench_compare_outputs", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compare_outputs_is_deterministic_and_finds_a_changed_byte(tmp_path):
+    """Two runs (processes: OpenVINO numbers unnamed ops per process) give the same hashes; --check
+    exits 0 on them and 1 once one byte-hash differs."""
+    import json
+    import subprocess
+    import sys
+
+    co = _compare_outputs()
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "compare_outputs.py")
+
+    def run(*extra):
+        return subprocess.run([sys.executable, script, "--no-bench", "--only", "conv_net,aca_net", "--work",
+                               str(tmp_path / "w"), *extra], capture_output=True, text=True, timeout=300)
+
+    first = run("--out", str(tmp_path / "a.json"))
+    assert first.returncode == 0, first.stderr
+    res = json.loads((tmp_path / "a.json").read_text())
+    assert set(res["results"]) == {f"conv_net/{c}" for c in co.MATRIX["conv_net"]} | \
+        {f"aca_net/{c}" for c in co.MATRIX["aca_net"]}
+    # configs change the bytes (else the check would compare one output many times)
+    assert len({r["bin"] for r in res["results"].values()}) == len(res["results"])
+    second = run("--check", str(tmp_path / "a.json"))
+    assert second.returncode == 0 and f"{len(res['results'])} identical, 0 different" in second.stdout, second.stdout
+    res["results"]["aca_net/mixed"]["bin"] = "0" * 64
+    (tmp_path / "b.json").write_text(json.dumps(res))
+    third = run("--check", str(tmp_path / "b.json"))
+    assert third.returncode == 1 and "aca_net/mixed: bin differs (000000000000 ->" in third.stdout, third.stdout
+    assert co.compare({"results": {}}, res) == []

@@ -9,7 +9,7 @@ import pytest
 import models
 from ovquant.api import build_pipeline, quantize_with_report
 from ovquant.graph import Graph
-from ovquant.plugins.algorithms.common import fake_quantize_value
+from ovquant.quant_math import fake_quantize_value
 
 #: for compiling the reference models
 CORE = ov.Core()

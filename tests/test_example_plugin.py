@@ -36,8 +36,8 @@ from importlib.resources import files
 
 from ovquant_example_plugin import usage
 from ovquant_example_plugin.mse_range import MSERangeEstimator, MSERangeW4Estimator
-from ovquant_example_plugin.sqnr_report import fake_quantize
 from ovquant_example_plugin.trimmed_mean import TrimmedMeanAggregator
+from ovquant.quant_math import fake_quantize
 
 PLUGIN = "ovquant-example-plugin (test)"
 DIST = "ovquant-example-plugin"
@@ -385,9 +385,9 @@ def test_quantize_with_all_four(plugin, net):
         for i, e in enumerate(entries):
             x = np.asarray(res[len(q.outputs) + i], np.float64)
             fq = fqs[e["fake_quantize"]]
-            r = [fq.input_value(k).get_node().get_data() for k in range(1, 5)]
+            il, ih, ol, oh = (np.asarray(fq.input_value(k).get_node().get_data(), np.float64) for k in range(1, 5))
             sig[i] += np.mean(x * x) / len(samples)
-            noise[i] += np.mean((fake_quantize(x, *r, fq.get_attributes()["levels"]) - x) ** 2) / len(samples)
+            noise[i] += np.mean((fake_quantize(x, il, ih, fq.get_attributes()["levels"], ol, oh) - x) ** 2) / len(samples)
     for i, e in enumerate(entries):
         assert e["sqnr_db"] == pytest.approx(10 * np.log10(sig[i] / noise[i]), abs=0.02), e["fake_quantize"]
 

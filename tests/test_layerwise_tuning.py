@@ -10,11 +10,10 @@ import models
 from ovquant import registry
 from ovquant.api import build_pipeline, output_error, quantize_with_report
 from ovquant.graph import Graph
-from ovquant.plugins.algorithms import layerwise_tuning as lt_mod
-from ovquant.plugins.algorithms.common import fake_quantize_value, weights_of
-from ovquant.plugins.algorithms.layerwise_tuning import LayerwiseTuning, damped_inverse_cholesky, gptq
-from ovquant.plugins.estimators.fq_mse import fake_quantize
+from ovquant.plugins.algorithms.gptq import damped_inverse_cholesky, gptq, hessian_error
+from ovquant.plugins.algorithms.layerwise_tuning import LayerwiseTuning
 from ovquant.plugins.estimators.input_gram import unpack
+from ovquant.quant_math import fake_quantize, fake_quantize_value, weights_of
 from ovquant.statistics import reduction_axes
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -184,7 +183,7 @@ def test_gptq_lowers_the_hessian_weighted_error(seed):
     err_gptq = hessian_error_reference(w, q[0], h)
     err_nearest = hessian_error_reference(w, nearest, h)
     assert err_gptq < 0.7 * err_nearest
-    np.testing.assert_allclose(lt_mod.hessian_error((w - q[0])[None], h[None]).sum(), err_gptq, rtol=1e-10)
+    np.testing.assert_allclose(hessian_error((w - q[0])[None], h[None]).sum(), err_gptq, rtol=1e-10)
     np.testing.assert_allclose(q[0], k[0] * step)
     # the lazy-batch (blocked) implementation gives exactly the plain algorithm's result
     np.testing.assert_allclose(q[0], gptq_reference(w, h, step, 0.01), atol=1e-12)

@@ -21,13 +21,14 @@ import numpy as np
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.graph import Graph
+from ovquant.pipeline import ChannelTransform
+from ovquant.quant_math import weight_source
 from ovquant.statistics import Statistic, TensorRef
 
-from .common import weight_source
+from .derived import DERIVABLE
 from .placement import resolve_ignored
 
 QUANTILE = 1e-4
-DERIVABLE = {"min", "max", "abs_max"}
 
 
 def _user_estimators(params) -> set:
@@ -89,7 +90,7 @@ class ActivationChannelAlignment(Algorithm):
             lo = Statistic.make(t, "quantile", "median", 1, {"side": "min", "outlier_prob": QUANTILE})
             hi = Statistic.make(t, "quantile", "median", 1, {"side": "max", "outlier_prob": QUANTILE})
             self.pairs.append((p, add, c, lo, hi))
-            self.context.may_transform[t] = 1
+            self.context.transforms.announce(t, 1)
             yield lo
             yield hi
 
@@ -131,8 +132,7 @@ class ActivationChannelAlignment(Algorithm):
             graph.set_constant(w_in_out, w_in)
             graph.set_constant(w_out_out, w_out)
             graph.set_constant(b_in_out, b_in)
-            self.context.channel_transforms[TensorRef(add, 0)] = (1, shift, scale)
-            self.context.need_rescale.add(c)
+            self.context.transforms.record(TensorRef(add, 0), ChannelTransform(1, shift, scale, saturation_fix=(c,)))
             changed.append({"producer": p, "consumer": c, "mean_aligned": cbias is not None,
                             "scale_range": [round(float(scale.min()), 4), round(float(scale.max()), 4)]})
         out = {"pairs": changed, "n_pairs": len(changed),

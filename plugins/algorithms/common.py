@@ -4,37 +4,7 @@ from typing import Optional
 import numpy as np
 import openvino as ov
 
-from ovquant.graph import Graph
-
-from ..estimators.fq_mse import fake_quantize
-
 CONV_TYPES = ("Convolution", "GroupConvolution")
-
-
-def fake_quantize_value(fq: ov.Node, x: np.ndarray) -> np.ndarray:
-    """``x`` through FakeQuantize ``fq`` (its range inputs must be constants), as OpenVINO computes it."""
-    il, ih, ol, oh = (Graph.constant_value(fq.input_value(i)).astype(np.float64) for i in range(1, 5))
-    return fake_quantize(np.asarray(x, np.float64), il, ih, int(fq.get_attributes()["levels"]), ol, oh)
-
-
-def weights_of(node: ov.Node, port: int = 1) -> tuple:
-    """(float weights, quantized weights or None): the constant of ``port`` and, when a weight
-    FakeQuantize sits in front of it, its dequantized value."""
-    src = node.input_value(port)
-    fq = src.get_node() if src.get_node().get_type_name() == "FakeQuantize" else None
-    w = Graph.constant_value(fq.input_value(0) if fq is not None else src)
-    if w is None:
-        return None, None
-    w = w.astype(np.float64)
-    return w, (fake_quantize_value(fq, w) if fq is not None else None)
-
-
-def weight_source(node: ov.Node, port: int = 1) -> Optional[ov.Output]:
-    """The output holding the float weight constant of ``port`` (behind a weight FakeQuantize)."""
-    src = node.input_value(port)
-    if src.get_node().get_type_name() == "FakeQuantize":
-        src = src.get_node().input_value(0)
-    return src if Graph.constant_node(src) is not None else None
 
 
 def conv_geometry(node: ov.Node) -> Optional[dict]:

@@ -24,9 +24,11 @@ import numpy as np
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.graph import Graph
+from ovquant.quant_math import weights_of
 from ovquant.statistics import Statistic, TensorRef
 
-from .common import conv_geometry, layer_input, tap_coverage, weights_of
+from .common import conv_geometry, layer_input, tap_coverage
+from .layers import mean_output
 
 TARGET_TYPES = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -87,7 +89,7 @@ class FastBiasCorrection(Algorithm):
         for name, (x, st, geo) in self.layers.items():
             node = graph.node(name)
             w, wq = weights_of(node)
-            done = self.context.report.setdefault("bias_corrected", set())
+            done = self.context.state("FastBiasCorrection.corrected", set)
             if wq is None or name in done:
                 continue  # weights not quantized, or already corrected for this quantization
             done.add(name)
@@ -101,11 +103,11 @@ class FastBiasCorrection(Algorithm):
             if self.form == "mean_blob":
                 if geo is not None:
                     s = self._blob(s, geo)
-                new_b = self._transformed_out(add, np.asarray(stats[st["y"]], np.float64)) - self._mean_out(node, wq, s)
+                new_b = self._transformed_out(add, np.asarray(stats[st["y"]], np.float64)) - mean_output(node, wq, s)
             else:
                 if geo is not None and s.ndim == 1:
                     s = s.reshape(-1, 1, 1) * tap_coverage(geo)  # "fast": channel means, padding counted
-                new_b = b + self._mean_out(node, w - wq, s)
+                new_b = b + mean_output(node, w - wq, s)
             delta = new_b - b
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.abs(delta / b)
@@ -121,13 +123,10 @@ class FastBiasCorrection(Algorithm):
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _transformed(self, x: TensorRef, s: np.ndarray) -> np.ndarray:
-        """Statistics of an input that channel alignment changed in this stage (affine per channel)."""
-        t = self.context.channel_transforms.get(x)
-        if t is None:
-            return s
-        _, shift, scale = t
-        extra = (1,) * (s.ndim - 1)
-        return (s - shift.reshape((-1,) + extra)) / scale.reshape((-1,) + extra)
+        """Statistics of a tensor an earlier algorithm of this stage changed per channel (its
+        :class:`~ovquant.pipeline.ChannelTransform`), else ``s`` as measured."""
+        t = self.context.transforms.get(x)
+        return s if t is None else t.apply(s, 0)
 
     def _transformed_out(self, add, y: np.ndarray) -> np.ndarray:
         return self._transformed(TensorRef(add.get_friendly_name(), 0), y)
@@ -137,19 +136,6 @@ class FastBiasCorrection(Algorithm):
         """POT/NNCF's mean blob: an input filled with the channel means, run through the layer with its
         own zero padding, so each tap sees the channel mean where it reads inside the input."""
         return xbar.reshape(-1, 1, 1) * tap_coverage(geo)
-
-    @staticmethod
-    def _mean_out(node, w: np.ndarray, s: np.ndarray) -> np.ndarray:
-        """Mean output per channel of the layer with weights ``w`` on inputs whose tap means are ``s``."""
-        t = node.get_type_name()
-        if t == "MatMul":
-            tb = node.get_attributes().get("transpose_b", False)
-            w2 = w.reshape(w.shape[-2:])
-            return w2 @ s if tb else s @ w2
-        if t == "GroupConvolution":
-            g, o, i = w.shape[:3]
-            return np.einsum("goikl,gikl->go", w, s.reshape(g, i, *s.shape[1:])).reshape(-1)
-        return np.einsum("ocij,cij->o", w, s)
 
 
 @hookimpl

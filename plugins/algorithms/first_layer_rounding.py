@@ -3,9 +3,8 @@ pass over the data as MinMaxQuantization.
 
 On CPU targets the saturation fix (POT's and NNCF's default) quantizes the weights of the first
 convolution(s) reachable from each model input on a 7-bit grid, so that u8 x s8 pairs cannot overflow
-the int16 accumulation of CPUs without VNNI. That coarser grid is the largest single error source of an
-8-bit EfficientNet-Lite0: with float weights in its first convolution alone, the logits' relative L2
-error vs FP32 falls from 0.138 to 0.108.
+the int16 accumulation of CPUs without VNNI. That coarser grid can be a model's largest single error
+source (docs/algorithms.md, FirstLayerRounding).
 
 A first layer reads a model input, which quantization does not change (apart from the input's own
 FakeQuantize), so statistics of the FP32 model are those of the quantized one. This algorithm asks,
@@ -25,8 +24,8 @@ runs it with ``first_layer_rounding: true`` (off by default, so that DefaultQuan
 from ovquant import hookimpl
 from ovquant.graph import Graph
 
+from .layers import first_layers
 from .layerwise_tuning import LayerwiseTuning
-from .minmax import MinMaxQuantization
 
 
 class FirstLayerRounding(LayerwiseTuning):
@@ -43,7 +42,7 @@ class FirstLayerRounding(LayerwiseTuning):
         self.layers, self.activations, self.skipped = {}, [], []
         if self.params.saturation_fix == "no" or not self.context.target.saturation_fix:
             return
-        for name in sorted(MinMaxQuantization._first_layers(graph)):
+        for name in sorted(first_layers(graph)):
             node = graph.node(name)
             src = node.input_value(0).get_node()
             if src.get_type_name() != "Parameter":

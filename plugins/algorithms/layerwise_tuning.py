@@ -49,15 +49,10 @@ The error a layer inherits from the quantized layers before it is not compensate
 quantized model's inputs and the FP32 model's are not in the same pass.
 
 Layers whose ``D`` exceeds :attr:`max_dim` are skipped: ``H`` costs ``D(D+1)/2`` floats per sample to
-aggregate and ``D^3`` to factor. The default, 256, is a measured trade-off: on EfficientNet-Lite0 the
-layers with larger ``D`` (1x1 convolutions from 320-1152 channels, the 1280-input classifier) took most
-of the tuning time and did not lower the held-out error further; the first convolution (a 7-bit
-saturation-fixed grid), the depthwise and the narrow 1x1 convolutions gave the gain. Layers with shared
+aggregate and ``D^3`` to factor (why 256: docs/algorithms.md, LayerwiseTuning). Layers with shared
 or non-constant weights, without a weight FakeQuantize, or with weight ranges that are neither per
 output channel nor per tensor are skipped too; the report lists every skipped layer and why.
 """
-import contextlib
-import ctypes
 import time
 from typing import Optional
 
@@ -68,242 +63,19 @@ import openvino.opset13 as ops
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.graph import Graph
+from ovquant.quant_math import weight_source
 from ovquant.statistics import Statistic, TensorRef
 
 from ..estimators.input_gram import unpack
-from .common import conv_geometry, fake_quantize_value, weight_source
-from .fast_bias_correction import FastBiasCorrection
+from .blas_threads import single_threaded_blas
+from .common import conv_geometry
+from .gptq import gptq, hessian_error
+from .layers import mean_output
+from .weight_rows import RowLayout, TuningProblem
 
 TARGET_TYPES = ("Convolution", "GroupConvolution", "MatMul")
 
 
-# ---- weights as rows -------------------------------------------------------------------------------
-class RowLayout:
-    """How a layer's weight tensor maps to ``[G, R, D]``: G groups (each with its own ``H``), R output
-    channels per group, D inputs per output channel, in the order ``input_gram`` uses."""
-
-    def __init__(self, kind: str, shape: tuple, transpose_b: bool = False):
-        self.kind, self.shape, self.transpose_b = kind, tuple(shape), transpose_b
-        n = len(shape)
-        if kind == "Convolution":
-            self.rows_shape = (1, shape[0], int(np.prod(shape[1:])))
-            self.row_axes = (0,)
-        elif kind == "GroupConvolution":
-            self.rows_shape = (shape[0], shape[1], int(np.prod(shape[2:])))
-            self.row_axes = (0, 1)
-        else:
-            k, o = (shape[-1], shape[-2]) if transpose_b else (shape[-2], shape[-1])
-            self.rows_shape = (1, o, k)
-            self.row_axes = (n - 2,) if transpose_b else (n - 1,)
-
-    def to_rows(self, a: np.ndarray) -> np.ndarray:
-        a = np.broadcast_to(a, self.shape)
-        if self.kind == "MatMul":
-            a2 = a.reshape(self.shape[-2:])
-            return np.ascontiguousarray(a2 if self.transpose_b else a2.T).reshape(self.rows_shape)
-        return np.ascontiguousarray(a).reshape(self.rows_shape)
-
-    def from_rows(self, r: np.ndarray) -> np.ndarray:
-        if self.kind == "MatMul":
-            r2 = r.reshape(self.rows_shape[1:])
-            return np.ascontiguousarray(r2 if self.transpose_b else r2.T).reshape(self.shape)
-        return r.reshape(self.shape)
-
-    def per_row(self, range_shape: tuple) -> Optional[bool]:
-        """True: a range constant of this shape has one value per output channel; False: one per
-        tensor; None: it varies within an output channel's row (not supported)."""
-        rs = (1,) * (len(self.shape) - len(range_shape)) + tuple(range_shape)
-        if any(rs[a] != 1 for a in range(len(self.shape)) if a not in self.row_axes):
-            return None
-        if all(rs[a] == self.shape[a] for a in self.row_axes):
-            return True
-        if all(rs[a] == 1 for a in self.row_axes):
-            return False
-        return None
-
-    def to_range(self, per_row_values: np.ndarray, range_shape: tuple) -> np.ndarray:
-        """Per-row values ``[G, R]`` in the shape of a per-row range constant."""
-        full = self.from_rows(np.broadcast_to(per_row_values[..., None], self.rows_shape))
-        rs = (1,) * (len(self.shape) - len(range_shape)) + tuple(range_shape)
-        idx = tuple(slice(None) if rs[a] != 1 else slice(0, 1) for a in range(len(self.shape)))
-        return np.ascontiguousarray(full[idx]).reshape(range_shape)
-
-
-# ---- the quantization grid of a weight FakeQuantize ------------------------------------------------
-class RowGrid:
-    """The grid of a weight FakeQuantize, per row ``[G, R]``: input borders ``il, ih``, output borders
-    ``ol, oh``, ``levels``, and the integer levels ``[kmin, kmax]`` the layer may use."""
-
-    def __init__(self, il, ih, ol, oh, levels: int, w_rows: np.ndarray):
-        self.il, self.ih, self.ol, self.oh = (np.asarray(v, np.float64) for v in (il, ih, ol, oh))
-        self.levels = int(levels)
-        n = self.levels - 1
-        self.step_in = (self.ih - self.il) / n
-        self.step_out = (self.oh - self.ol) / n
-        # the levels in use: a symmetric band around the zero point, as wide as the widest used by
-        # the weights as MinMax quantized them (127 levels; 63 with the saturation fix)
-        zp = np.round(-self.il / self.step_in)
-        k0 = self.levels_of(w_rows, np.ones_like(self.il))
-        band = float(np.max(np.abs(k0 - zp[..., None]))) if k0.size else n
-        self.kmin = np.clip(zp - band, 0, n)[..., None]
-        self.kmax = np.clip(zp + band, 0, n)[..., None]
-
-    def levels_of(self, w: np.ndarray, f: np.ndarray, kmin=None, kmax=None) -> np.ndarray:
-        """Nearest integer levels of ``w [G, R, ...]`` with the range scaled by ``f [G, R]``."""
-        f = f[..., None] if np.ndim(f) else f
-        k = np.round((w - self.il[..., None] * f) / (self.step_in[..., None] * f))
-        lo = 0 if kmin is None else kmin
-        hi = self.levels - 1 if kmax is None else kmax
-        return np.clip(k, lo, hi)
-
-    def quantize(self, w: np.ndarray, f: np.ndarray) -> tuple:
-        """(levels, dequantized values) of ``w [G, R, D]`` with the range scaled by ``f [G, R]``."""
-        k = self.levels_of(w, f, self.kmin, self.kmax)
-        return k, self.value_out(k, f)
-
-    def value_out(self, k, f):
-        f = f[..., None]
-        return self.ol[..., None] * f + k * self.step_out[..., None] * f
-
-    def value_in(self, k, f):
-        """What to store in the float weight constant so that the FakeQuantize gives level ``k``."""
-        f = f[..., None]
-        return self.il[..., None] * f + k * self.step_in[..., None] * f
-
-
-def hessian_error(e: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """``e_r H e_r^T`` for every row: ``e [G, R, D]``, ``h [G, D, D]`` -> ``[G, R]``."""
-    return np.einsum("grd,grd->gr", _mm(e, h), e)
-
-
-def _t(a: np.ndarray) -> np.ndarray:
-    return np.swapaxes(a, -1, -2)
-
-
-def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Stacked matrix product; one group goes to BLAS as a plain 2-D product (numpy's stacked loop is
-    several times slower for large matrices)."""
-    if a.shape[0] == 1 and b.shape[0] == 1:
-        return (a[0] @ b[0])[None]
-    return np.matmul(a, b)
-
-
-def cholesky(a: np.ndarray, nb: int = 64) -> np.ndarray:
-    """Lower Cholesky factor of a stack of SPD matrices ``[G, n, n]``, blocked so that LAPACK only sees
-    ``nb``-sized blocks and the work is matrix products (multi-threaded LAPACK factorizations of large
-    matrices are slow and erratic on loaded machines)."""
-    n = a.shape[-1]
-    if n <= 2 * nb:
-        return np.linalg.cholesky(a)
-    lo = np.zeros_like(a)
-    for k in range(0, n, nb):
-        e = min(k + nb, n)
-        lk = lo[:, k:e, :k]
-        l11 = np.linalg.cholesky(a[:, k:e, k:e] - _mm(lk, _t(lk)))
-        lo[:, k:e, k:e] = l11
-        if e < n:
-            a21 = a[:, e:, k:e] - _mm(lo[:, e:, :k], _t(lk))
-            lo[:, e:, k:e] = _mm(a21, _t(np.linalg.inv(l11)))
-    return lo
-
-
-def lower_inverse(lo: np.ndarray, nb: int = 64) -> np.ndarray:
-    """Inverse of a stack of lower-triangular matrices ``[G, n, n]`` (blocked, as :func:`cholesky`)."""
-    n = lo.shape[-1]
-    if n <= 2 * nb:
-        return np.tril(np.linalg.inv(lo))
-    x = np.zeros_like(lo)
-    for k in range(0, n, nb):
-        e = min(k + nb, n)
-        xkk = np.tril(np.linalg.inv(lo[:, k:e, k:e]))
-        x[:, k:e, k:e] = xkk
-        if k:
-            x[:, k:e, :k] = -_mm(xkk, _mm(lo[:, k:e, :k], x[:, :k, :k]))
-    return x
-
-
-def damped_inverse_cholesky(h: np.ndarray, damp: float) -> tuple:
-    """Upper Cholesky factor ``U`` of ``(H + lambda I)^-1`` per group (``(H + lambda I)^-1 = U^T U``), as
-    GPTQ uses it; inputs that are always zero (zero diagonal) get a unit diagonal. ``lambda`` is ``damp``
-    times the mean diagonal, grown tenfold until the factorization succeeds. Returns ``(U, lambda)``.
-
-    With ``J`` the reversal permutation and ``J (H + lambda I) J = L L^T``: ``U = J L^-1 J``."""
-    h = np.array(h, np.float64)
-    d = h.shape[-1]
-    idx = np.arange(d)
-    diag = h[:, idx, idx]
-    dead = diag <= 0
-    h[:, idx, idx] = np.where(dead, 1.0, diag)
-    mean_diag = np.maximum(np.mean(np.where(dead, 1.0, diag), axis=-1), 1e-30)
-    rev = h[:, ::-1, ::-1]
-    for _ in range(8):
-        lam = damp * mean_diag
-        hd = rev.copy()
-        hd[:, idx, idx] += lam[:, None]
-        try:
-            u = lower_inverse(cholesky(hd))[:, ::-1, ::-1]
-            if np.all(np.isfinite(u)):
-                return np.ascontiguousarray(u), lam
-        except np.linalg.LinAlgError:
-            pass
-        damp = damp * 10 if damp > 0 else 1e-6
-    raise np.linalg.LinAlgError("the Hessian is not positive definite even with strong dampening")
-
-
-def gptq(w: np.ndarray, h: np.ndarray, quantize, damp: float = 0.01, block: int = 128) -> tuple:
-    """GPTQ rounding (Frantar et al. 2022, Algorithm 1) of ``w [G, R, D]`` for ``H [G, D, D]``, batched over
-    groups and rows. ``quantize(col, j)`` maps column ``j`` of the (error-updated) weights ``[G, R]`` to
-    ``(levels, dequantized)``. Returns ``(levels [G, R, D], dequantized [G, R, D])``."""
-    u, _ = damped_inverse_cholesky(h, damp)
-    w = np.array(w, np.float64)
-    g, r, d = w.shape
-    q = np.empty_like(w)
-    k = np.empty_like(w)
-    for i1 in range(0, d, block):
-        i2 = min(i1 + block, d)
-        w1 = w[:, :, i1:i2].copy()
-        err1 = np.zeros_like(w1)
-        u1 = u[:, i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = w1[:, :, i]
-            kk, qq = quantize(col, i1 + i)
-            k[:, :, i1 + i], q[:, :, i1 + i] = kk, qq
-            err = (col - qq) / u1[:, i, i][:, None]
-            w1[:, :, i:] -= err[:, :, None] * u1[:, None, i, i:]
-            err1[:, :, i] = err
-        if i2 < d:
-            w[:, :, i2:] -= _mm(err1, u[:, i1:i2, i2:])
-    return k, q
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """Run numpy's OpenBLAS on one thread inside the block (restored afterwards): its multi-threaded
-    factorizations and products are several times slower on a loaded machine, and one thread makes the
-    results independent of the core count. Does nothing for other BLAS libraries."""
-    found = []
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln})
-        for path in paths:
-            lib = ctypes.CDLL(path)
-            for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", ""), ("openblas_", "64_")):
-                get = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                put = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                if get is not None and put is not None:
-                    found.append((put, int(get())))
-                    put(1)
-                    break
-    except OSError:
-        pass
-    try:
-        yield
-    finally:
-        for put, n in found:
-            put(n)
-
-
-# ---- the algorithm ---------------------------------------------------------------------------------
 class LayerwiseTuning(Algorithm):
     """Tunes activation FakeQuantize ranges (MSE grid search), and the weight FakeQuantize scales (grid
     search), weight rounding (GPTQ) and biases (closed form) of each Conv/GroupConv/MatMul layer, on the
@@ -325,8 +97,7 @@ class LayerwiseTuning(Algorithm):
     #: factors the weight ranges are scaled by in the weight scale search (1.0 keeps MinMax's range)
     scale_factors = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
     #: factors the activation ranges are scaled by in the activation range search (widening only: the
-    #: tensor-wide squared error undervalues the few outlier channels a narrower range would clip, which
-    #: cost a transformer (all-MiniLM-L6-v2) much of its accuracy)
+    #: tensor-wide squared error undervalues the few outlier channels a narrower range would clip)
     activation_factors = (1.0, 1.15, 1.3, 1.5, 1.75, 2.0)
     #: elements per sample used for an activation range search (spatially subsampled beyond)
     activation_max_elements = 8192
@@ -518,52 +289,48 @@ class LayerwiseTuning(Algorithm):
     def _tune(self, graph: Graph, node: ov.Node, layout: RowLayout, h: np.ndarray, m: Optional[np.ndarray]) -> dict:
         """Tune one layer. ``h``: ``E[x x^T]``, ``[G, D, D]`` or ``[1, D, D]`` shared by the groups; ``m``:
         ``E[x]``, ``[G, D]``, from the same positions."""
-        fq = node.input_value(1).get_node()
-        src = weight_source(node)
-        w = Graph.constant_value(src).astype(np.float64)
-        ranges = [Graph.constant_value(fq.input_value(i)).astype(np.float64) for i in range(1, 5)]
-        per_row = all(layout.per_row(r.shape) for r in ranges)
-        rows = [layout.to_rows(r)[..., 0] for r in ranges]            # [G, R] each
-        levels = int(fq.get_attributes()["levels"])
-        wr = layout.to_rows(w)                                        # [G, R, D]
-        grid = RowGrid(*rows, levels, wr)
-        gshape = wr.shape[:2]
-        m = m.reshape(gshape[0], -1)
-        bias = graph.bias_of(node) if self.tune_bias else None
-        if bias is not None:
-            # the bias takes out the mean output error, so what is left is the centred error: use the
-            # covariance H - m m^T (shared: the mean over the groups of their covariances)
-            mm = m[:, :, None] * m[:, None, :]
-            h = h - (mm.mean(axis=0, keepdims=True) if h.shape[0] < mm.shape[0] else mm)
-        q_old = layout.to_rows(fake_quantize_value(fq, w))
-        err_old = hessian_error(wr - q_old, h)
-        scale = float(np.sum(hessian_error(wr, h))) or 1.0
+        p = TuningProblem(graph, node, layout, h, m, self.tune_bias)
+        candidates = self._scale_candidates(p)                              # 1. scale search
+        best_f, k_new, q_new, err_new = self._round(p, candidates)        # 2. rounding
+        take = err_new < p.pick(p.err_old) * (1.0 - self.min_gain)
+        err_new = hessian_error(p.wr - q_new, p.h)
+        f_used = np.where(take, best_f, 1.0)
+        entry = p.entry(take, f_used, np.where(take, err_new, p.err_old))
+        if not take.any():
+            return entry
+        self._write(graph, p, take, k_new, best_f, f_used)               # 3. weights and ranges
+        q_final = np.where(take[..., None], q_new, p.q_old)
+        if p.bias is not None:                                              # 4. bias
+            delta = self._shift_bias(graph, node, p, q_final)
+            if delta is not None:
+                entry["bias_shift"] = round(float(np.max(np.abs(delta))) if delta.size else 0.0, 8)
+        return entry
 
-        def pick(err):
-            return err if per_row else np.full(gshape, err.sum())
+    def _scale_candidates(self, p: TuningProblem) -> list:
+        """The range factors to round with: 1.0, and per row the factor of :attr:`scale_factors` whose
+        nearest rounding has the smallest error (when it is not 1.0 everywhere)."""
+        if not (self.tune_scales and len(self.scale_factors) > 1):
+            return [1.0]
+        errs = np.stack([p.pick(hessian_error(p.wr - p.grid.quantize(p.wr, np.full(p.gshape, f))[1], p.h))
+                         for f in self.scale_factors])
+        best = np.asarray(self.scale_factors, np.float64)[np.argmin(errs, axis=0)]
+        return [1.0] if np.all(best == 1.0) else [1.0, best]
 
-        # 1. scale search with nearest rounding
-        candidates = [1.0]
-        if self.tune_scales and len(self.scale_factors) > 1:
-            errs = np.stack([pick(hessian_error(wr - grid.quantize(wr, np.full(gshape, f))[1], h))
-                             for f in self.scale_factors])
-            best = np.asarray(self.scale_factors, np.float64)[np.argmin(errs, axis=0)]
-            candidates = [1.0] if np.all(best == 1.0) else [1.0, best]
-
-        # 2. rounding with each candidate scale (1.0 and the search's choice); rows are independent given H,
-        #    so each row keeps its best result, or MinMax's rounding when that is better still
-        best_f, k_new, q_new, err_new = np.ones(gshape), None, None, np.full(gshape, np.inf)
+    def _round(self, p: TuningProblem, candidates: list) -> tuple:
+        """GPTQ (or nearest) rounding with each candidate scale; rows are independent given H, so each row
+        keeps its best result: ``(factor, levels, values, error)`` per row."""
+        best_f, k_new, q_new, err_new = np.ones(p.gshape), None, None, np.full(p.gshape, np.inf)
         for f in candidates:
-            f = np.broadcast_to(np.asarray(f, np.float64), gshape)
+            f = np.broadcast_to(np.asarray(f, np.float64), p.gshape)
             if self.tune_rounding:
                 def quantize_column(col, j, f=f):
-                    k, q = grid.quantize(col[..., None], f)
+                    k, q = p.grid.quantize(col[..., None], f)
                     return k[..., 0], q[..., 0]
 
-                k, q = gptq(wr, h, quantize_column, self.damp, self.block)
+                k, q = gptq(p.wr, p.h, quantize_column, self.damp, self.block)
             else:
-                k, q = grid.quantize(wr, f)
-            e = pick(hessian_error(wr - q, h))
+                k, q = p.grid.quantize(p.wr, f)
+            e = p.pick(hessian_error(p.wr - q, p.h))
             better = e < err_new
             if k_new is None:
                 k_new, q_new = k, q
@@ -571,48 +338,39 @@ class LayerwiseTuning(Algorithm):
             q_new = np.where(better[..., None], q, q_new)
             best_f = np.where(better, f, best_f)
             err_new = np.where(better, e, err_new)
-        take = err_new < pick(err_old) * (1.0 - self.min_gain)
-        err_new = hessian_error(wr - q_new, h)
-        f_used = np.where(take, best_f, 1.0)
-        err_final = np.where(take, err_new, err_old)
-        d = h.shape[-1]
-        hname = f"{d}x{d}" if h.shape[0] == 1 else f"{h.shape[0]}x{d}x{d}"
-        entry = {"rows": int(np.prod(gshape)), "hessian": hname + (" shared" if h.shape[0] < gshape[0] else ""),
-                 "rows_tuned": int(take.sum()),
-                 "error_before": float(err_old.sum()), "error_after": float(err_final.sum()),
-                 "relative_error_before": round(float(err_old.sum()) / scale, 8),
-                 "relative_error_after": round(float(err_final.sum()) / scale, 8),
-                 "rows_rescaled": int((f_used != 1.0).sum()), "scale_factor_mean": round(float(f_used.mean()), 4),
-                 "bias_shift": 0.0}
-        if not take.any():
-            return entry
+        return best_f, k_new, q_new, err_new
 
-        # 3. write the new weights (on the grid) and ranges
-        # rows kept as they were are written on the grid too (their levels as the FakeQuantize rounds them)
-        ones = np.ones(gshape)
-        w_in = np.where(take[..., None], grid.value_in(k_new, best_f),
-                        grid.value_in(grid.levels_of(wr, ones), ones))
-        graph.set_constant(src, layout.from_rows(w_in).astype(np.float32))
-        if np.any(f_used != 1.0):
-            for i, r in enumerate(ranges, start=1):
-                f = layout.to_range(f_used, r.shape) if per_row else np.float64(f_used.flat[0])
-                new = ops.constant(np.asarray(r * f, dtype=fq.input_value(i).get_element_type().to_dtype()))
-                new.set_friendly_name(fq.input_value(i).get_node().get_friendly_name())
-                fq.input(i).replace_source_output(new.output(0))
-            graph.invalidate()
-        q_final = np.where(take[..., None], q_new, q_old)
+    @staticmethod
+    def _write(graph: Graph, p: TuningProblem, take, k_new, best_f, f_used) -> None:
+        """Write the new weights as values on the (rescaled) grid, and the rescaled ranges. Rows kept as
+        they were are written on the grid too (their levels as the FakeQuantize rounds them)."""
+        ones = np.ones(p.gshape)
+        w_in = np.where(take[..., None], p.grid.value_in(k_new, best_f),
+                        p.grid.value_in(p.grid.levels_of(p.wr, ones), ones))
+        graph.set_constant(p.src, p.layout.from_rows(w_in).astype(np.float32))
+        if not np.any(f_used != 1.0):
+            return
+        fq = p.fq
+        for i, r in enumerate(p.ranges, start=1):
+            f = p.layout.to_range(f_used, r.shape) if p.per_row else np.float64(f_used.flat[0])
+            new = ops.constant(np.asarray(r * f, dtype=fq.input_value(i).get_element_type().to_dtype()))
+            new.set_friendly_name(fq.input_value(i).get_node().get_friendly_name())
+            fq.input(i).replace_source_output(new.output(0))
+        graph.invalidate()
 
-        # 4. bias: cancel the change of the mean output
-        if bias is not None:
-            add, port = bias
-            b_out = add.input_value(port)
-            b = Graph.constant_value(b_out).astype(np.float64)
-            s = m.reshape(-1) if node.get_type_name() == "MatMul" else m.reshape((-1,) + layout.shape[-2:])
-            delta = FastBiasCorrection._mean_out(node, layout.from_rows(q_old - q_final), s)
-            if np.all(np.isfinite(delta)):
-                graph.set_constant(b_out, (b.reshape(-1) + delta).reshape(b.shape).astype(np.float32))
-                entry["bias_shift"] = round(float(np.max(np.abs(delta))) if delta.size else 0.0, 8)
-        return entry
+    @staticmethod
+    def _shift_bias(graph: Graph, node: ov.Node, p: TuningProblem, q_final) -> Optional[np.ndarray]:
+        """Cancel the change of the mean output, ``(W_q,old - W_q,new) m``, in the bias; the shift, or None
+        when it is not finite (the bias is then left)."""
+        add, port = p.bias
+        b_out = add.input_value(port)
+        b = Graph.constant_value(b_out).astype(np.float64)
+        s = p.m.reshape(-1) if node.get_type_name() == "MatMul" else p.m.reshape((-1,) + p.layout.shape[-2:])
+        delta = mean_output(node, p.layout.from_rows(p.q_old - q_final), s)
+        if not np.all(np.isfinite(delta)):
+            return None
+        graph.set_constant(b_out, (b.reshape(-1) + delta).reshape(b.shape).astype(np.float32))
+        return delta
 
 
 @hookimpl

@@ -33,16 +33,18 @@ import numpy as np
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
+from ovquant.engine import aggregate
 from ovquant.graph import Graph
-from ovquant.registry import guarded, make_aggregator, make_estimator
+from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
 
+from . import derived
+from .derived import DERIVABLE
+from .layers import FIRST_LAYER_TYPES, first_layers
 from .placement import check_unmatched, find_quantizers
 
 ZERO_FLOOR = 8e-5
 ASYM_MIN_RANGE = 8e-4
-FIRST_LAYER_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
-DERIVABLE = {"min", "max", "abs_max"}
 #: the estimator a symmetric weight range uses for the max a config names (its absolute counterpart)
 SYMMETRIC_MAX = {"max": "abs_max", "quantile": "abs_quantile"}
 #: weight grids with at most this many levels get no saturation fix
@@ -160,12 +162,14 @@ class MinMaxQuantization(Algorithm):
         super().__init__(params, context)
         self.quantizers = None
         self.ignored = set()
+        #: the statistics requested for each activation quantizer (by name), from :meth:`statistics`
+        self.requests: dict = {}
 
     def _plan(self, graph: Graph):
         extra = ()
         if normalize_model_type(self.params.model_type) == "transformer":
             extra = TRANSFORMER_IGNORED_TYPES
-        pinned = {(t.node, t.port) for t in self.context.may_transform}
+        pinned = {(t.node, t.port) for t in self.context.transforms.announced}
         qs, ignored, unmatched = find_quantizers(graph, self.context.target, self.params, extra,
                                                  symmetric_act_matmul=bool(extra), pinned=pinned)
         check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
@@ -197,62 +201,54 @@ class MinMaxQuantization(Algorithm):
         """Per-channel, per-sample min and max of a tensor an earlier algorithm of this stage may change
         per channel; the quantizer's statistics are derived from them after that change."""
         t = TensorRef(*q.source)
-        axis = self.context.may_transform.get(t)
+        axis = self.context.transforms.axis(t)
         if axis is None:
             return None
         cfg = estimator_config(self.params, "activations", q.scheme.mode, q.scheme.granularity)
         if any(cfg[side]["type"] not in DERIVABLE for side in ("min", "max")) or \
                 (q.channel_axis is not None and q.channel_axis != axis):
             return None
-        return {"cfg": cfg, "axis": axis,
-                "min": Statistic.make(t, "min", None, axis, {"side": "min"}),
-                "max": Statistic.make(t, "max", None, axis, {"side": "max"})}
+        return {"cfg": cfg, "axis": axis, "derived": True, **derived.requests(t, axis)}
 
     def statistics(self, graph: Graph):
         qs = self._plan(graph)
-        for q in qs:
-            if q.kind == "activations":
-                d = self._derived(q)
-                s = d or self._act_stats(q)
-                yield from (st for st in (s["min"], s["max"]) if st is not None)
+        self.requests = {q.name: self._derived(q) or self._act_stats(q) for q in qs if q.kind == "activations"}
+        for s in self.requests.values():
+            yield from (st for st in (s["min"], s["max"]) if st is not None)
 
     def _derive(self, q, d: dict, stats) -> tuple:
+        t = TensorRef(*q.source)
         lo = np.asarray(stats[d["min"]], np.float64)
         hi = np.asarray(stats[d["max"]], np.float64)
-        t = self.context.channel_transforms.get(TensorRef(*q.source))
-        if t is not None:
-            _, shift, scale = t
-            lo, hi = (lo - shift) / scale, (hi - shift) / scale
+        transform = self.context.transforms.get(t)
+        if transform is not None:
+            lo, hi = transform.apply(lo, -1), transform.apply(hi, -1)
         per_channel = q.channel_axis is not None
 
         def side(name):
             spec = d["cfg"][name]
-            v = {"min": lo, "max": hi, "abs_max": np.maximum(np.abs(lo), np.abs(hi))}[spec["type"]]
-            if not per_channel:
-                v = v.min(axis=1) if spec["type"] == "min" else v.max(axis=1)
-            agg = make_aggregator(spec["aggregator"])
-            agg.update(v)
-            return _clip(spec, np.asarray(agg.result(), np.float64), name)
+            st = Statistic.make(t, spec["type"], spec["aggregator"], q.channel_axis)
+            value = aggregate(st, derived.per_sample(spec["type"], lo, hi, per_channel))
+            return _clip(spec, np.asarray(value, np.float64), name)
 
         mn = side("min") if q.scheme.mode == "asymmetric" or not q.nonnegative else np.zeros(())
         if q.scheme.mode == "symmetric" and not q.nonnegative:
             mn = np.asarray(np.min(mn))
         return mn, side("max")
 
-    def apply(self, graph: Graph, stats) -> dict:
-        qs = self.quantizers if self.quantizers is not None else self._plan(graph)
-        acts = [q for q in qs if q.kind == "activations"]
-        values = {}
-        for q in acts:
-            d = self._derived(q)
-            if d is not None:
-                values[q.name] = self._derive(q, d, stats)
-                continue
-            s = self._act_stats(q)
-            mn = (np.zeros(()) if s["min"] is None else
-                  _clip(s["cfg"]["min"], np.asarray(stats[s["min"]], np.float64), "min"))
-            mx = _clip(s["cfg"]["max"], np.asarray(stats[s["max"]], np.float64), "max")
-            values[q.name] = (mn, mx)
+    def _range_values(self, q, stats) -> tuple:
+        """(aggregated min, aggregated max) of activation quantizer ``q``, clipped as configured."""
+        s = self.requests[q.name]
+        if s.get("derived"):
+            return self._derive(q, s, stats)
+        mn = (np.zeros(()) if s["min"] is None else
+              _clip(s["cfg"]["min"], np.asarray(stats[s["min"]], np.float64), "min"))
+        mx = _clip(s["cfg"]["max"], np.asarray(stats[s["max"]], np.float64), "max")
+        return mn, mx
+
+    @staticmethod
+    def _unify(acts: list, values: dict) -> dict:
+        """Unified-scale groups share the min of their mins and the max of their maxes."""
         groups: dict = {}
         for q in acts:
             if q.group is not None:
@@ -262,10 +258,28 @@ class MinMaxQuantization(Algorithm):
             mx = max(float(np.max(values[q.name][1])) for q in members)
             for q in members:
                 values[q.name] = (np.asarray(mn), np.asarray(mx))
+        return values
 
-        report = []
+    def apply(self, graph: Graph, stats) -> dict:
+        qs = self.quantizers   # planned in statistics(), with the requests
+        acts = [q for q in qs if q.kind == "activations"]
+        values = self._unify(acts, {q.name: self._range_values(q, stats) for q in acts})
         first = self._first_layer_weights(graph)
-        skipped = []
+        report, skipped = self._quantize_activations(graph, acts, values)
+        report += self._quantize_weights(graph, qs, first)
+        if skipped:
+            warnings.warn(f"no finite calibration value for node(s) {', '.join(skipped)}; left in float",
+                          stacklevel=4)
+        n_w = sum(e.get("kind") == "weights" for e in report)
+        return {"quantizers": report, "n_fake_quantize": len(report), "no_finite_values": skipped,
+                "ignored": sorted(self.ignored),
+                "summary": f"placed {len(report)} FakeQuantize ops ({n_w} on weights, {len(report) - n_w} on "
+                           f"activations); {len(self.ignored)} node(s) ignored, {len(skipped)} left in float for "
+                           "lack of finite values"}
+
+    def _quantize_activations(self, graph: Graph, acts: list, values: dict) -> tuple:
+        """Insert the activation FakeQuantizes; (report entries, nodes left in float)."""
+        report, skipped = [], []
         for q in acts:
             mn, mx = values[q.name]
             if not (np.all(np.isfinite(mx)) and np.all(np.isfinite(mn))):
@@ -279,6 +293,11 @@ class MinMaxQuantization(Algorithm):
             lo, hi = self._shape_activation(graph, q, lo, hi)
             graph.insert_fake_quantize(targets, lo, hi, q.scheme.levels, q.name)
             report.append(self._entry(q, lo, hi))
+        return report, skipped
+
+    def _quantize_weights(self, graph: Graph, qs: list, first: set) -> list:
+        """Insert the weight FakeQuantizes (``first``: the layers with the saturation fix)."""
+        report = []
         for q in qs:
             if q.kind != "weights":
                 continue
@@ -295,15 +314,7 @@ class MinMaxQuantization(Algorithm):
             e = self._entry(q, lo, hi)
             e["saturation_fix"] = q.source[0] in first
             report.append(e)
-        if skipped:
-            warnings.warn(f"no finite calibration value for node(s) {', '.join(skipped)}; left in float",
-                          stacklevel=4)
-        n_w = sum(e.get("kind") == "weights" for e in report)
-        return {"quantizers": report, "n_fake_quantize": len(report), "no_finite_values": skipped,
-                "ignored": sorted(self.ignored),
-                "summary": f"placed {len(report)} FakeQuantize ops ({n_w} on weights, {len(report) - n_w} on "
-                           f"activations); {len(self.ignored)} node(s) ignored, {len(skipped)} left in float for "
-                           "lack of finite values"}
+        return report
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _shape_activation(self, graph, q, lo, hi):
@@ -353,25 +364,8 @@ class MinMaxQuantization(Algorithm):
         if mode == "no" or not self.context.target.saturation_fix:
             return set()
         if mode == "first_layer":
-            return self._first_layers(graph) | set(self.context.need_rescale)
+            return first_layers(graph) | self.context.transforms.saturation_fix_layers()
         return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
-
-    @staticmethod
-    def _first_layers(graph: Graph) -> set:
-        """The first convolution(s) reachable from each model input."""
-        found, seen = set(), set()
-        stack = list(graph.model.get_parameters())
-        while stack:
-            n = stack.pop()
-            if n.get_friendly_name() in seen:
-                continue
-            seen.add(n.get_friendly_name())
-            if n.get_type_name() in FIRST_LAYER_TYPES:
-                found.add(n.get_friendly_name())
-                continue
-            for i in range(n.get_output_size()):
-                stack.extend(Graph.consumer_nodes(n.output(i)))
-        return found
 
     @staticmethod
     def _entry(q, lo, hi) -> dict:

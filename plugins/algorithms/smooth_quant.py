@@ -18,9 +18,9 @@ import openvino.opset13 as ops
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.graph import Graph
+from ovquant.pipeline import ChannelTransform
+from ovquant.quant_math import weight_source
 from ovquant.statistics import Statistic, TensorRef
-
-from .common import weight_source
 
 EPS = 1e-8
 
@@ -79,7 +79,7 @@ class SmoothQuant(Algorithm):
             t = TensorRef(*key)
             st = Statistic.make(t, "abs_max", "max", axis, {"side": "max"})
             self.groups.append((t, names, axis, st))
-            self.context.may_transform[t] = axis
+            self.context.transforms.announce(t, axis)
             yield st
 
     def apply(self, graph: Graph, stats) -> dict:
@@ -112,7 +112,7 @@ class SmoothQuant(Algorithm):
                 graph.set_constant(wout, w * best.reshape(shape))
                 node.input(0).replace_source_output(mul.output(0))
             graph.invalidate()
-            self.context.channel_transforms[t] = (axis, np.zeros_like(best), best)
+            self.context.transforms.record(t, ChannelTransform(axis, np.zeros_like(best), best))
             report.append({"tensor": str(t), "matmuls": names, "scale_range": [round(float(best.min()), 4),
                                                                                round(float(best.max()), 4)]})
         return {"alpha": self.alpha, "smoothed": report, "n_smoothed": len(report),

@@ -6,16 +6,8 @@ import numpy as np
 import openvino.opset13 as ops
 
 from ovquant import hookimpl
+from ovquant.quant_math import fake_quantize
 from ovquant.statistics import Estimator
-
-
-def fake_quantize(x: np.ndarray, low, high, levels: int, out_low=None, out_high=None) -> np.ndarray:
-    """``x`` through a FakeQuantize with input range ``[low, high]`` and output range ``[out_low,
-    out_high]`` (default: the input range), as OpenVINO computes it; the borders broadcast (float64)."""
-    out_low = low if out_low is None else out_low
-    out_high = high if out_high is None else out_high
-    q = np.round((np.clip(x, low, high) - low) / (high - low) * (levels - 1))
-    return q / (levels - 1) * (out_high - out_low) + out_low
 
 
 class FqMseEstimator(Estimator):

@@ -61,8 +61,8 @@ class QuantileEstimator(Estimator):
         self.n, self.k = n, k
         kept = [shape[a] for a in keep]
         if len(keep) >= 2:
-            # per channel: lay the reduced elements out along axis 1 ([b, n, c]); OpenVINO's TopK is
-            # several times faster across a long axis with the channels innermost
+            # per channel: lay the reduced elements out along axis 1 ([b, n, c]), the channels innermost,
+            # so that TopK runs across one long axis (docs/benchmarks.md)
             inner = math.prod(kept[1:])
             x = ops.transpose(x, np.array(keep[:1] + axes + keep[1:], np.int64))
             x = ops.reshape(x, np.array([kept[0], n, inner], np.int64), special_zero=False)

@@ -27,17 +27,10 @@ import openvino.opset13 as ops
 
 from ovquant.algorithm import Algorithm
 from ovquant.errors import ConfigError
+from ovquant.quant_math import fake_quantize
 from ovquant.statistics import Estimator, Statistic, TensorRef
 
 from . import usage
-
-
-def fake_quantize(x, il, ih, ol, oh, levels: int) -> np.ndarray:
-    """OpenVINO's FakeQuantize in numpy (float64)."""
-    x, il, ih, ol, oh = (np.asarray(a, np.float64) for a in (x, il, ih, ol, oh))
-    width = np.where(ih > il, ih - il, 1.0)
-    q = np.round((np.clip(x, np.minimum(il, ih), np.maximum(il, ih)) - il) / width * (levels - 1))
-    return q / (levels - 1) * (oh - ol) + ol
 
 
 def sqnr_db(signal: float, noise: float) -> float:
@@ -52,7 +45,8 @@ class SQNRTermsEstimator(Estimator):
     """Helper of ``SQNRReport``: per sample ``[mean(x^2), mean((FQ(x) - x)^2)]`` over the reduced axes,
     for the FakeQuantize given by the constructor params (ranges as flat tuples plus their shape).
 
-    In graph: the same FakeQuantize op, ``Square`` and ``ReduceMean``; in numpy, :func:`fake_quantize`.
+    In graph: the same FakeQuantize op, ``Square`` and ``ReduceMean``; in numpy,
+    :func:`ovquant.quant_math.fake_quantize`.
     The sample axis is always kept, so a rank-1 tensor gives ``[1, 2]``.
     """
 
@@ -72,7 +66,8 @@ class SQNRTermsEstimator(Estimator):
 
     def reduce(self, x, axes):
         x = np.asarray(x, np.float64)
-        noise = (fake_quantize(x, *self.ranges, self.levels) - x) ** 2
+        il, ih, ol, oh = (np.asarray(r, np.float64) for r in self.ranges)
+        noise = (fake_quantize(x, il, ih, self.levels, ol, oh) - x) ** 2
         out = np.stack([np.mean(x * x, axis=axes), np.mean(noise, axis=axes)], axis=-1)
         return (out[None] if 0 in [a % max(x.ndim, 1) for a in axes] else out).astype(np.float32)
 
@@ -170,8 +165,8 @@ class SQNRReport(Algorithm):
                 if kind != "weights":
                     continue
                 w = graph.constant_value(node.input_value(0)).astype(np.float64)
-                r = [graph.constant_value(node.input_value(i)) for i in range(1, 5)]
-                q = fake_quantize(w, *r, int(node.get_attributes()["levels"]))
+                il, ih, ol, oh = (graph.constant_value(node.input_value(i)).astype(np.float64) for i in range(1, 5))
+                q = fake_quantize(w, il, ih, int(node.get_attributes()["levels"]), ol, oh)
                 entries.append(self._entry(node, "weights", float(np.mean(w * w)), float(np.mean((q - w) ** 2))))
         finite = sorted((e["sqnr_db"], e["fake_quantize"]) for e in entries if isinstance(e["sqnr_db"], float))
         summary = {"n_fake_quantize": len(entries)}
