@@ -291,6 +291,7 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
     warnings.simplefilter("default")
+    warnings.filterwarnings("ignore", category=ResourceWarning)   # interpreter-level, not the user's business
     warnings.formatwarning = lambda msg, cat, *a, **k: f"ovquant: warning: {_one_line(msg)}\n"
     try:
         return handler(args)

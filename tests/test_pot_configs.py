@@ -267,7 +267,7 @@ def test_values_the_math_cannot_run_are_refused_in_one_line(tmp_path, params, wh
 def test_two_bit_weights_keep_the_first_layer_under_the_saturation_fix(demo):
     """CPU's saturation fix halves the grid of the first layer; a 2-bit grid halved again rounded every
     weight to 0. Grids of 128 levels or fewer get no saturation fix."""
-    from ovquant.plugins.algorithms.common import weights_of
+    from ovquant.quant_math import weights_of
 
     model, images, _ = demo
     for bits in (2, 4):

@@ -1210,11 +1210,11 @@ def test_fault_while_writing_keeps_the_earlier_output_and_removes_the_temp_folde
     if fault == "disk full":
         def fsync(fd):
             raise OSError(28, "No space left on device")
-        monkeypatch.setattr(ovquant.io.os, "fsync", fsync)
+        monkeypatch.setattr(ovquant.output.os, "fsync", fsync)
     else:
         def fsync(fd):
             raise KeyboardInterrupt
-        monkeypatch.setattr(ovquant.io.os, "fsync", fsync)
+        monkeypatch.setattr(ovquant.output.os, "fsync", fsync)
     r = cli_main(capsys, *quantize_args(bad / "good.xml", bad / "good.npy", out))
     monkeypatch.undo()
     if fault == "disk full":
