@@ -274,12 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the last signal a handler of ovquant's received (names the exit when a C extension swallowed it)
+_RECEIVED: list = []
+
+
 def _on_sigint(signum, frame):
+    _RECEIVED.append(signum)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C does not interrupt the cleanup
     raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
+    _RECEIVED.clear()
     try:
         args = build_parser().parse_args(argv)
     except OVQuantError as exc:
@@ -313,9 +319,12 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:   # a Ctrl-C inside a C extension (an import, OpenVINO) comes back as its error
-        if not _caused_by_interrupt(exc):
+        if not _caused_by_interrupt(exc) and not _RECEIVED:
             raise
         _ignore_signals()
+        if _RECEIVED and _RECEIVED[-1] != signal.SIGINT:
+            print("ovquant: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         print("ovquant: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
@@ -333,6 +342,7 @@ def _catch_termination() -> dict:
     """SIGTERM and SIGHUP end the run like Ctrl-C does: temporaries are removed, one line, exit code 143.
     Returns the handlers found (SIGINT's included), to be restored after an in-process call."""
     def handler(signum, frame):
+        _RECEIVED.append(signum)
         raise _Terminated()
 
     saved = {}
