@@ -182,10 +182,15 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
                          subset_size: Optional[int] = None, engine: Optional[Engine] = None,
                          error_samples: int = 0, cache_dir: Optional[str] = None,
                          image: Optional[ImageOptions] = None, check_on: Optional[str] = None,
-                         raise_on_failure: bool = False, **overrides) -> tuple:
+                         raise_on_failure: bool = False, sensitivity: bool = False,
+                         max_output_error: Optional[float] = None, sensitivity_samples: int = 32,
+                         **overrides) -> tuple:
     """Like :func:`quantize`, and also return the run report (quantizers, stage times, effective
     settings and, with ``error_samples``, the INT8-vs-FP32 error of each output on that many samples
-    that the statistics did not see, where the data has them)."""
+    that the statistics did not see, where the data has them). ``sensitivity=True`` adds each
+    quantizer's share of the output error (``report["sensitivity"]``, :mod:`ovquant.sensitivity`);
+    ``max_output_error=X`` reverts the worst quantizers to float until every output's relative L2
+    error is within X on ``sensitivity_samples`` held-back samples (``report["output_error_control"]``)."""
     model = _as_model(model)
     overrides, off = _nncf_overrides(overrides)
     implicit = subset_size is None and "stat_subset_size" not in overrides and not _config_sets_subset(config)
@@ -204,6 +209,12 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         q, report = pipe.run(model.clone(), data)
     compress_weights(q)
     stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
+    if sensitivity or max_output_error is not None:
+        from .accuracy_control import analyze_quantized
+
+        rows, unseen = held_back(data, pipe.used_indices, pipe.used_count, sensitivity_samples)
+        q = analyze_quantized(model, q, rows, report, sensitivity=sensitivity, max_output_error=max_output_error,
+                              held=unseen)
     report["pipeline"] = pipe.names
     report["settings"] = {**pipe.settings(), "data": _describe_source(calibration_dataset, data)}
     if isinstance(data, ImageFolder):
