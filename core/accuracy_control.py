@@ -173,3 +173,145 @@ def analyze_quantized(fp32: ov.Model, q: ov.Model, samples: list, report: dict, 
     ctl["seconds"] = round(time.perf_counter() - t1, 3)
     report["output_error_control"] = ctl
     return q
+
+
+class Validator:
+    """Compiles a model on CPU and scores it with ``validation_fn(compiled_model, validation_data)``
+    (higher is better; a ``(metric, per-sample values)`` tuple as NNCF allows is read as its first
+    item), counting the runs."""
+
+    def __init__(self, validation_fn: Callable, validation_data: Any):
+        if not callable(validation_fn):
+            raise ConfigError(f"validation_fn: expected a callable, got {type(validation_fn).__name__}")
+        self.fn, self.data, self.runs, self.seconds = validation_fn, validation_data, 0, 0.0
+        self.core = ov.Core()
+
+    def __call__(self, model: ov.Model) -> float:
+        t0 = time.perf_counter()
+        value = self.fn(self.core.compile_model(model, "CPU"), self.data)
+        value = value[0] if isinstance(value, (tuple, list)) else value
+        self.runs += 1
+        self.seconds += time.perf_counter() - t0
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"validation_fn: returned {type(value).__name__}, expected a number") from None
+
+
+def validation_items(dataset: Any) -> Any:
+    """What ``validation_fn`` receives: NNCF's ``get_data()``, an ovquant Dataset's source, or the object."""
+    if hasattr(dataset, "get_data"):
+        return dataset.get_data()
+    if hasattr(dataset, "transform_fn") and hasattr(dataset, "data_source"):
+        return dataset.data_source
+    return dataset
+
+
+def control_metric(fp32: ov.Model, q: ov.Model, validator: Validator, ranking_samples: list, max_drop: float,
+                   drop_type: str, max_reverted: Optional[int] = None) -> tuple:
+    """Revert the fewest top-ranked quantizers of ``q`` (in place) so that the metric drop is within
+    ``max_drop``; returns ``(q, report entry)``."""
+    from .sensitivity import Switchboard, analyze, _output_names
+
+    m_fp32, m_int8 = validator(fp32), validator(q)
+    entry = {"metric_fp32": m_fp32, "metric_int8_full": m_int8, "max_drop": max_drop, "drop_type": drop_type,
+             "drop_int8_full": drop_of(m_fp32, m_int8, drop_type)}
+    if entry["drop_int8_full"] <= max_drop:
+        entry.update(reverted=[], n_reverted=0, metric=m_int8, drop=entry["drop_int8_full"], ranked=False)
+        return q, entry
+    t0 = time.perf_counter()
+    board = Switchboard(q, fp32, ranking_samples, histograms=False)
+    sens = analyze(board, _output_names(q))
+    ranking = [r["name"] for r in sens["quantizers"]]
+    entry["ranking_seconds"], entry["ranking_samples"] = round(time.perf_counter() - t0, 3), len(ranking_samples)
+    del board
+    n = min(len(ranking), max_reverted) if max_reverted is not None else len(ranking)
+    metrics = {0: m_int8}
+
+    def passes(k: int) -> bool:
+        if k not in metrics:
+            cand = q.clone()
+            revert(cand, ranking[:k], fp32)
+            metrics[k] = validator(cand)
+        return drop_of(m_fp32, metrics[k], drop_type) <= max_drop
+
+    k, _ = fewest(n, passes) if n == len(ranking) else _capped(n, passes)
+    revert(q, ranking[:k], fp32)
+    metric = metrics.get(k, m_fp32 if k == len(ranking) else None)
+    if metric is None:
+        metric = metrics[k] = validator(q)
+    entry.update(reverted=ranking[:k], n_reverted=k, n_quantizers=len(ranking), metric=metric,
+                 drop=drop_of(m_fp32, metric, drop_type), ranked=True,
+                 probed={str(j): v for j, v in sorted(metrics.items())})
+    entry["within_max_drop"] = entry["drop"] <= max_drop
+    return q, entry
+
+
+def _capped(n: int, passes: Callable[[int], bool]) -> tuple:
+    """:func:`fewest` over ``[0, n]`` where ``n`` itself must be evaluated (a cap below the full list)."""
+    k, seen = fewest(n + 1, passes)
+    return min(k, n), seen
+
+
+def _ranking_samples(fp32: ov.Model, calibration: Any, validation_dataset: Any, pipeline_info: Optional[tuple], n: int) -> tuple:
+    """Samples to rank on: held-back calibration samples, else the validation Dataset's model inputs
+    (an ovquant/NNCF Dataset with a transform), else calibration samples."""
+    from .dataset import held_back, open_source, take
+
+    data = open_source(calibration, list(fp32.inputs))
+    rows, unseen = held_back(data, *pipeline_info, n) if pipeline_info else (list(take(data, n)), False)
+    if unseen:
+        return rows, "held-back calibration"
+    if hasattr(validation_dataset, "transform_fn") or hasattr(validation_dataset, "get_inference_data"):
+        items = validation_dataset.get_inference_data() if hasattr(validation_dataset, "get_inference_data") \
+            else validation_dataset
+        return list(take(items, n)), "validation"
+    return rows, "calibration"
+
+
+def quantize_with_accuracy_control_report(model: Any, calibration_dataset: Any, validation_dataset: Any,
+                                          validation_fn: Callable, max_drop: float = 0.01,
+                                          drop_type: Any = "absolute", *, ranking_subset_size: int = 32,
+                                          max_reverted: Optional[int] = None, **kwargs) -> tuple:
+    """:func:`quantize_with_accuracy_control`, returning ``(model, report)``; the report's
+    ``accuracy_control`` holds the metrics, the reverted quantizers and the validation runs."""
+    from .api import _as_model, compress_weights, quantize_with_report
+
+    drop_type = check_drop_type(drop_type)
+    if not isinstance(max_drop, (int, float)) or not max_drop >= 0:
+        raise ConfigError(f"max_drop: expected a number >= 0, got {max_drop!r}")
+    t0 = time.perf_counter()
+    fp32 = _as_model(model)
+    q, report = quantize_with_report(fp32, calibration_dataset, **kwargs)
+    t_quant = time.perf_counter() - t0
+    full = q.clone()
+    validator = Validator(validation_fn, validation_items(validation_dataset))
+    settings = report["settings"]
+    shuffled = any((st.get("params") or {}).get("shuffle_data") for st in settings.get("steps", [])
+                   if isinstance(st.get("params"), dict))
+    info = None if shuffled else (None, settings.get("stat_subset_size"))   # shuffled: which were seen is not kept
+    rows, source = _ranking_samples(fp32, calibration_dataset, validation_dataset, info, ranking_subset_size)
+    q, entry = control_metric(fp32, q, validator, rows, float(max_drop), drop_type, max_reverted)
+    entry["ranking_samples_from"] = source
+    entry["validation_runs"] = validator.runs
+    entry["validation_seconds"] = round(validator.seconds, 3)
+    entry["quantize_seconds"] = round(t_quant, 3)
+    entry["seconds"] = round(time.perf_counter() - t0, 3)
+    entry["time_vs_plain_quantization"] = round(entry["seconds"] / t_quant, 2) if t_quant > 0 else None
+    if entry["n_reverted"]:
+        entry["speed"] = speed_report(fp32, full, q, rows[0])
+    report["accuracy_control"] = entry
+    return q, report
+
+
+def quantize_with_accuracy_control(model: Any, calibration_dataset: Any, validation_dataset: Any,
+                                   validation_fn: Callable, max_drop: float = 0.01, drop_type: Any = "absolute",
+                                   **kwargs) -> ov.Model:
+    """Quantize ``model`` as :func:`ovquant.quantize` does (``kwargs`` are its keywords), then revert the
+    fewest quantizers to float so that ``validation_fn(compiled_model, validation_data)`` (higher is
+    better) drops by at most ``max_drop`` from FP32's: absolute (``fp32 - int8``) or relative
+    (``(fp32 - int8) / |fp32|``), as ``nncf.quantize_with_accuracy_control``. Quantizers are ranked by
+    :mod:`ovquant.sensitivity` on ``ranking_subset_size`` samples (held-back calibration samples where
+    the data has them); the search is described in :mod:`ovquant.accuracy_control`."""
+    return quantize_with_accuracy_control_report(model, calibration_dataset, validation_dataset, validation_fn,
+                                                 max_drop, drop_type, **kwargs)[0]
