@@ -315,3 +315,22 @@ def quantize_with_accuracy_control(model: Any, calibration_dataset: Any, validat
     the data has them); the search is described in :mod:`ovquant.accuracy_control`."""
     return quantize_with_accuracy_control_report(model, calibration_dataset, validation_dataset, validation_fn,
                                                  max_drop, drop_type, **kwargs)[0]
+
+
+def control_summary(report: dict) -> list:
+    """Console lines for the sensitivity pass and the output-error control, when they ran."""
+    lines = []
+    sens = report.get("sensitivity")
+    if sens and sens["quantizers"]:
+        top = sens["quantizers"][0]
+        lines.append(f"sensitivity: {sens['n_quantizers']} quantizers on {sens['samples']} samples in "
+                     f"{sens['seconds']:.1f} s ({sens.get('cost_vs_fp32_pass')}x one FP32 pass); worst "
+                     f"{top['name']!r} with {100 * top['share']:.1f}% of the error")
+    ctl = report.get("output_error_control")
+    if ctl:
+        sp = ctl["speed"]
+        lines.append(f"max_output_error {ctl['max_output_error']:g}: reverted {ctl['n_reverted']} of "
+                     f"{ctl['n_quantizers']} quantizers to float; relative L2 "
+                     f"{max(ctl['relative_l2_before'] or [0]):.4f} -> {max(ctl['relative_l2_after'] or [0]):.4f}; "
+                     f"speed-up over FP32 {sp['speedup_result']:.2f}x (full INT8 {sp['speedup_full_int8']:.2f}x)")
+    return lines

@@ -383,7 +383,8 @@ def _resolve(path: Optional[str], base_dir: str) -> Optional[str]:
 
 
 def _run_and_save(model_path, weights, data, config, output_dir, name, strict, progress, use_cache=True,
-                  force: bool = False, image: Optional[ImageOptions] = None, **overrides) -> dict:
+                  force: bool = False, image: Optional[ImageOptions] = None, report_html: bool = False,
+                  **overrides) -> dict:
     from .cache import default_root
     from .progress import progress_bar
 
@@ -394,7 +395,8 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     with progress_bar(enabled=progress):
         q, report = quantize_with_report(model, data, config, strict=strict, error_samples=CHECK_SAMPLES,
                                          image=image, check_on=device, raise_on_failure=not force,
-                                         cache_dir=default_root() if use_cache else None, **overrides)
+                                         cache_dir=default_root() if use_cache else None,
+                                         sensitivity=report_html, **overrides)
     problem = check_output_error(report["output_error"])
     report["output_check"] = {"device": note, "samples": report.pop("output_error_samples"),
                               "sanity_relative_l2": SANITY_RELATIVE_L2, "problem": problem,
@@ -404,8 +406,15 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     report["model"] = os.path.abspath(model_path)
     report["versions"] = {"ovquant": __version__, "openvino": ov.get_version()}
     report["total_seconds"] = round(time.perf_counter() - t0, 3)
-    report["summary"] = summarize(q, report)
+    from .accuracy_control import control_summary
+
+    report["summary"] = summarize(q, report) + control_summary(report)
     result = save_outputs(q, output_dir, name, report)
+    if report_html:   # written after the model and report, atomically, beside them
+        from .html_report import write_html
+
+        result["html"] = write_html(os.path.join(os.path.dirname(result["xml"]), f"{name}.report.html"),
+                                    report["sensitivity"], name)
     result["summary"] = report["summary"]
     return result
 
@@ -451,8 +460,9 @@ def summarize(q: ov.Model, report: dict) -> list:
 
 
 def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache: bool = True,
-                         strict: bool = False, progress: bool = True, force: bool = False) -> dict:
-    """``ovquant quantize -c config.json``: the model, data and algorithms all come from the file."""
+                         strict: bool = False, progress: bool = True, force: bool = False, **extra) -> dict:
+    """``ovquant quantize -c config.json``: the model, data and algorithms all come from the file
+    (``extra``: ``report_html``, ``max_output_error``)."""
     cfg = load_config(path)
     if cfg.model is None:
         raise ConfigError("model: the config needs a 'model' section with the model path")
@@ -467,16 +477,17 @@ def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache:
                          scale_values=parse_values(e.scale_values, "engine.scale_values"),
                          reverse_input_channels=bool(e.reverse_input_channels))
     return _run_and_save(model_path, weights, data, cfg, output_dir or "results", cfg.model.model_name,
-                         strict, progress, use_cache, force=force, image=image)
+                         strict, progress, use_cache, force=force, image=image, **extra)
 
 
 def quantize_from_args(model: str, data: str, weights: Optional[str] = None, preset: str = "performance",
                        subset_size: Optional[int] = 300, target_device: str = "ANY", model_type=None,
                        output_dir: str = "results", name: Optional[str] = None, use_cache: bool = True,
                        strict: bool = False, progress: bool = True, force: bool = False,
-                       image: Optional[ImageOptions] = None, ignored: Optional[dict] = None) -> dict:
-    """``ovquant quantize -m model.xml --data PATH ...``: the default algorithm with these settings."""
-    extra = {"ignored": ignored} if ignored else {}
+                       image: Optional[ImageOptions] = None, ignored: Optional[dict] = None, **more) -> dict:
+    """``ovquant quantize -m model.xml --data PATH ...``: the default algorithm with these settings
+    (``more``: ``report_html``, ``max_output_error``)."""
+    extra = {"ignored": ignored, **more} if ignored else dict(more)
     return _run_and_save(model, weights, data, None, output_dir, name, strict, progress, use_cache, force=force,
                          image=image, preset=preset, stat_subset_size=subset_size, target_device=target_device,
                          model_type=model_type, **extra)
