@@ -21,7 +21,7 @@ import numpy as np
 import openvino as ov
 
 from .dataset import FeedBuilder
-from .sensitivity import find_quantizers
+from .sensitivity import bias_edits, find_quantizers
 from .errors import ConfigError
 
 
@@ -57,14 +57,18 @@ def fewest(n: int, passes: Callable[[int], bool], start: int = 0) -> tuple:
 
 def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = None) -> list:
     """Put the quantizers named in ``names`` back to float, in place; returns the names reverted."""
+    import openvino.opset13 as ops
+
     wanted, done = set(names), []
-    for qz in find_quantizers(model, fp32):
+    found = find_quantizers(model, fp32)
+    for e in bias_edits(model, fp32, found):   # the layers put back to float get their FP32 bias back
+        if any(found[i]["name"] in wanted for i in e["owners"]):
+            e["input"].replace_source_output(ops.constant(e["float"]).output(0))
+    for qz in found:
         if qz["name"] not in wanted:
             continue
         alt = qz["float"]
         if isinstance(alt, np.ndarray):
-            import openvino.opset13 as ops
-
             alt = ops.constant(alt, name=f"{qz['name']}/float").output(0)
         for r in list(qz["quantized"].get_target_inputs()):
             r.replace_source_output(alt)

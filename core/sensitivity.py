@@ -4,7 +4,10 @@ A *quantizer* is a FakeQuantize (on activations or on constant weights) or a com
 (``Constant(i8) -> Convert -> [Subtract] -> Multiply``). Every quantizer ``i`` is given a boolean
 switch ``s_i`` (an extra scalar Parameter): its readers get ``Select(s_i, q_i, f_i)`` where ``q_i`` is
 the quantized value and ``f_i`` the float one (the FakeQuantize's input, or the FP32 model's weight
-for a compressed weight). The model is compiled once, with the samples batched, and every
+for a compressed weight). A layer whose bias an algorithm corrected gets its FP32 bias back unless
+every quantizer feeding it is on (``Select(s_i and s_j, corrected, fp32)``), so that all switches off
+is the FP32 function (up to FP32-exact rewrites such as channel alignment, which stay in both
+branches). The model is compiled once, with the samples batched, and every
 configuration of switches is just another input.
 
 On ``S`` samples and for each model output ``k`` with reference ``y_k`` (all switches off, which is
@@ -86,9 +89,53 @@ def find_quantizers(model: ov.Model, fp32: Optional[ov.Model] = None) -> list:
     return found
 
 
-def add_switches(model: ov.Model, quantizers: list) -> list:
-    """Put ``Select(switch_i, quantized_i, float_i)`` in front of every quantizer's readers, in place;
+_PASS = ("Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze")
+
+
+def _layers(out: ov.Output) -> list:
+    """The ops that read ``out``, looking through reshapes and converts."""
+    found, frontier = [], [out]
+    for _ in range(3):
+        nxt = []
+        for o in frontier:
+            for r in o.get_target_inputs():
+                n = r.get_node()
+                (nxt.append(n.output(0)) if n.get_type_name() in _PASS else found.append(n))
+        frontier = nxt
+    return found
+
+
+def bias_edits(model: ov.Model, fp32: Optional[ov.Model], quantizers: list) -> list:
+    """Biases of the layers the quantizers feed that differ from the FP32 model's (bias correction):
+    ``[{"input": the Add's bias Input, "float": FP32 value, "owners": quantizer indices}]``. Putting a
+    layer back to float restores its bias too."""
+    if fp32 is None:
+        return []
+    graph = Graph(model)
+    by_name = {n.get_friendly_name(): n for n in fp32.get_ordered_ops()}
+    edits: dict = {}
+    for i, qz in enumerate(quantizers):
+        for layer in _layers(qz["quantized"]):
+            hit = graph.bias_of(layer)
+            if hit is None:
+                continue
+            add, port = hit
+            twin = by_name.get(add.get_friendly_name())
+            ref = Graph.constant_value(twin.input_value(port)) if twin is not None and twin.get_input_size() > port else None
+            cur = Graph.constant_value(add.input_value(port))
+            if ref is None or ref.shape != cur.shape or np.array_equal(ref, cur):
+                continue
+            key = (add.get_friendly_name(), port)
+            e = edits.setdefault(key, {"input": add.input(port), "float": ref.astype(cur.dtype), "owners": []})
+            e["owners"].append(i)
+    return list(edits.values())
+
+
+def add_switches(model: ov.Model, quantizers: list, fp32: Optional[ov.Model] = None) -> list:
+    """Put ``Select(switch_i, quantized_i, float_i)`` in front of every quantizer's readers, in place,
+    and ``Select(all owners' switches, corrected bias, FP32 bias)`` on the biases of :func:`bias_edits`;
     returns the new boolean Parameters (added to the model's parameters, in quantizer order)."""
+    edits = bias_edits(model, fp32, quantizers)
     switches = []
     for i, qz in enumerate(quantizers):
         out = qz["quantized"]
@@ -100,6 +147,12 @@ def add_switches(model: ov.Model, quantizers: list) -> list:
         for r in readers:
             r.replace_source_output(sel.output(0))
         switches.append(sw)
+    for e in edits:
+        cond = switches[e["owners"][0]].output(0)
+        for j in e["owners"][1:]:
+            cond = ops.logical_and(cond, switches[j]).output(0)
+        cur = e["input"].get_source_output()
+        e["input"].replace_source_output(ops.select(cond, cur, ops.constant(e["float"])).output(0))
     model.add_parameters(switches)
     return switches
 
@@ -158,7 +211,7 @@ class Switchboard:
     def _build(q: ov.Model, fp32, batch: int) -> tuple:
         model = q.clone()
         qz = find_quantizers(model, fp32)
-        add_switches(model, qz)
+        add_switches(model, qz, fp32)
         if batch > 1 and _batched(model, len(q.inputs), batch) != batch:
             return None, qz
         return model, qz
