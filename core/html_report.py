@@ -64,7 +64,7 @@ def _card(label: str, value: str) -> str:
 
 
 def render(sens: dict, model_name: str, extra: dict = None) -> str:
-    """The page for a :func:`ovquant.sensitivity.sensitivity` result (``extra``: more cards, label -> text)."""
+    """The page for a :func:`ovquant.analyze_sensitivity` result (``extra``: more cards, label -> text)."""
     data = json.dumps(sens, allow_nan=False).replace("</", "<\\/")
     kinds = sorted({q["kind"] for q in sens["quantizers"]})
     cards = [_card("quantizers", str(sens["n_quantizers"])),

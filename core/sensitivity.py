@@ -350,7 +350,7 @@ def analyze(board: Switchboard, names: Sequence[str]) -> dict:
             "quantizers": rows}
 
 
-def sensitivity(fp32_model: Any, int8_model: Any, samples: Any, n: int = 32, batch: int = BATCH,
+def analyze_sensitivity(fp32_model: Any, int8_model: Any, samples: Any, n: int = 32, batch: int = BATCH,
                 timing: bool = True) -> dict:
     """Rank the quantizers of ``int8_model`` by the output error each one causes on the first ``n`` of
     ``samples`` (see the module docstring). ``fp32_model`` gives the float value of compressed

@@ -15,7 +15,7 @@ import models
 import ovquant
 from ovquant.accuracy_control import fewest, limit_output_error, revert
 from ovquant.html_report import render, write_html
-from ovquant.sensitivity import Switchboard, analyze, find_quantizers, sensitivity
+from ovquant.sensitivity import Switchboard, analyze, analyze_sensitivity, find_quantizers
 
 ENV = {**os.environ, "OVQUANT_DISABLE_PLUGIN_AUTOLOAD": "1", "OVQUANT_CACHE_DIR": ""}
 
@@ -40,7 +40,7 @@ def _rel_l2(ref: list, got: list) -> float:
 
 def test_each_quantizer_alone_matches_a_numpy_reference(case):
     m, q, rows = case
-    res = sensitivity(m, q, rows, n=24, timing=False)
+    res = analyze_sensitivity(m, q, rows, n=24, timing=False)
     ref = _outputs(m, rows[:24])
     names = [qz["name"] for qz in find_quantizers(q, m)]
     assert res["n_quantizers"] == len(names) >= 8          # FakeQuantizes and compressed int8 weights
@@ -60,8 +60,8 @@ def test_each_quantizer_alone_matches_a_numpy_reference(case):
 
 def test_batched_and_unbatched_agree_and_cost_is_reported(case):
     m, q, rows = case
-    a = sensitivity(m, q, rows, n=20, batch=8)
-    b = sensitivity(m, q, rows, n=20, batch=1, timing=False)
+    a = analyze_sensitivity(m, q, rows, n=20, batch=8)
+    b = analyze_sensitivity(m, q, rows, n=20, batch=1, timing=False)
     assert a["batch"] == 8 and b["batch"] == 1
     ea = {r["name"]: r["error"] for r in a["quantizers"]}
     for r in b["quantizers"]:
@@ -73,7 +73,7 @@ def test_batched_and_unbatched_agree_and_cost_is_reported(case):
 
 def test_histogram_of_the_input_quantizer_is_numpys(case):
     m, q, rows = case
-    res = sensitivity(m, q, rows, n=16, timing=False)
+    res = analyze_sensitivity(m, q, rows, n=16, timing=False)
     row = next(r for r in res["quantizers"] if r["name"].startswith("image/"))
     h = row["histogram"]
     x = np.concatenate([np.asarray(s, np.float64).ravel() for s in rows[:16]])
@@ -127,7 +127,7 @@ def test_api_report_and_max_output_error_keyword():
 # ---- the HTML page ----------------------------------------------------------------------------------
 def test_page_is_self_contained(case):
     m, q, rows = case
-    page = render(sensitivity(m, q, rows, n=8), "conv_net")
+    page = render(analyze_sensitivity(m, q, rows, n=8), "conv_net")
     assert "<title>ovquant sensitivity: conv_net</title>" in page
     for pattern in (r"<link", r"\bsrc\s*=", r"@import", r"url\(", r"https?://(?!www\.w3\.org/2000/svg)"):
         assert not re.search(pattern, page), pattern
@@ -154,7 +154,7 @@ def _console_errors(stderr: str) -> list:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_page_draws_in_headless_chromium(case, tmp_path):
     m, q, rows = case
-    res = sensitivity(m, q, rows, n=8)
+    res = analyze_sensitivity(m, q, rows, n=8)
     page = tmp_path / "r.html"
     write_html(str(page), res, "conv_net")
     p = _chromium(tmp_path, page.as_uri(), "--dump-dom")
