@@ -103,8 +103,8 @@ def latency(models: dict, sample: dict, rounds: int = 5, per_round: int = 20) ->
     """Median milliseconds per inference of each model (name -> ov.Model) on ``sample`` (a feed),
     measured in ``rounds`` interleaved rounds of ``per_round`` inferences each, with the spread."""
     core = ov.Core()
-    reqs = {k: core.compile_model(m, "CPU", {"PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
-            for k, m in models.items()}
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}   # as benchmarks/latency.py
+    reqs = {k: core.compile_model(m, "CPU", cfg).create_infer_request() for k, m in models.items()}
     times = {k: [] for k in models}
     for r in reqs.values():
         r.infer(sample)
@@ -192,7 +192,7 @@ class Validator:
 
     def __call__(self, model: ov.Model) -> float:
         t0 = time.perf_counter()
-        value = self.fn(self.core.compile_model(model, "CPU"), self.data)
+        value = self.fn(self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), self.data)
         value = value[0] if isinstance(value, (tuple, list)) else value
         self.runs += 1
         self.seconds += time.perf_counter() - t0
