@@ -61,8 +61,9 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
 
     wanted, done = set(names), []
     found = find_quantizers(model, fp32)
-    for e in bias_edits(model, fp32, found):   # the layers put back to float get their FP32 bias back
-        if any(found[i]["name"] in wanted for i in e["owners"]):
+    gone = {q["name"] for q in found if q["name"] in wanted}
+    for e in bias_edits(model, fp32, found):   # a layer with no quantizer left gets its FP32 bias back
+        if all(found[i]["name"] in gone for i in e["owners"]):
             e["input"].replace_source_output(ops.constant(e["float"]).output(0))
     for qz in found:
         if qz["name"] not in wanted:

@@ -4,8 +4,9 @@ A *quantizer* is a FakeQuantize (on activations or on constant weights) or a com
 (``Constant(i8) -> Convert -> [Subtract] -> Multiply``). Every quantizer ``i`` is given a boolean
 switch ``s_i`` (an extra scalar Parameter): its readers get ``Select(s_i, q_i, f_i)`` where ``q_i`` is
 the quantized value and ``f_i`` the float one (the FakeQuantize's input, or the FP32 model's weight
-for a compressed weight). A layer whose bias an algorithm corrected gets its FP32 bias back unless
-every quantizer feeding it is on (``Select(s_i and s_j, corrected, fp32)``), so that all switches off
+for a compressed weight). A layer whose bias an algorithm corrected keeps the corrected bias while
+any quantizer feeding it is on and gets its FP32 bias back when all are off
+(``Select(s_i or s_j, corrected, fp32)``), so that all switches off
 is the FP32 function (up to FP32-exact rewrites such as channel alignment, which stay in both
 branches). The model is compiled once, with the samples batched, and every
 configuration of switches is just another input.
@@ -107,8 +108,8 @@ def _layers(out: ov.Output) -> list:
 
 def bias_edits(model: ov.Model, fp32: Optional[ov.Model], quantizers: list) -> list:
     """Biases of the layers the quantizers feed that differ from the FP32 model's (bias correction):
-    ``[{"input": the Add's bias Input, "float": FP32 value, "owners": quantizer indices}]``. Putting a
-    layer back to float restores its bias too."""
+    ``[{"input": the Add's bias Input, "float": FP32 value, "owners": quantizer indices}]``. A layer
+    with all its quantizers back in float gets its FP32 bias back."""
     if fp32 is None:
         return []
     graph = Graph(model)
@@ -133,7 +134,7 @@ def bias_edits(model: ov.Model, fp32: Optional[ov.Model], quantizers: list) -> l
 
 def add_switches(model: ov.Model, quantizers: list, fp32: Optional[ov.Model] = None) -> list:
     """Put ``Select(switch_i, quantized_i, float_i)`` in front of every quantizer's readers, in place,
-    and ``Select(all owners' switches, corrected bias, FP32 bias)`` on the biases of :func:`bias_edits`;
+    and ``Select(any owner's switch, corrected bias, FP32 bias)`` on the biases of :func:`bias_edits`;
     returns the new boolean Parameters (added to the model's parameters, in quantizer order)."""
     edits = bias_edits(model, fp32, quantizers)
     switches = []
@@ -150,7 +151,7 @@ def add_switches(model: ov.Model, quantizers: list, fp32: Optional[ov.Model] = N
     for e in edits:
         cond = switches[e["owners"][0]].output(0)
         for j in e["owners"][1:]:
-            cond = ops.logical_and(cond, switches[j]).output(0)
+            cond = ops.logical_or(cond, switches[j]).output(0)
         cur = e["input"].get_source_output()
         e["input"].replace_source_output(ops.select(cond, cur, ops.constant(e["float"])).output(0))
     model.add_parameters(switches)
