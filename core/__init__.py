@@ -8,10 +8,12 @@ from .hookspecs import HOOK_API_VERSION, hookimpl
 
 __version__ = "0.1.0"
 __all__ = ["HOOK_API_VERSION", "Dataset", "ImageOptions", "OVQuantError", "Pipeline", "QuantizationFailed",
-           "hookimpl", "quantize", "quantize_with_report", "read_model", "__version__"]
+           "hookimpl", "quantize", "quantize_with_accuracy_control", "quantize_with_report", "read_model",
+           "analyze_sensitivity", "__version__"]
 
 _LAZY = {"quantize": "api", "quantize_with_report": "api", "Dataset": "dataset", "ImageOptions": "dataset",
-         "Pipeline": "pipeline", "read_model": "io"}
+         "Pipeline": "pipeline", "read_model": "io", "quantize_with_accuracy_control": "accuracy_control",
+         "analyze_sensitivity": "sensitivity"}
 
 
 def __getattr__(name):  # the API pulls in openvino; keep `import ovquant` light for plugin modules

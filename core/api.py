@@ -182,10 +182,15 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
                          subset_size: Optional[int] = None, engine: Optional[Engine] = None,
                          error_samples: int = 0, cache_dir: Optional[str] = None,
                          image: Optional[ImageOptions] = None, check_on: Optional[str] = None,
-                         raise_on_failure: bool = False, **overrides) -> tuple:
+                         raise_on_failure: bool = False, sensitivity: bool = False,
+                         max_output_error: Optional[float] = None, sensitivity_samples: int = 32,
+                         **overrides) -> tuple:
     """Like :func:`quantize`, and also return the run report (quantizers, stage times, effective
     settings and, with ``error_samples``, the INT8-vs-FP32 error of each output on that many samples
-    that the statistics did not see, where the data has them)."""
+    that the statistics did not see, where the data has them). ``sensitivity=True`` adds each
+    quantizer's share of the output error (``report["sensitivity"]``, :mod:`ovquant.sensitivity`);
+    ``max_output_error=X`` reverts the worst quantizers to float until every output's relative L2
+    error is within X on ``sensitivity_samples`` held-back samples (``report["output_error_control"]``)."""
     model = _as_model(model)
     overrides, off = _nncf_overrides(overrides)
     implicit = subset_size is None and "stat_subset_size" not in overrides and not _config_sets_subset(config)
@@ -204,6 +209,12 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         q, report = pipe.run(model.clone(), data)
     compress_weights(q)
     stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
+    if sensitivity or max_output_error is not None:
+        from .accuracy_control import analyze_quantized
+
+        rows, unseen = held_back(data, pipe.used_indices, pipe.used_count, sensitivity_samples)
+        q = analyze_quantized(model, q, rows, report, sensitivity=sensitivity, max_output_error=max_output_error,
+                              held=unseen)
     report["pipeline"] = pipe.names
     report["settings"] = {**pipe.settings(), "data": _describe_source(calibration_dataset, data)}
     if isinstance(data, ImageFolder):
@@ -373,6 +384,7 @@ def _resolve(path: Optional[str], base_dir: str) -> Optional[str]:
 
 def _run_and_save(model_path, weights, data, config, output_dir, name, strict, progress, use_cache=True,
                   force: bool = False, image: Optional[ImageOptions] = None, overwrite: bool = False,
+                  report_html: bool = False,
                   **overrides) -> dict:
     from .cache import default_root
     from .progress import progress_bar
@@ -386,7 +398,8 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     with progress_bar(enabled=progress):
         q, report = quantize_with_report(model, data, config, strict=strict, error_samples=CHECK_SAMPLES,
                                          image=image, check_on=device, raise_on_failure=not force,
-                                         cache_dir=default_root() if use_cache else None, **overrides)
+                                         cache_dir=default_root() if use_cache else None,
+                                         sensitivity=report_html, **overrides)
     problem = check_output_error(report["output_error"])
     report["output_check"] = {"device": note, "samples": report.pop("output_error_samples"),
                               "sanity_relative_l2": SANITY_RELATIVE_L2, "problem": problem,
@@ -396,8 +409,15 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     report["model"] = os.path.abspath(model_path)
     report["versions"] = {"ovquant": __version__, "openvino": ov.get_version()}
     report["total_seconds"] = round(time.perf_counter() - t0, 3)
-    report["summary"] = summarize(q, report)
+    from .accuracy_control import control_summary
+
+    report["summary"] = summarize(q, report) + control_summary(report)
     result = save_outputs(q, output_dir, name, report, overwrite=overwrite, inputs=inputs)
+    if report_html:   # written after the model and report, atomically, beside them
+        from .html_report import write_html
+
+        result["html"] = write_html(os.path.join(os.path.dirname(result["xml"]), f"{name}.report.html"),
+                                    report["sensitivity"], name)
     result["summary"] = report["summary"]
     return result
 
@@ -444,8 +464,9 @@ def summarize(q: ov.Model, report: dict) -> list:
 
 def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache: bool = True,
                          strict: bool = False, progress: bool = True, force: bool = False,
-                         overwrite: bool = False) -> dict:
-    """``ovquant quantize -c config.json``: the model, data and algorithms all come from the file."""
+                         overwrite: bool = False, **extra) -> dict:
+    """``ovquant quantize -c config.json``: the model, data and algorithms all come from the file
+    (``extra``: ``report_html``, ``max_output_error``)."""
     cfg = load_config(path)
     if cfg.model is None:
         raise ConfigError("model: the config needs a 'model' section with the model path")
@@ -460,7 +481,7 @@ def quantize_from_config(path: str, output_dir: Optional[str] = None, use_cache:
                          scale_values=parse_values(e.scale_values, "engine.scale_values"),
                          reverse_input_channels=bool(e.reverse_input_channels))
     return _run_and_save(model_path, weights, data, cfg, output_dir or "results", cfg.model.model_name,
-                         strict, progress, use_cache, force=force, image=image, overwrite=overwrite)
+                         strict, progress, use_cache, force=force, image=image, overwrite=overwrite, **extra)
 
 
 def quantize_from_args(model: str, data: str, weights: Optional[str] = None, preset: str = "performance",
@@ -468,9 +489,10 @@ def quantize_from_args(model: str, data: str, weights: Optional[str] = None, pre
                        output_dir: str = "results", name: Optional[str] = None, use_cache: bool = True,
                        strict: bool = False, progress: bool = True, force: bool = False,
                        image: Optional[ImageOptions] = None, ignored: Optional[dict] = None,
-                       overwrite: bool = False) -> dict:
-    """``ovquant quantize -m model.xml --data PATH ...``: the default algorithm with these settings."""
-    extra = {"ignored": ignored} if ignored else {}
+                       overwrite: bool = False, **more) -> dict:
+    """``ovquant quantize -m model.xml --data PATH ...``: the default algorithm with these settings
+    (``more``: ``report_html``, ``max_output_error``)."""
+    extra = {"ignored": ignored, **more} if ignored else dict(more)
     return _run_and_save(model, weights, data, None, output_dir, name, strict, progress, use_cache, force=force,
                          image=image, overwrite=overwrite, preset=preset, stat_subset_size=subset_size, target_device=target_device,
                          model_type=model_type, **extra)

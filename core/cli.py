@@ -98,6 +98,12 @@ def _cmd_quantize(args) -> int:
             raise OVQuantError(f"-n/--name: {problem}, got {args.name!r}")
     common = dict(use_cache=not args.no_cache, strict=args.strict, progress=not args.no_progress, force=args.force,
                   overwrite=args.overwrite)
+    if args.report_html:
+        common["report_html"] = True
+    if args.max_output_error is not None:
+        if not args.max_output_error > 0:
+            raise OVQuantError(f"--max-output-error: must be a number > 0, got {args.max_output_error:g}")
+        common["max_output_error"] = args.max_output_error
     if args.config:
         result = api.quantize_from_config(args.config, output_dir=args.output_dir, **common)
     else:
@@ -237,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true",
                    help="write the model even when the output check fails (does not compile, non-finite, or "
                         "far from FP32)")
+    q.add_argument("--report-html", action="store_true",
+                   help="measure each quantizer's share of the output error and write NAME.report.html beside "
+                        "the model (also in the JSON report)")
+    q.add_argument("--max-output-error", type=float, metavar="X",
+                   help="revert the worst quantizers to float until every output's relative L2 error against "
+                        "FP32 is at most X on held-back calibration samples")
     q.add_argument("--strict", action="store_true", help="ignored entries that match nothing are errors")
     q.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,0 +1,341 @@
+"""Accuracy control: revert the fewest quantizers to float, in the order of the sensitivity ranking.
+
+Both forms search the same thing. With the quantizers ranked by :mod:`ovquant.sensitivity` (worst
+first), let ``M_k`` be the model with the top ``k`` of them reverted to float (a FakeQuantize's readers
+read its input again; a compressed weight is replaced by the FP32 model's constant). ``M_N`` is the
+FP32 function, so it passes by definition. The search finds the smallest ``k`` with ``passes(M_k)``:
+
+* without labels, ``passes`` is ``max_k rel_L2_k(M_k) <= max_output_error`` on held-back calibration
+  samples, evaluated with the switch model (no rebuild per candidate);
+* with a metric, ``passes`` is ``drop(M_k) <= max_drop`` with ``drop = m_fp32 - m(M_k)`` (absolute) or
+  ``(m_fp32 - m(M_k)) / |m_fp32|`` (relative), one validation run per candidate.
+
+Candidates are probed by galloping (``k = 1, 2, 4, ...`` until one passes) and then bisection between
+the last failing and the first passing ``k``: ``O(log k*)`` evaluations, assuming that reverting more
+of the ranked list does not make the model worse (the result is the first ``k`` found to pass).
+"""
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import openvino as ov
+
+from .dataset import FeedBuilder
+from .sensitivity import bias_edits, find_quantizers
+from .errors import ConfigError
+
+
+def fewest(n: int, passes: Callable[[int], bool], start: int = 0) -> tuple:
+    """Smallest ``k`` in ``[start, n]`` with ``passes(k)`` (``passes(n)`` is taken as true and not
+    evaluated); returns ``(k, {k: result} of the evaluations made)``."""
+    seen: dict = {}
+
+    def test(k: int) -> bool:
+        if k >= n:
+            return True
+        if k not in seen:
+            seen[k] = bool(passes(k))
+        return seen[k]
+
+    if test(start):
+        return start, seen
+    lo, step = start, 1          # lo fails
+    hi = n
+    while lo + step < n:
+        if test(lo + step):
+            hi = lo + step
+            break
+        lo, step = lo + step, step * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if test(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, seen
+
+
+def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = None) -> list:
+    """Put the quantizers named in ``names`` back to float, in place; returns the names reverted."""
+    import openvino.opset13 as ops
+
+    wanted, done = set(names), []
+    found = find_quantizers(model, fp32)
+    gone = {q["name"] for q in found if q["name"] in wanted}
+    for e in bias_edits(model, fp32, found):   # a layer with no quantizer left gets its FP32 bias back
+        if all(found[i]["name"] in gone for i in e["owners"]):
+            e["input"].replace_source_output(ops.constant(e["float"]).output(0))
+    for qz in found:
+        if qz["name"] not in wanted:
+            continue
+        alt = qz["float"]
+        if isinstance(alt, np.ndarray):
+            alt = ops.constant(alt, name=f"{qz['name']}/float").output(0)
+        for r in list(qz["quantized"].get_target_inputs()):
+            r.replace_source_output(alt)
+        done.append(qz["name"])
+    return done
+
+
+def ranked_config(board, ranking: Sequence[str], k: int) -> np.ndarray:
+    """Switches of ``board``: every quantizer on except the first ``k`` of ``ranking``."""
+    off = set(ranking[:k])
+    return np.array([qz["name"] not in off for qz in board.quantizers], bool)
+
+
+def limit_output_error(board, ranking: Sequence[str], bound: float) -> dict:
+    """The fewest top-ranked quantizers to revert so that every output's relative L2 error is within
+    ``bound`` on the board's samples."""
+    errors: dict = {}
+
+    def passes(k: int) -> bool:
+        errors[k] = board.errors(ranked_config(board, ranking, k))
+        return max(errors[k]) <= bound
+
+    k, seen = fewest(len(ranking), passes)
+    final = errors.get(k) or [0.0] * board.n_outputs
+    return {"max_output_error": bound, "reverted": list(ranking[:k]), "n_reverted": k,
+            "n_quantizers": len(ranking), "evaluations": len(seen),
+            "relative_l2_before": [round(v, 6) for v in errors.get(0, [])],
+            "relative_l2_after": [round(v, 6) for v in final]}
+
+
+def latency(models: dict, sample: dict, rounds: int = 5, per_round: int = 20) -> dict:
+    """Median milliseconds per inference of each model (name -> ov.Model) on ``sample`` (a feed),
+    measured in ``rounds`` interleaved rounds of ``per_round`` inferences each, with the spread."""
+    core = ov.Core()
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}   # as benchmarks/latency.py
+    reqs = {k: core.compile_model(m, "CPU", cfg).create_infer_request() for k, m in models.items()}
+    times = {k: [] for k in models}
+    for r in reqs.values():
+        r.infer(sample)
+    for _ in range(rounds):
+        for k, r in reqs.items():
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                r.infer(sample)
+            times[k].append((time.perf_counter() - t0) * 1000 / per_round)
+    return {k: {"ms": round(float(np.median(v)), 4), "min_ms": round(float(min(v)), 4),
+                "max_ms": round(float(max(v)), 4)} for k, v in times.items()}
+
+
+def speed_report(fp32: ov.Model, full: ov.Model, kept: ov.Model, sample: Any) -> dict:
+    """Latency of the result vs full INT8 vs FP32, and the share of full INT8's speed-up kept."""
+    feed = FeedBuilder(fp32.inputs)(sample, 0)
+    lat = latency({"fp32": fp32, "int8_full": full, "result": kept}, feed)
+    f, q, r = lat["fp32"]["ms"], lat["int8_full"]["ms"], lat["result"]["ms"]
+    gain = f - q
+    return {"latency": lat, "speedup_full_int8": round(f / q, 3), "speedup_result": round(f / r, 3),
+            "kept_share_of_speedup": round((f - r) / gain, 3) if gain > 0 else None}
+
+
+def drop_of(reference: float, value: float, drop_type: str) -> float:
+    """``reference - value`` (absolute), or that over ``|reference|`` (relative)."""
+    d = float(reference) - float(value)
+    if drop_type == "relative":
+        return d / abs(float(reference)) if reference else (0.0 if d == 0 else float("inf"))
+    return d
+
+
+def check_drop_type(drop_type: Any) -> str:
+    """``absolute`` or ``relative`` (NNCF's ``DropType`` enum accepted), else a ConfigError."""
+    v = getattr(drop_type, "value", drop_type)
+    v = str(v).lower() if v is not None else "absolute"
+    if v not in ("absolute", "relative"):
+        raise ConfigError(f"drop_type: expected 'absolute' or 'relative', got {drop_type!r}")
+    return v
+
+
+def analyze_quantized(fp32: ov.Model, q: ov.Model, samples: list, report: dict, *, sensitivity: bool,
+                      max_output_error: Optional[float], held: bool) -> ov.Model:
+    """What ``quantize_with_report(..., sensitivity=True / max_output_error=X)`` adds after quantizing:
+    the sensitivity ranking into ``report["sensitivity"]`` and, with a bound, the reverts into
+    ``report["output_error_control"]``; returns the model (``q`` itself, reverted in place)."""
+    from .sensitivity import Switchboard, analyze, fp32_pass_seconds, _output_names
+
+    t0 = time.perf_counter()
+    board = Switchboard(q, fp32, samples)
+    sens = analyze(board, _output_names(q))
+    sens["held_back"] = held
+    sens["seconds"] = round(time.perf_counter() - t0, 3)
+    one = fp32_pass_seconds(fp32, samples, board.core)
+    sens["fp32_pass_seconds"] = round(one, 4)
+    sens["cost_vs_fp32_pass"] = round(sens["seconds"] / one, 2) if one > 0 else None
+    sens["configurations"] = board.runs + 1
+    if sensitivity:
+        report["sensitivity"] = sens
+    if max_output_error is None:
+        return q
+    t1 = time.perf_counter()
+    ranking = [r["name"] for r in sens["quantizers"]]
+    ctl = limit_output_error(board, ranking, float(max_output_error))
+    full = q.clone() if ctl["n_reverted"] else q
+    revert(q, ctl["reverted"], fp32)
+    ctl["samples"] = len(samples)
+    ctl["samples_from"] = "held back" if held else "calibration"
+    ctl["how"] = "FP32 fallback (the quantizer is removed; a weight is kept in float)"
+    ctl["speed"] = speed_report(fp32, full, q, samples[0])
+    ctl["seconds"] = round(time.perf_counter() - t1, 3)
+    report["output_error_control"] = ctl
+    return q
+
+
+class Validator:
+    """Compiles a model on CPU and scores it with ``validation_fn(compiled_model, validation_data)``
+    (higher is better; a ``(metric, per-sample values)`` tuple as NNCF allows is read as its first
+    item), counting the runs."""
+
+    def __init__(self, validation_fn: Callable, validation_data: Any):
+        if not callable(validation_fn):
+            raise ConfigError(f"validation_fn: expected a callable, got {type(validation_fn).__name__}")
+        self.fn, self.data, self.runs, self.seconds = validation_fn, validation_data, 0, 0.0
+        self.core = ov.Core()
+
+    def __call__(self, model: ov.Model) -> float:
+        t0 = time.perf_counter()
+        value = self.fn(self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), self.data)
+        value = value[0] if isinstance(value, (tuple, list)) else value
+        self.runs += 1
+        self.seconds += time.perf_counter() - t0
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"validation_fn: returned {type(value).__name__}, expected a number") from None
+
+
+def validation_items(dataset: Any) -> Any:
+    """What ``validation_fn`` receives: NNCF's ``get_data()``, an ovquant Dataset's source, or the object."""
+    if hasattr(dataset, "get_data"):
+        return dataset.get_data()
+    if hasattr(dataset, "transform_fn") and hasattr(dataset, "data_source"):
+        return dataset.data_source
+    return dataset
+
+
+def control_metric(fp32: ov.Model, q: ov.Model, validator: Validator, ranking_samples: list, max_drop: float,
+                   drop_type: str, max_reverted: Optional[int] = None) -> tuple:
+    """Revert the fewest top-ranked quantizers of ``q`` (in place) so that the metric drop is within
+    ``max_drop``; returns ``(q, report entry)``."""
+    from .sensitivity import Switchboard, analyze, _output_names
+
+    m_fp32, m_int8 = validator(fp32), validator(q)
+    entry = {"metric_fp32": m_fp32, "metric_int8_full": m_int8, "max_drop": max_drop, "drop_type": drop_type,
+             "drop_int8_full": drop_of(m_fp32, m_int8, drop_type)}
+    if entry["drop_int8_full"] <= max_drop:
+        entry.update(reverted=[], n_reverted=0, metric=m_int8, drop=entry["drop_int8_full"], ranked=False)
+        return q, entry
+    t0 = time.perf_counter()
+    board = Switchboard(q, fp32, ranking_samples, histograms=False)
+    sens = analyze(board, _output_names(q))
+    ranking = [r["name"] for r in sens["quantizers"]]
+    entry["ranking_seconds"], entry["ranking_samples"] = round(time.perf_counter() - t0, 3), len(ranking_samples)
+    del board
+    n = min(len(ranking), max_reverted) if max_reverted is not None else len(ranking)
+    metrics = {0: m_int8}
+
+    def passes(k: int) -> bool:
+        if k not in metrics:
+            cand = q.clone()
+            revert(cand, ranking[:k], fp32)
+            metrics[k] = validator(cand)
+        return drop_of(m_fp32, metrics[k], drop_type) <= max_drop
+
+    k, _ = fewest(n, passes) if n == len(ranking) else _capped(n, passes)
+    revert(q, ranking[:k], fp32)
+    metric = metrics.get(k, m_fp32 if k == len(ranking) else None)
+    if metric is None:
+        metric = metrics[k] = validator(q)
+    entry.update(reverted=ranking[:k], n_reverted=k, n_quantizers=len(ranking), metric=metric,
+                 drop=drop_of(m_fp32, metric, drop_type), ranked=True,
+                 probed={str(j): v for j, v in sorted(metrics.items())})
+    entry["within_max_drop"] = entry["drop"] <= max_drop
+    return q, entry
+
+
+def _capped(n: int, passes: Callable[[int], bool]) -> tuple:
+    """:func:`fewest` over ``[0, n]`` where ``n`` itself must be evaluated (a cap below the full list)."""
+    k, seen = fewest(n + 1, passes)
+    return min(k, n), seen
+
+
+def _ranking_samples(fp32: ov.Model, calibration: Any, validation_dataset: Any, pipeline_info: Optional[tuple], n: int) -> tuple:
+    """Samples to rank on: held-back calibration samples, else the validation Dataset's model inputs
+    (an ovquant/NNCF Dataset with a transform), else calibration samples."""
+    from .dataset import held_back, open_source, take
+
+    data = open_source(calibration, list(fp32.inputs))
+    rows, unseen = held_back(data, *pipeline_info, n) if pipeline_info else (list(take(data, n)), False)
+    if unseen:
+        return rows, "held-back calibration"
+    if hasattr(validation_dataset, "transform_fn") or hasattr(validation_dataset, "get_inference_data"):
+        items = validation_dataset.get_inference_data() if hasattr(validation_dataset, "get_inference_data") \
+            else validation_dataset
+        return list(take(items, n)), "validation"
+    return rows, "calibration"
+
+
+def quantize_with_accuracy_control_report(model: Any, calibration_dataset: Any, validation_dataset: Any,
+                                          validation_fn: Callable, max_drop: float = 0.01,
+                                          drop_type: Any = "absolute", *, ranking_subset_size: int = 32,
+                                          max_reverted: Optional[int] = None, **kwargs) -> tuple:
+    """:func:`quantize_with_accuracy_control`, returning ``(model, report)``; the report's
+    ``accuracy_control`` holds the metrics, the reverted quantizers and the validation runs."""
+    from .api import _as_model, compress_weights, quantize_with_report
+
+    drop_type = check_drop_type(drop_type)
+    if not isinstance(max_drop, (int, float)) or not max_drop >= 0:
+        raise ConfigError(f"max_drop: expected a number >= 0, got {max_drop!r}")
+    t0 = time.perf_counter()
+    fp32 = _as_model(model)
+    q, report = quantize_with_report(fp32, calibration_dataset, **kwargs)
+    t_quant = time.perf_counter() - t0
+    full = q.clone()
+    validator = Validator(validation_fn, validation_items(validation_dataset))
+    settings = report["settings"]
+    shuffled = any((st.get("params") or {}).get("shuffle_data") for st in settings.get("steps", [])
+                   if isinstance(st.get("params"), dict))
+    info = None if shuffled else (None, settings.get("stat_subset_size"))   # shuffled: which were seen is not kept
+    rows, source = _ranking_samples(fp32, calibration_dataset, validation_dataset, info, ranking_subset_size)
+    q, entry = control_metric(fp32, q, validator, rows, float(max_drop), drop_type, max_reverted)
+    entry["ranking_samples_from"] = source
+    entry["validation_runs"] = validator.runs
+    entry["validation_seconds"] = round(validator.seconds, 3)
+    entry["quantize_seconds"] = round(t_quant, 3)
+    entry["seconds"] = round(time.perf_counter() - t0, 3)
+    entry["time_vs_plain_quantization"] = round(entry["seconds"] / t_quant, 2) if t_quant > 0 else None
+    if entry["n_reverted"]:
+        entry["speed"] = speed_report(fp32, full, q, rows[0])
+    report["accuracy_control"] = entry
+    return q, report
+
+
+def quantize_with_accuracy_control(model: Any, calibration_dataset: Any, validation_dataset: Any,
+                                   validation_fn: Callable, max_drop: float = 0.01, drop_type: Any = "absolute",
+                                   **kwargs) -> ov.Model:
+    """Quantize ``model`` as :func:`ovquant.quantize` does (``kwargs`` are its keywords), then revert the
+    fewest quantizers to float so that ``validation_fn(compiled_model, validation_data)`` (higher is
+    better) drops by at most ``max_drop`` from FP32's: absolute (``fp32 - int8``) or relative
+    (``(fp32 - int8) / |fp32|``), as ``nncf.quantize_with_accuracy_control``. Quantizers are ranked by
+    :mod:`ovquant.sensitivity` on ``ranking_subset_size`` samples (held-back calibration samples where
+    the data has them); the search is described in :mod:`ovquant.accuracy_control`."""
+    return quantize_with_accuracy_control_report(model, calibration_dataset, validation_dataset, validation_fn,
+                                                 max_drop, drop_type, **kwargs)[0]
+
+
+def control_summary(report: dict) -> list:
+    """Console lines for the sensitivity pass and the output-error control, when they ran."""
+    lines = []
+    sens = report.get("sensitivity")
+    if sens and sens["quantizers"]:
+        top = sens["quantizers"][0]
+        lines.append(f"sensitivity: {sens['n_quantizers']} quantizers on {sens['samples']} samples in "
+                     f"{sens['seconds']:.1f} s ({sens.get('cost_vs_fp32_pass')}x one FP32 pass); worst "
+                     f"{top['name']!r} with {100 * top['share']:.1f}% of the error")
+    ctl = report.get("output_error_control")
+    if ctl:
+        sp = ctl["speed"]
+        lines.append(f"max_output_error {ctl['max_output_error']:g}: reverted {ctl['n_reverted']} of "
+                     f"{ctl['n_quantizers']} quantizers to float; relative L2 "
+                     f"{max(ctl['relative_l2_before'] or [0]):.4f} -> {max(ctl['relative_l2_after'] or [0]):.4f}; "
+                     f"speed-up over FP32 {sp['speedup_result']:.2f}x (full INT8 {sp['speedup_full_int8']:.2f}x)")
+    return lines

@@ -1,0 +1,144 @@
+"""Accuracy control with a metric: ``quantize_with_accuracy_control`` (NNCF's signature) and POT's
+AccuracyAwareQuantization in a config, on a real classifier whose quantization hurts."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+import ovquant
+from ovquant.accuracy_control import drop_of, quantize_with_accuracy_control_report
+from ovquant.errors import ConfigError
+
+ENV = {**os.environ, "OVQUANT_DISABLE_PLUGIN_AUTOLOAD": "1", "OVQUANT_CACHE_DIR": ""}
+
+
+def outlier_classifier(seed=0, d_in=32, hidden=128, depth=4, classes=10, outlier=1000.0) -> ov.Model:
+    """Fixed random ReLU MLP with one huge hidden unit (layer 1) that the next layer reads with a tiny
+    weight: per-tensor activation ranges and per-row weight scales both lose it."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, d_in], np.float32, name="x")
+    h, d = x, d_in
+    for i in range(depth):
+        w = rng.standard_normal((hidden, d)) / np.sqrt(d) * np.sqrt(2)
+        if i == 1:
+            w[0] *= outlier
+        if i == 2:
+            w[:, 0] /= outlier
+        h = ops.relu(ops.matmul(h, ops.constant(w.astype(np.float32), name=f"fc{i}/w"), False, True, name=f"fc{i}"),
+                     name=f"relu{i}")
+        d = hidden
+    w = rng.standard_normal((classes, d)) / np.sqrt(d)
+    y = ops.matmul(h, ops.constant(w.astype(np.float32), name="head/w"), False, True, name="head")
+    return ov.Model([ops.result(y, name="logits")], [x], "outlier_classifier")
+
+
+@pytest.fixture(scope="module")
+def task():
+    """Labels are FP32's argmax on validation inputs where FP32 is not near a tie (the 25% smallest
+    top-1 margins are left out, as a real classifier is mostly confident)."""
+    m = outlier_classifier()
+    rng = np.random.default_rng(1)
+    calib = list(rng.standard_normal((96, 1, 32)).astype(np.float32))
+    val = rng.standard_normal((400, 1, 32)).astype(np.float32)
+    cf = ov.Core().compile_model(m, "CPU")
+    logits = np.array([cf(v)[0][0] for v in val])
+    top = np.sort(logits, 1)
+    keep = (top[:, -1] - top[:, -2]) > np.quantile(top[:, -1] - top[:, -2], 0.25)
+    return m, calib, list(zip(val[keep], logits[keep].argmax(1)))
+
+
+def accuracy(compiled, data) -> float:
+    return float(np.mean([int(np.argmax(compiled(x)[0])) == int(y) for x, y in data]))
+
+
+def test_reverts_few_quantizers_and_ends_within_max_drop(task):
+    m, calib, val = task
+    calls = []
+
+    def counted(compiled, data):
+        calls.append(1)
+        return accuracy(compiled, data)
+
+    vd = ovquant.Dataset(val, lambda item: item[0])
+    plain = ovquant.quantize(m, calib, subset_size=64)
+    assert accuracy(ov.Core().compile_model(plain, "CPU"), val) < 0.95      # quantization hurts
+    q, rep = quantize_with_accuracy_control_report(m, calib, vd, counted, max_drop=0.01, subset_size=64)
+    ac = rep["accuracy_control"]
+    final = accuracy(ov.Core().compile_model(q, "CPU"), val)
+    assert 1.0 - final <= 0.01 and ac["metric"] == pytest.approx(final) and ac["within_max_drop"]
+    assert ac["metric_int8_full"] < 0.95 and ac["metric_fp32"] == 1.0
+    assert 1 <= ac["n_reverted"] <= 3 < ac["n_quantizers"]
+    assert ac["validation_runs"] == len(calls) <= 2 + 2 * 3            # fp32, int8, then O(log k) probes
+    assert ac["ranking_samples_from"] == "held-back calibration"
+    n_fq = sum(op.get_type_name() == "FakeQuantize" for op in q.get_ops())
+    assert n_fq < sum(op.get_type_name() == "FakeQuantize" for op in plain.get_ops())
+    json.dumps(rep, allow_nan=False)
+
+
+def test_nncf_function_returns_the_model_and_relative_drop(task):
+    m, calib, val = task
+    q = ovquant.quantize_with_accuracy_control(m, calib, ovquant.Dataset(val, lambda it: it[0]), accuracy,
+                                               max_drop=0.02, drop_type="relative", subset_size=64)
+    assert isinstance(q, ov.Model)
+    assert drop_of(1.0, accuracy(ov.Core().compile_model(q, "CPU"), val), "relative") <= 0.02
+    assert drop_of(0.8, 0.7, "relative") == pytest.approx(0.125) and drop_of(0.8, 0.7, "absolute") == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="drop_type"):
+        ovquant.quantize_with_accuracy_control(m, calib, val, accuracy, drop_type="percent")
+
+
+def test_no_revert_when_already_within(task):
+    m, calib, val = task
+    q, rep = quantize_with_accuracy_control_report(m, calib, val, accuracy, max_drop=1.0, subset_size=64)
+    ac = rep["accuracy_control"]
+    assert ac["n_reverted"] == 0 and ac["validation_runs"] == 2 and not ac["ranked"]
+
+
+def test_pot_config_with_a_python_metric(task):
+    m, calib, val = task
+    cfg = {"algorithms": [{"name": "AccuracyAwareQuantization",
+                           "params": {"stat_subset_size": 64, "maximal_drop": 0.01, "metric": accuracy,
+                                      "validation_data": ovquant.Dataset(val, lambda it: it[0])}}]}
+    q, rep = ovquant.quantize_with_report(m, calib, cfg)
+    assert rep["pipeline"][-1] == "AccuracyControl" and "MinMaxQuantization" in rep["pipeline"]
+    entry = rep["algorithms"][-1]
+    assert 1 <= entry["n_reverted"] <= 3 and "validation runs" in entry["summary"]
+    assert 1.0 - accuracy(ov.Core().compile_model(q, "CPU"), val) <= 0.01
+
+
+METRIC = '''
+import numpy as np
+def top1(compiled, path):
+    z = np.load(path)
+    return float(np.mean([int(np.argmax(compiled(x)[0])) == int(y) for x, y in zip(z["input:x"], z["label"])]))
+'''
+
+
+def test_pot_config_file_on_the_cli(task, tmp_path):
+    m, calib, val = task
+    ov.save_model(m, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "calib.npy", np.stack(calib))
+    np.savez(tmp_path / "val.npz", **{"input:x": np.stack([v for v, _ in val]), "label": np.array([y for _, y in val])})
+    (tmp_path / "mymetric.py").write_text(METRIC)
+    cfg = {"model": {"model_name": "m", "model": "m.xml"}, "engine": {"data_source": "calib.npy"},
+           "compression": {"algorithms": [{"name": "AccuracyAwareQuantization", "params": {
+               "stat_subset_size": 64, "maximal_drop": 0.01, "metric": "mymetric:top1",
+               "validation_data": str(tmp_path / "val.npz")}}]}}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), ENV.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-m", "ovquant.cli", "quantize", "-c", str(tmp_path / "c.json"), "-o",
+                        str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "out" / "m.report.json").read_text())
+    entry = rep["algorithms"][-1]
+    assert entry["name"] == "AccuracyControl" and entry["within_max_drop"] and entry["validation_runs"] >= 3
+    cfg["compression"]["algorithms"][0]["params"]["metric"] = "mymetric:nope"
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    bad = subprocess.run([sys.executable, "-m", "ovquant.cli", "quantize", "-c", str(tmp_path / "c.json"), "-o",
+                          str(tmp_path / "o2")], capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode == 2 and "compression.algorithms[0].params.metric" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0
