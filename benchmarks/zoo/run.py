@@ -103,11 +103,12 @@ def quantize(tool, model, case_dir, out, preset, model_type, nncf_py, timeout=12
     return res
 
 
-def run_case(name, zoo, nncf_py, work, rounds) -> dict:
+def run_case(name, zoo, nncf_py, work, rounds, spec=None, tools=None) -> dict:
+    """Quantize, score and time one case; ``tools`` (default: all four) limits the tools run."""
     from latency import measure
     from paired import mcnemar_exact
 
-    spec = CASES[name]
+    spec = spec or CASES[name]
     d = os.path.join(zoo, name)
     if not os.path.isfile(os.path.join(d, "meta.json")):
         raise missing(f"case {name}", f"python -m benchmarks.zoo prepare --case {name}")
@@ -128,6 +129,8 @@ def run_case(name, zoo, nncf_py, work, rounds) -> dict:
     if src:
         plan.append(("ovquant-file", src, "performance", "ovquant"))
     plan.append(("nncf", fp_xml, "performance", "nncf"))
+    if tools is not None:
+        plan = [p for p in plan if p[0] in tools]
     os.makedirs(os.path.join(work, name), exist_ok=True)
     outs = {}
     for label, model, preset, tool in plan:
