@@ -132,7 +132,6 @@ def run_case(name, zoo, nncf_py, work, rounds, spec=None, tools=None) -> dict:
     if tools is not None:
         plan = [p for p in plan if p[0] in tools]
     os.makedirs(os.path.join(work, name), exist_ok=True)
-    outs = {}
     for label, model, preset, tool in plan:
         out = os.path.join(work, name, label + ".xml")
         log(f"{name}: {label} quantizing")
@@ -144,7 +143,7 @@ def run_case(name, zoo, nncf_py, work, rounds, spec=None, tools=None) -> dict:
                 r.update(metrics=e["metrics"], outputs=e["outputs"], rows_right=e["rows_right"])
                 r["int8_ops"], r["compute_ops"] = int8_ops(out)
                 r["xml"] = out
-                outs[label] = o
+                del o
             except Exception as exc:   # a quantized model that does not run or score is a failure of that tool
                 r = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}", **r}
         log(f"{name}: {label} " + (f"FAILED: {r['error']}" if "error" in r else
