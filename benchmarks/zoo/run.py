@@ -2,6 +2,7 @@
 """Run the zoo side by side: ovquant (performance and mixed presets) and NNCF 3.4 (its defaults) on every case.
 
     python benchmarks/zoo/run.py [--case NAME[,NAME]] [--rounds 10] [--no-docs] [--out benchmarks/results/zoo.json]
+    python benchmarks/zoo/run.py --table-only             (rewrite the docs table from the JSON)
     python -m benchmarks.zoo run ...                      (the same)
 
 Per case (``$OVQ_ZOO_DIR/<case>``, built by ``python -m benchmarks.zoo prepare``), each in a process of its own:
@@ -181,6 +182,13 @@ def run_case(name, zoo, nncf_py, work, rounds, spec=None, tools=None) -> dict:
     return res
 
 
+def _write_docs(path, md):
+    text = open(path, encoding="utf-8").read() if os.path.isfile(path) else "# Benchmarks\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(table.replace_section(text, md))
+    log(f"table written to {path}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", default=None, help="comma-separated case names (default: every built case)")
@@ -188,8 +196,12 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(_REPO, "benchmarks", "results", "zoo.json"))
     ap.add_argument("--docs", default=os.path.join(_REPO, "docs", "benchmarks.md"))
     ap.add_argument("--no-docs", action="store_true", help="do not write the table into docs/benchmarks.md")
+    ap.add_argument("--table-only", action="store_true", help="rewrite the docs table from --out, run nothing")
     ap.add_argument("--work", default=None, help="where the INT8 models go (default $OVQ_ZOO_DIR/runs)")
     a = ap.parse_args(argv)
+    if a.table_only:
+        _write_docs(a.docs, table.render(read_json(a.out)))
+        return 0
     zoo = zoo_dir()
     nncf_py = os.path.join(zoo, "venv-nncf", "bin", "python")
     if not os.path.isfile(nncf_py):
@@ -220,10 +232,7 @@ def main(argv=None):
     md = table.render(results)
     print(md)
     if not a.no_docs:
-        text = open(a.docs, encoding="utf-8").read() if os.path.isfile(a.docs) else "# Benchmarks\n"
-        with open(a.docs, "w", encoding="utf-8") as f:
-            f.write(table.replace_section(text, md))
-        log(f"table written to {a.docs}")
+        _write_docs(a.docs, md)
     log(f"run done in {host['run_s']} s -> {a.out}")
     return 0
 
