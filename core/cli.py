@@ -201,17 +201,7 @@ class _Parser(argparse.ArgumentParser):
                            f" (see '{self.prog} --help')")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    p = _Parser(prog="ovquant", description="Post-training INT8 quantization for OpenVINO models: reads POT's "
-                "DefaultQuantization config files, or a model and calibration data, and writes an INT8 IR.")
-    p.add_argument("--version", action="version", version=f"ovquant {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    sub.add_parser("plugins", help="list registered algorithms, estimators, aggregators and hardware targets",
-                   description="List every registered algorithm, range estimator, aggregator and hardware "
-                               "target with the package and plugin that provide it.")
-
+def _add_quantize_parser(sub) -> None:
     q = sub.add_parser("quantize", help="quantize a model (POT config file, or command-line options)",
                        description="Quantize a model to INT8. Either a POT-style JSON config (-c) names the "
                                    "model, the data and the algorithms, or -m/--data and the options below do. "
@@ -254,6 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--overwrite", action="store_true",
                    help="replace output files that ovquant did not write (or the input model itself)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="ovquant", description="Post-training INT8 quantization for OpenVINO models: reads POT's "
+                "DefaultQuantization config files, or a model and calibration data, and writes an INT8 IR.")
+    p.add_argument("--version", action="version", version=f"ovquant {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("plugins", help="list registered algorithms, estimators, aggregators and hardware targets",
+                   description="List every registered algorithm, range estimator, aggregator and hardware "
+                               "target with the package and plugin that provide it.")
+
+    _add_quantize_parser(sub)
 
     i = sub.add_parser("inspect", help="list the quantizers (FakeQuantize ops) of an IR",
                        description="List the quantizers of an IR (ovquant's, NNCF's or POT's): FakeQuantize ops "

@@ -13,6 +13,7 @@ The metric comes from Python: ``metric`` is a callable ``fn(compiled_model, vali
 package can ship the function). ``validation_data`` is given to it unchanged; where it is a path or a
 Dataset, its model inputs are also the ranking samples (``ranking_subset_size`` of them).
 """
+import warnings
 import importlib
 import time
 from typing import Any, Optional
@@ -36,6 +37,19 @@ class AccuracyAwareParams(QuantizationParams):
     max_iter_num: Optional[int] = None
     metric: Any = None
     validation_data: Any = None
+    #: POT's keys of its own search that this search does not have: accepted, with a warning
+    use_prev_if_drop_increase: Optional[bool] = None
+    metric_subset_ratio: Optional[float] = None
+    tune_hyperparams: Optional[bool] = None
+    convert_to_mixed_preset: Optional[bool] = None
+    annotation_free: Optional[bool] = None
+    annotation_conf_threshold: Optional[float] = None
+    metrics: Any = None
+
+
+#: POT keys accepted for its config files that do not change what this algorithm does
+POT_ONLY_KEYS = ("use_prev_if_drop_increase", "metric_subset_ratio", "tune_hyperparams", "convert_to_mixed_preset",
+                 "annotation_free", "annotation_conf_threshold", "metrics")
 
 
 def resolve_metric(metric: Any, path: str):
@@ -67,6 +81,10 @@ class AccuracyAwareQuantization(Algorithm):
     @classmethod
     def validate_params(cls, p: AccuracyAwareParams, path: str) -> None:
         validate_params(p, path)
+        for key in POT_ONLY_KEYS:
+            if getattr(p, key) is not None:
+                warnings.warn(f"{path}.{key}: POT's key has no effect here (ovquant reverts the quantizers the "
+                              "sensitivity analysis ranks worst until the drop is within maximal_drop)", stacklevel=2)
         if not p.maximal_drop >= 0:
             raise ConfigError(f"{path}.maximal_drop: must be >= 0, got {p.maximal_drop}")
         if p.drop_type not in ("absolute", "relative"):
