@@ -335,16 +335,21 @@ def _name_problem(name) -> Optional[str]:
     return problem
 
 
-def check_output(output_dir, name: str, inputs: Iterable = (), overwrite: bool = False) -> str:
-    """Before calibration: can ``<name>.xml``/``.bin``/``.report.json`` be written into ``output_dir``
-    without touching anything ovquant does not own? Finishes or removes what earlier killed runs left there.
-    Raises :class:`OVQuantError` (one line) when not; returns the resolved folder."""
+def _output_folder(output_dir, name: str) -> str:
+    """The resolved output folder, after checking the name and the folder argument (one-line errors)."""
     problem = _name_problem(name)
     if problem:
         raise OVQuantError(f"output name {name!r}: {problem}")
     if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir).strip():
         raise OVQuantError(f"output folder {output_dir!r}: must be a folder path (give -o/--output-dir DIR)")
-    folder = os.path.realpath(os.fspath(output_dir))
+    return os.path.realpath(os.fspath(output_dir))
+
+
+def check_output(output_dir, name: str, inputs: Iterable = (), overwrite: bool = False) -> str:
+    """Before calibration: can ``<name>.xml``/``.bin``/``.report.json`` be written into ``output_dir``
+    without touching anything ovquant does not own? Finishes or removes what earlier killed runs left there.
+    Raises :class:`OVQuantError` (one line) when not; returns the resolved folder."""
+    folder = _output_folder(output_dir, name)
     if os.path.isdir(folder):
         with _locked(folder):
             recover(folder)
@@ -523,12 +528,7 @@ def save_outputs(model: ov.Model, output_dir: str, name: str, report: dict, over
     replaced only when ovquant wrote it (its report records it) and it is not one of ``inputs``, unless
     ``overwrite``. The report records the size and SHA-256 of the .xml and .bin under ``output_files``.
     """
-    problem = _name_problem(name)
-    if problem:
-        raise OVQuantError(f"output name {name!r}: {problem}")
-    if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir).strip():
-        raise OVQuantError(f"output folder {output_dir!r}: must be a folder path (give -o/--output-dir DIR)")
-    folder = os.path.realpath(os.fspath(output_dir))
+    folder = _output_folder(output_dir, name)
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise OVQuantError(f"{folder}: exists and is not a folder")
     try:
