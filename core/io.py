@@ -45,6 +45,15 @@ def _first_line(exc: BaseException, logs=()) -> str:
     return msg[:300]
 
 
+def _as_ir(model: ov.Model) -> ov.Model:
+    """``model`` as the IR written from it reads back: saving folds what the frontends leave behind
+    (e.g. FP16 weights behind a decompression Convert, which would keep their quantizers in float)."""
+    with tempfile.TemporaryDirectory(prefix="ovquant-convert-") as tmp:
+        xml = os.path.join(tmp, "model.xml")
+        ov.save_model(model, xml, compress_to_fp16=False)
+        return ov.Core().read_model(xml)
+
+
 def read_model(path: str, weights: Optional[str] = None, core: Optional[ov.Core] = None) -> ov.Model:
     """Read an OpenVINO IR (.xml + .bin), or convert an ONNX, TFLite, PaddlePaddle or TensorFlow file.
 
@@ -70,7 +79,7 @@ def read_model(path: str, weights: Optional[str] = None, core: Optional[ov.Core]
             if suffix == ".xml":
                 core = core or ov.Core()
                 return core.read_model(path, weights) if weights else core.read_model(path)
-            return ov.convert_model(path)
+            return _as_ir(ov.convert_model(path))
         except Exception as exc:
             error = exc
     raise ModelError(f"{path}: cannot read the model: {_first_line(error, logs)}") from None
