@@ -356,27 +356,3 @@ def test_a_second_ctrl_c_does_not_break_the_clean_exit(tmp_path):
     assert p.returncode == 130, (p.returncode, err)
     assert err.splitlines() == ["ovquant: interrupted"], err
     assert not (tmp_path / "o").exists()
-
-
-def test_fp16_weights_of_a_framework_file_are_quantized_like_the_ir(tmp_path):
-    """Frontends leave FP16 weights behind a Convert (as MediaPipe's TFLite files have them); read as the IR
-    written from them, their quantizers fold into int8 weights instead of staying FakeQuantize ops."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(3)
-    w = (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float16)
-    g = helper.make_graph(
-        [helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT),
-         helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
-        "fp16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [numpy_helper.from_array(w, "w16")])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
-    ov.save_model(ov.convert_model(str(tmp_path / "m.onnx")), str(tmp_path / "m_ir.xml"), compress_to_fp16=False)
-    samples = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(8)]
-    counts = {p: fq_count_model(ovquant.quantize(str(tmp_path / p), samples)) for p in ("m.onnx", "m_ir.xml")}
-    assert counts["m.onnx"] == counts["m_ir.xml"] == 1, counts     # the input's; the weights are int8 constants
-
-
-def fq_count_model(model) -> int:
-    return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
