@@ -30,6 +30,18 @@ def calib_items(model, path):
     return [{k: v[i] for k, v in feeds.items()} for i in range(n)]
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM (reset by exec; ru_maxrss keeps the forking parent's peak across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tool", required=True, choices=["ovquant", "nncf"])
@@ -74,7 +86,7 @@ def main():
         q = nncf.quantize(model, nncf.Dataset(items), subset_size=a.subset_size, **kw)
         res["quantize_s"] = time.perf_counter() - t
         res["version"] = nncf.__version__
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["peak_rss_mb"] = _peak_rss_mb()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     ov.save_model(q, a.out)
     ops = core.read_model(a.out).get_ordered_ops()
