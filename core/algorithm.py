@@ -51,6 +51,11 @@ class Algorithm:
         """What this algorithm needs from the calibration data, given the model as it is now."""
         return ()
 
+    def stage_samples(self, n: Optional[int]) -> Optional[int]:
+        """The number of samples the stage this algorithm is part of runs over, given the configured ``n``
+        (None: all); the stage uses the smallest any of its algorithms returns. Default: ``n``."""
+        return n
+
     def apply(self, graph, stats: Mapping[Statistic, np.ndarray]) -> dict:
         """Edit ``graph`` in place using the collected ``stats``; return the report entry."""
         raise NotImplementedError

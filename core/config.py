@@ -100,7 +100,7 @@ class QuantizationParams:
     apply_for_all_nodes: bool = False
     use_fast_bias: bool = True
     bias_correction_form: str = "fast"
-    auto_activations_granularity: str = "pertensor"
+    auto_activations_granularity: str = "auto"
     first_layer_rounding: bool = False
     use_smooth_quant: Optional[bool] = None
     smooth_quant_alpha: Optional[float] = None
@@ -573,7 +573,8 @@ def validate_params(p: QuantizationParams, path: str) -> None:
     _check_plugin(f"{path}.target_device", "hw_targets", p.target_device)
     _choice(f"{path}.saturation_fix", p.saturation_fix, SATURATION_FIX)
     _choice(f"{path}.bias_correction_form", p.bias_correction_form, BIAS_CORRECTION_FORMS, "bias correction form")
-    _choice(f"{path}.auto_activations_granularity", p.auto_activations_granularity, GRANULARITIES, "granularity")
+    _choice(f"{path}.auto_activations_granularity", p.auto_activations_granularity, GRANULARITIES + ("auto",),
+            "granularity")
     if p.smooth_quant_alpha is not None and not 0 <= p.smooth_quant_alpha <= 1:
         _bad(f"{path}.smooth_quant_alpha", f"must be in [0, 1], got {p.smooth_quant_alpha}")
     if p.threshold is not None and not p.threshold > 0:

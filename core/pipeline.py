@@ -216,6 +216,8 @@ class Pipeline:
             names = [step.name for step, _ in stage]
             first = stage[0][0].params
             n = subset_size if subset_size is not None else getattr(first, "stat_subset_size", None)
+            for step, algo in algos:
+                n = _guard(step.name, "stage_samples", algo.stage_samples, n)
             t0 = time.perf_counter()
             requested = [_guard(step.name, "statistics", lambda a=algo: list(a.statistics(graph)))
                          for step, algo in algos]

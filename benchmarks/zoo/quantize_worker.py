@@ -67,6 +67,8 @@ def main():
         kw = {"preset": a.preset}
         if a.model_type:
             kw["model_type"] = a.model_type
+        if os.environ.get("OVQ_ZOO_OVERRIDES"):   # extra ovquant keywords (JSON), for experiments
+            kw.update(json.loads(os.environ["OVQ_ZOO_OVERRIDES"]))
         t = time.perf_counter()
         q, report = quantize_with_report(model, items, subset_size=a.subset_size, **kw)
         res["quantize_s"] = time.perf_counter() - t

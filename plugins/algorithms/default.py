@@ -8,6 +8,8 @@ from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
 
+from . import granularity_choice
+
 
 class DefaultQuantization(Algorithm):
     """POT's DefaultQuantization: ActivationChannelAlignment, MinMaxQuantization, FastBiasCorrection."""
@@ -20,8 +22,10 @@ class DefaultQuantization(Algorithm):
     def steps_for(cls, params):
         """``use_smooth_quant`` (default: on for ``model_type: Transformer``) puts SmoothQuant first;
         ``first_layer_rounding`` (default off; it does something only where the target uses the saturation
-        fix) appends FirstLayerRounding to the first stage; ``use_layerwise_tuning`` appends the registered
-        ``LayerwiseTuning`` algorithm, as POT does."""
+        fix) appends FirstLayerRounding to the first stage; ``auto_activations_granularity: "auto"`` (the
+        default, where ``activations.granularity`` is unset) appends ActivationGranularityChoice (a short
+        stage of its own); ``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm,
+        as POT does."""
         steps = cls.steps
         smooth = getattr(params, "use_smooth_quant", None)
         if smooth is None:
@@ -30,6 +34,8 @@ class DefaultQuantization(Algorithm):
             steps = ("SmoothQuant",) + steps
         if getattr(params, "first_layer_rounding", False) and getattr(params, "saturation_fix", "first_layer") != "no":
             steps = steps + ("FirstLayerRounding",)
+        if granularity_choice.enabled(params):
+            steps = steps + ("ActivationGranularityChoice",)
         if getattr(params, "use_layerwise_tuning", False):
             steps = steps + ("LayerwiseTuning",)
         return steps

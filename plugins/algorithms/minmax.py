@@ -38,7 +38,7 @@ from ovquant.graph import Graph
 from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
 
-from . import derived
+from . import derived, granularity_choice
 from .derived import DERIVABLE
 from .layers import FIRST_LAYER_TYPES, first_layers
 from .placement import check_unmatched, find_quantizers
@@ -164,6 +164,8 @@ class MinMaxQuantization(Algorithm):
         self.ignored = set()
         #: the statistics requested for each activation quantizer (by name), from :meth:`statistics`
         self.requests: dict = {}
+        #: activation quantizers whose granularity is chosen by measured error, and their statistics
+        self.free, self.choice_requests = {}, {}
 
     def _plan(self, graph: Graph):
         extra = ()
@@ -183,6 +185,9 @@ class MinMaxQuantization(Algorithm):
             warnings.warn(f"the model has no op that target {self.context.target.name} quantizes; "
                           "it is saved unchanged", stacklevel=4)
         self.quantizers, self.ignored = qs, ignored
+        self.free = granularity_choice.free_quantizers(graph, self.context.target, self.params, qs, find_quantizers,
+                                                       extra_ignored_types=extra, symmetric_act_matmul=bool(extra),
+                                                       pinned=pinned)
         return qs
 
     def _act_stats(self, q) -> dict:
@@ -215,6 +220,8 @@ class MinMaxQuantization(Algorithm):
         self.requests = {q.name: self._derived(q) or self._act_stats(q) for q in qs if q.kind == "activations"}
         for s in self.requests.values():
             yield from (st for st in (s["min"], s["max"]) if st is not None)
+        self.choice_requests = granularity_choice.requests(self, self.free, estimator_config)
+        yield from granularity_choice.statistics_of(self.choice_requests)
 
     def _derive(self, q, d: dict, stats) -> tuple:
         t = TensorRef(*q.source)
@@ -266,6 +273,7 @@ class MinMaxQuantization(Algorithm):
         values = self._unify(acts, {q.name: self._range_values(q, stats) for q in acts})
         first = self._first_layer_weights(graph)
         report, skipped = self._quantize_activations(graph, acts, values)
+        granularity_choice.record(self, graph, self.choice_requests, stats, activation_range)
         report += self._quantize_weights(graph, qs, first)
         if skipped:
             warnings.warn(f"no finite calibration value for node(s) {', '.join(skipped)}; left in float",

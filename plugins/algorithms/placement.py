@@ -237,7 +237,7 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
     ignored, unmatched = resolve_ignored(graph, params.ignored, extra_ignored_types)
     preset = target_preset(target, params.preset)
     act_req = _tensor_request(params.activations)
-    if act_req.get("granularity") is None and getattr(params, "auto_activations_granularity", "pertensor") == "pertensor":
+    if act_req.get("granularity") is None and getattr(params, "auto_activations_granularity", "pertensor") in ("pertensor", "auto"):
         act_req["granularity"] = "pertensor"
     w_req = _tensor_request(params.weights)
     requests: dict = {}       # source (name, port) -> list of (consumer name, port, candidates, channel_axis)
