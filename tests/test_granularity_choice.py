@@ -1,5 +1,5 @@
 """ActivationGranularityChoice (per-tensor or per-channel depthwise inputs by held-back error), its
-estimator ``fq_channel_error`` and aggregator ``after``: against numpy references on real OpenVINO
+estimator ``fq_channel_error`` and aggregator ``skip_first``: against numpy references on real OpenVINO
 inference of small opset-built models."""
 import numpy as np
 import openvino as ov
@@ -134,26 +134,26 @@ def test_fq_channel_error_in_graph_matches_numpy_on_real_inference():
     assert np.count_nonzero(ref[:, 0] != ref[:, 1]) > 8   # the candidates differ (dead channels: 0 both)
 
 
-def test_after_aggregator_skips_the_first_rows():
+def test_skip_first_aggregator_skips_the_first_rows():
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((10, 3)).astype(np.float32)
-    agg = make_aggregator("after", inner="max", skip=4)
+    agg = make_aggregator("skip_first", inner="max", skip=4)
     agg.update(rows[:3])
     agg.update(rows[3:7])
     agg.update(rows[7:])
     np.testing.assert_array_equal(agg.result(), rows[4:].max(0))
-    mean = make_aggregator("after", inner="mean", skip=9)
+    mean = make_aggregator("skip_first", inner="mean", skip=9)
     mean.update(rows)
     np.testing.assert_allclose(mean.result(), rows[9], rtol=1e-6)
-    empty = make_aggregator("after", inner="mean", skip=20)
+    empty = make_aggregator("skip_first", inner="mean", skip=20)
     empty.update(rows)
     assert np.isnan(empty.result())
 
 
-def test_after_aggregator_through_the_engine():
+def test_skip_first_aggregator_through_the_engine():
     m = models.conv_net()
     samples = models.random_samples(m, 7, seed=5)
     x = models.activations(m, ["relu2"], samples)["relu2"]
-    st = Statistic.make(TensorRef("relu2"), "max", "after", 1, None, {"inner": "max", "skip": 3})
+    st = Statistic.make(TensorRef("relu2"), "max", "skip_first", 1, None, {"inner": "max", "skip": 3})
     value = Engine().collect(m, [st], samples)[st]
     np.testing.assert_allclose(value, x[3:].reshape(4, 16, -1).max(axis=(0, 2)), rtol=1e-6)

@@ -7,7 +7,7 @@ convolutions) and the config fixes neither (``activations.granularity`` unset,
 the same statistics pass, also estimates
 
 * the *fit* candidates: the per-tensor and the per-channel range (MinMax's estimators for each
-  granularity) from every calibration sample except the first ``HELD_BACK`` (aggregator ``after``);
+  granularity) from every calibration sample except the first ``HELD_BACK`` (aggregator ``skip_first``);
 * the per-channel range from every sample (the range used if per channel wins).
 
 This step then runs a pass of its own over the first ``HELD_BACK`` samples (held back from the fit
@@ -47,13 +47,15 @@ def enabled(params) -> bool:
         (tq is None or tq.granularity is None)
 
 
-def free_quantizers(graph: Graph, target, params, qs: list, find, **plan_kw) -> dict:
-    """``{quantizer name: (channel axis, per-channel scheme)}`` for the per-tensor activation quantizers of
-    ``qs`` that the target would also run per channel (``find``: the placement's find_quantizers, run
+def free_quantizers(minmax, graph: Graph, params, find, extra, pinned) -> dict:
+    """``{quantizer name: (channel axis, per-channel scheme)}`` for MinMax's per-tensor activation
+    quantizers that the target would also run per channel (``find``: the placement's find_quantizers, run
     again with per-channel activations allowed; the same tensor serving the same consumers)."""
     if not enabled(params):
         return {}
-    pcs, _, _ = find(graph, target, attrs.evolve(params, auto_activations_granularity="perchannel"), **plan_kw)
+    qs = minmax.quantizers
+    pcs, _, _ = find(graph, minmax.context.target, attrs.evolve(params, auto_activations_granularity="perchannel"),
+                     extra, symmetric_act_matmul=bool(extra), pinned=pinned)
     by_src = {q.source: q for q in pcs if q.kind == "activations" and q.scheme.granularity == "perchannel"
               and q.channel_axis is not None}
     out = {}
@@ -83,7 +85,7 @@ def _side_stats(tensor, cfg: dict, mode: str, nonneg: bool, axis, agg=None) -> d
 
 def requests(minmax, free: dict, estimator_config) -> dict:
     """The extra statistics of each free quantizer: ``{name: {"fit_pt", "fit_pc", "pc": side stats}}``."""
-    held = lambda spec: ("after", {"inner": spec.get("aggregator", "mean"), "skip": HELD_BACK})
+    held = lambda spec: ("skip_first", {"inner": spec.get("aggregator", "mean"), "skip": HELD_BACK})
     out = {}
     for q in minmax.quantizers:
         if q.name not in free or minmax.context.transforms.axis(TensorRef(*q.source)) is not None:
@@ -98,7 +100,9 @@ def requests(minmax, free: dict, estimator_config) -> dict:
     return out
 
 
-def statistics_of(reqs: dict):
+def requested(minmax, estimator_config):
+    """Sets ``minmax.choice_requests`` (:func:`requests`) and yields their statistics."""
+    minmax.choice_requests = reqs = requests(minmax, minmax.free, estimator_config)
     for r in reqs.values():
         for key in ("fit_pt", "fit_pc", "pc"):
             yield from (s for s in r[key].values() if s is not None)

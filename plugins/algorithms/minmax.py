@@ -38,7 +38,8 @@ from ovquant.graph import Graph
 from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
 
-from . import derived, granularity_choice
+from . import derived, fragile_ops, granularity_choice
+from .fragile_ops import TRANSFORMER_IGNORED_TYPES
 from .derived import DERIVABLE
 from .layers import FIRST_LAYER_TYPES, first_layers
 from .placement import check_unmatched, find_quantizers
@@ -164,15 +165,14 @@ class MinMaxQuantization(Algorithm):
         self.ignored = set()
         #: the statistics requested for each activation quantizer (by name), from :meth:`statistics`
         self.requests: dict = {}
-        #: activation quantizers whose granularity is chosen by measured error, and their statistics
-        self.free, self.choice_requests = {}, {}
 
     def _plan(self, graph: Graph):
         extra = ()
         if normalize_model_type(self.params.model_type) == "transformer":
             extra = TRANSFORMER_IGNORED_TYPES
         pinned = {(t.node, t.port) for t in self.context.transforms.announced}
-        qs, ignored, unmatched = find_quantizers(graph, self.context.target, self.params, extra,
+        params, self.protected = fragile_ops.with_protected(graph, self.params)   # fragile ops stay float
+        qs, ignored, unmatched = find_quantizers(graph, self.context.target, params, extra,
                                                  symmetric_act_matmul=bool(extra), pinned=pinned)
         check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
         n_fq = len(graph.find(types="FakeQuantize"))
@@ -185,9 +185,7 @@ class MinMaxQuantization(Algorithm):
             warnings.warn(f"the model has no op that target {self.context.target.name} quantizes; "
                           "it is saved unchanged", stacklevel=4)
         self.quantizers, self.ignored = qs, ignored
-        self.free = granularity_choice.free_quantizers(graph, self.context.target, self.params, qs, find_quantizers,
-                                                       extra_ignored_types=extra, symmetric_act_matmul=bool(extra),
-                                                       pinned=pinned)
+        self.free = granularity_choice.free_quantizers(self, graph, params, find_quantizers, extra, pinned)
         return qs
 
     def _act_stats(self, q) -> dict:
@@ -220,8 +218,7 @@ class MinMaxQuantization(Algorithm):
         self.requests = {q.name: self._derived(q) or self._act_stats(q) for q in qs if q.kind == "activations"}
         for s in self.requests.values():
             yield from (st for st in (s["min"], s["max"]) if st is not None)
-        self.choice_requests = granularity_choice.requests(self, self.free, estimator_config)
-        yield from granularity_choice.statistics_of(self.choice_requests)
+        yield from granularity_choice.requested(self, estimator_config)   # candidates of free granularities
 
     def _derive(self, q, d: dict, stats) -> tuple:
         t = TensorRef(*q.source)
@@ -280,7 +277,7 @@ class MinMaxQuantization(Algorithm):
                           stacklevel=4)
         n_w = sum(e.get("kind") == "weights" for e in report)
         return {"quantizers": report, "n_fake_quantize": len(report), "no_finite_values": skipped,
-                "ignored": sorted(self.ignored),
+                "ignored": sorted(self.ignored), "protected": dict(sorted(self.protected.items())),
                 "summary": f"placed {len(report)} FakeQuantize ops ({n_w} on weights, {len(report) - n_w} on "
                            f"activations); {len(self.ignored)} node(s) ignored, {len(skipped)} left in float for "
                            "lack of finite values"}
@@ -389,15 +386,6 @@ class MinMaxQuantization(Algorithm):
         if q.group is not None:
             e["unified_scale_group"] = q.group
         return e
-
-
-#: op types a Transformer keeps in float: residual, normalization and pooling arithmetic (POT's list,
-#: extended as NNCF does with Divide, Sqrt, reductions, Maximum and comparisons)
-TRANSFORMER_IGNORED_TYPES = ("Add", "Subtract", "Multiply", "Divide", "Power", "Sqrt", "Squeeze", "AvgPool",
-                             "ReduceMean", "ReduceL2", "ReduceSum", "SquaredDifference", "MVN", "GroupNormalization",
-                             "BatchNormInference", "Maximum", "Minimum", "Equal", "NotEqual", "Less", "LessEqual",
-                             "Greater", "GreaterEqual", "LogicalAnd", "LogicalOr", "LogicalXor", "LogicalNot",
-                             "Softmax")
 
 
 @hookimpl

@@ -60,11 +60,13 @@ def _elements(out: ov.Output) -> int:
 
 def _const_subgraph(out: ov.Output, depth: int = 4) -> bool:
     """A constant, or what decompresses one (Convert, Subtract, Multiply, Reshape of constants): the
-    int8 weights of an already-quantized model."""
+    int8 weights of an already-quantized model; or a small constant-only subgraph (Add, Divide, Concat,
+    ...: it folds away, so its output is no activation to quantize)."""
     n = out.get_node()
     if n.get_type_name() == "Constant":
         return True
-    if depth == 0 or n.get_type_name() not in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze"):
+    if depth == 0 or n.get_type_name() not in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze",
+                                               "Add", "Divide", "Concat", "Squeeze", "Broadcast"):
         return False
     return all(_const_subgraph(n.input_value(i), depth - 1) for i in range(n.get_input_size()))
 

@@ -1,4 +1,4 @@
-"""Built-in aggregator ``after``: another aggregator over the samples after the first ``skip``."""
+"""Built-in aggregator ``skip_first``: another aggregator over the samples after the first ``skip``."""
 import numpy as np
 
 from ovquant import hookimpl
@@ -6,7 +6,7 @@ from ovquant.registry import make_aggregator
 from ovquant.statistics import Aggregator
 
 
-class AfterAggregator(Aggregator):
+class SkipFirstAggregator(Aggregator):
     """``y = inner(x_skip, x_skip+1, ...)``: aggregator ``inner`` over every sample but the first ``skip``
     (in the order the engine feeds them), so that those samples stay held back from the estimate.
 
@@ -14,7 +14,7 @@ class AfterAggregator(Aggregator):
     after the first ``skip``: NaN (the caller treats the estimate as missing).
     """
 
-    name = "after"
+    name = "skip_first"
     needs_all_samples = False
 
     def __init__(self, inner: str = "mean", skip: int = 0):
@@ -40,4 +40,4 @@ class AfterAggregator(Aggregator):
 
 @hookimpl
 def register_aggregators(register):
-    register(AfterAggregator)
+    register(SkipFirstAggregator)
