@@ -10,6 +10,7 @@ import models
 from ovquant.api import quantize_with_report
 from ovquant.engine import Engine
 from ovquant.plugins.algorithms.granularity_choice import HELD_BACK
+from ovquant import registry
 from ovquant.registry import make_aggregator
 from ovquant.statistics import Statistic, TensorRef
 
@@ -132,6 +133,25 @@ def test_fq_channel_error_in_graph_matches_numpy_on_real_inference():
     assert value.shape == (16, 2)
     np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-9)
     assert np.count_nonzero(ref[:, 0] != ref[:, 1]) > 8   # the candidates differ (dead channels: 0 both)
+
+
+def test_fq_channel_error_subsampled_in_graph_matches_numpy():
+    m = models.big_conv_net()
+    samples = models.random_samples(m, 3, seed=6)
+    name = next(n.get_friendly_name() for n in m.get_ordered_ops() if n.get_type_name() == "Relu")
+    x = models.activations(m, [name], samples)[name].astype(np.float64)
+    x = x.reshape(len(samples), *x.shape[2:])                                 # [N, C, H, W]
+    c = x.shape[1]
+    lows, highs = ((0.0,), (0.0,) * c), ((1.0,), tuple(np.linspace(0.5, 2.0, c).tolist()))
+    params = {"lows": lows, "highs": highs, "levels": 256, "axis": 1, "max_positions": 20}
+    st = Statistic.make(TensorRef(name), "fq_channel_error", "mean", 1, params)
+    value = Engine().collect(m, [st], samples)[st]
+    s = registry.make_estimator("fq_channel_error", **params).stride(x.shape)
+    assert s > 1 and s % 2 == 1 and -(-x.shape[2] // s) * -(-x.shape[3] // s) <= 20
+    xs = x[:, :, ::s, ::s]
+    ref = np.stack([((np_fq(xs, 0.0, 1.0) - xs) ** 2).mean(axis=(0, 2, 3)),
+                    ((np_fq(xs, 0.0, np.array(highs[1]).reshape(1, c, 1, 1)) - xs) ** 2).mean(axis=(0, 2, 3))], -1)
+    np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-9)
 
 
 def test_skip_first_aggregator_skips_the_first_rows():

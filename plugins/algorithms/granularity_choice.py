@@ -18,7 +18,8 @@ positions, adds ``||w_c||^2 * E[d_c^2]`` to that output channel's mean squared e
 
     score_k = sum_c ||w_c||^2 * mean over held-back samples and positions of (FQ_k(x_c) - x_c)^2
 
-(estimator ``fq_channel_error``; ``||w_c||^2 = 1`` for consumers without weights). The quantizer becomes
+(estimator ``fq_channel_error``, on at most ``MAX_POSITIONS`` positions per channel: an odd-strided
+subset of larger feature maps; ``||w_c||^2 = 1`` for consumers without weights). The quantizer becomes
 per channel (the all-sample per-channel range) when ``score_perchannel < score_pertensor``; otherwise it
 stays per tensor, as placed. A per-channel range fits the samples it came from: scored on them it
 would always win, which is why the scoring samples are held back from both candidates.
@@ -38,6 +39,8 @@ from ovquant.statistics import Statistic, TensorRef
 #: calibration samples held back from the fit candidates and used to score them
 HELD_BACK = 64
 STATE = "ActivationGranularityChoice"
+#: positions per channel the error is measured on (a strided subset of larger tensors)
+MAX_POSITIONS = 1024
 
 
 def enabled(params) -> bool:
@@ -171,7 +174,8 @@ class ActivationGranularityChoice(Algorithm):
             lows = (flat(s["fit_pt"][0], 1), flat(s["fit_pc"][0], c))
             highs = (flat(s["fit_pt"][1], 1), flat(s["fit_pc"][1], c))
             st = Statistic.make(TensorRef(*s["source"]), "fq_channel_error", "mean", s["axis"],
-                                {"lows": lows, "highs": highs, "levels": s["levels"], "axis": s["axis"]})
+                                {"lows": lows, "highs": highs, "levels": s["levels"], "axis": s["axis"],
+                                 "max_positions": MAX_POSITIONS})
             self.requests[name] = st
             yield st
 

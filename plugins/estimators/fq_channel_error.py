@@ -15,14 +15,22 @@ class FqChannelErrorEstimator(Estimator):
     (the statistic's channel axis keeps ``C``); a ``mean`` aggregator gives each candidate's mean squared
     error per channel.
 
-    In graph: per candidate one FakeQuantize, Subtract, Multiply and ReduceMean.
+    ``max_positions`` (default: all) bounds the cost on large tensors: the error is computed on every
+    ``s``-th position along each axis but the batch and channel axes, ``s`` the smallest odd stride that
+    leaves at most ``max_positions`` positions per channel (odd, so that it does not alias with the
+    stride-2 grids of convolutions).
+
+    In graph: one StridedSlice, then per candidate the FakeQuantize written out (Maximum, Minimum,
+    Subtract, Multiply, Round half to even as numpy rounds, Multiply, Add), Subtract, Multiply, ReduceMean.
     """
 
     name = "fq_channel_error"
     range_estimator = False   # requested by algorithms, not named in a config
 
-    def __init__(self, side="max", outlier_prob=1e-4, lows=((0.0,),), highs=((1.0,),), levels=256, axis=1):
+    def __init__(self, side="max", outlier_prob=1e-4, lows=((0.0,),), highs=((1.0,),), levels=256, axis=1,
+                 max_positions=None):
         super().__init__(side, outlier_prob)
+        self.max_positions = None if max_positions is None else int(max_positions)
         self.lows = tuple(tuple(float(v) for v in lo) for lo in lows)
         self.highs = tuple(tuple(float(v) for v in hi) for hi in highs)
         self.levels, self.axis = int(levels), int(axis)
@@ -30,7 +38,18 @@ class FqChannelErrorEstimator(Estimator):
             raise ValueError("fq_channel_error: lows and highs need one entry per candidate")
 
     def key(self):
-        return (self.name, self.lows, self.highs, self.levels, self.axis)
+        return (self.name, self.lows, self.highs, self.levels, self.axis, self.max_positions)
+
+    def stride(self, shape) -> int:
+        """The subsampling stride ``s`` (1: every position) for a tensor of ``shape``."""
+        other = [int(n) for a, n in enumerate(shape) if a not in (0, self.axis % len(shape))]
+        s = 1
+        while self.max_positions is not None and np.prod([-(-n // s) for n in other]) > self.max_positions:
+            s += 2
+        return s
+
+    def _steps(self, rank: int, s: int) -> list:
+        return [1 if a in (0, self.axis % rank) else s for a in range(rank)]
 
     def _border(self, values, rank: int) -> np.ndarray:
         v = np.asarray(values, np.float64)
@@ -41,6 +60,7 @@ class FqChannelErrorEstimator(Estimator):
 
     def reduce(self, x, axes):
         x = np.asarray(x, np.float64)
+        x = x[tuple(slice(None, None, st) for st in self._steps(x.ndim, self.stride(x.shape)))]
         x = np.where(np.isfinite(x), x, 0.0)
         out = []
         for lo, hi in zip(self.lows, self.highs):
@@ -52,11 +72,27 @@ class FqChannelErrorEstimator(Estimator):
         if output.get_element_type().to_dtype() != np.float32 or not output.get_partial_shape().rank.is_static:
             return None
         rank = output.get_partial_shape().rank.get_length()
+        if output.get_partial_shape().is_static:
+            shape = [int(n) for n in output.get_shape()]
+            s = self.stride(shape)
+            if s > 1:
+                i64 = lambda v: np.array(v, np.int64)
+                output = ops.strided_slice(output, i64([0] * rank), i64(shape), i64(self._steps(rank, s)),
+                                           [0] * rank, [0] * rank).output(0)
+        elif self.max_positions is not None:
+            return None
         errs = []
         for lo, hi in zip(self.lows, self.highs):
-            lo = ops.constant(self._border(lo, rank).astype(np.float32))
-            hi = ops.constant(self._border(hi, rank).astype(np.float32))
-            d = ops.subtract(ops.fake_quantize(output, lo, hi, lo, hi, self.levels), output)
+            lo, hi = self._border(lo, rank), self._border(hi, rank)
+            step = np.where(hi > lo, hi - lo, 1.0) / (self.levels - 1)
+            # FakeQuantize written out (Clamp is per tensor, so Maximum/Minimum): no FakeQuantize op for
+            # the plugin's low-precision passes to fold into the model, which made compiling slow
+            c = ops.minimum(ops.maximum(output, ops.constant(np.minimum(lo, hi).astype(np.float32))),
+                            ops.constant(np.maximum(lo, hi).astype(np.float32)))
+            r = ops.round(ops.multiply(ops.subtract(c, ops.constant(lo.astype(np.float32))),
+                                       ops.constant((1.0 / step).astype(np.float32))), "half_to_even")
+            q = ops.add(ops.multiply(r, ops.constant(step.astype(np.float32))), ops.constant(lo.astype(np.float32)))
+            d = ops.subtract(q, output)
             e = ops.multiply(d, d)
             if axes:
                 e = ops.reduce_mean(e, np.array(axes, np.int64), keep_dims=False)
