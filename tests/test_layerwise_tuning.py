@@ -307,7 +307,7 @@ def test_pipeline_appends_layerwise_tuning_and_reports():
     assert [e["hessian"] for e in rep["layers"]] == ["27x27", "72x72", "9x9 shared", "16x16"]
     assert rep["activations"] and all(a["mse_ratio"] <= 1.0 for a in rep["activations"])
     _, plain = quantize_with_report(m, samples)
-    assert plain["pipeline"][-1] == "FastBiasCorrection"
+    assert plain["pipeline"][-1] == "ActivationGranularityChoice"   # the default's last step (no tuning)
 
 
 def test_large_layers_are_skipped_and_reported(lt_settings):
@@ -366,7 +366,7 @@ def test_activation_ranges_follow_the_error(lt_settings):
 
 # ---- FirstLayerRounding (the same tuning, in DefaultQuantization's one pass, for saturation-fixed first layers) ----
 def test_first_layer_rounding_in_default_quantization():
-    """With first_layer_rounding DefaultQuantization ends with FirstLayerRounding: the first convolution's
+    """With first_layer_rounding DefaultQuantization's first pass ends with FirstLayerRounding: the first convolution's
     weights are re-rounded on the saturation fix's 7-bit grid (integers within +-63), the other layers are
     untouched, the mean output is kept, and the held-out output error falls. By default, or with
     saturation_fix "no", it is left out."""
@@ -375,8 +375,9 @@ def test_first_layer_rounding_in_default_quantization():
     q0, r0 = build_pipeline(None).run(m.clone(), cal)
     q1, r1 = build_pipeline(None, first_layer_rounding=True).run(m.clone(), cal)
     assert "FirstLayerRounding" not in [a["name"] for a in r0["algorithms"]]
-    rep = r1["algorithms"][-1]
-    assert rep["name"] == "FirstLayerRounding" and [e["layer"] for e in rep["layers"]] == ["conv1"]
+    (rep,) = [a for a in r1["algorithms"] if a["name"] == "FirstLayerRounding"]
+    assert [a["name"] for a in r1["algorithms"]][-2:] == ["FirstLayerRounding", "ActivationGranularityChoice"]
+    assert [e["layer"] for e in rep["layers"]] == ["conv1"]
     assert rep["layers"][0]["rows_tuned"] > 0
     assert rep["layers"][0]["relative_error_after"] < rep["layers"][0]["relative_error_before"]
     g0, g1 = Graph(q0), Graph(q1)
