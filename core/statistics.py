@@ -137,13 +137,13 @@ class Statistic:
 
     tensor: TensorRef
     estimator: str
-    aggregator: Optional[str] = "mean"
+    aggregator: Optional[str]
     channel_axis: Optional[int] = None
     estimator_params: tuple = ()
     aggregator_params: tuple = ()
 
     @classmethod
-    def make(cls, tensor: TensorRef, estimator: str, aggregator: Optional[str] = "mean", channel_axis=None,
+    def make(cls, tensor: TensorRef, estimator: str, aggregator: Optional[str], channel_axis=None,
              estimator_params: Optional[dict] = None, aggregator_params: Optional[dict] = None) -> "Statistic":
         return cls(tensor, estimator, aggregator, channel_axis,
                    tuple(sorted((estimator_params or {}).items())),

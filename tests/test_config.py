@@ -17,7 +17,8 @@ import pytest
 import ovquant
 from ovquant import registry
 from ovquant.algorithm import Algorithm
-from ovquant.config import Config, QuantizationParams, config_from_dict, load_config, normalize_model_type
+from ovquant.config import Config, config_from_dict, load_config, normalize_model_type
+from ovquant.plugins.algorithms.params import QuantizationParams
 from ovquant.errors import ConfigError, PluginError
 from ovquant.statistics import Aggregator, Estimator
 

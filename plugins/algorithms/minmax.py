@@ -37,6 +37,7 @@ from ovquant.engine import aggregate
 from ovquant.graph import Graph
 from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
 from . import derived
 from .derived import DERIVABLE
@@ -157,6 +158,8 @@ class MinMaxQuantization(Algorithm):
     from the calibration statistics (see the module docstring for the math)."""
 
     name = "MinMaxQuantization"
+    params_class = QuantizationParams
+    validate_params = staticmethod(validate_quantization_params)
 
     def __init__(self, params, context):
         super().__init__(params, context)
