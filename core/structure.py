@@ -192,3 +192,35 @@ def _check_plugin(path: str, kind: str, name: Optional[str]):
 
         _bad(path, f"unknown {label} {_show(name)}{pot_hint(kind, name)} (known: {', '.join(reg.names(kind))})")
 
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
+
+
+def plugin_params(kind: str, name: str, raw: Optional[dict], path: str) -> dict:
+    """The params a config gives estimator or aggregator ``name`` (``raw``, a dict or None), checked
+    against what the plugin declares: its ``params_class`` (an attrs class: unknown keys are refused
+    with the accepted list, types checked) and its optional ``validate_params(params, path)``. Returns
+    the values that differ from the declared defaults, hashable (lists as tuples), for the constructor."""
+    if raw is None:
+        return {}
+    from .registry import guarded, lookup
+
+    cls = lookup(kind, name)
+    declared = getattr(cls, "params_class", None)
+    if declared is None:
+        if raw:
+            _bad(f"{path}.{sorted(raw)[0]}", f"unknown key ({kind[:-1]} {name!r} takes no params)")
+        return {}
+    params = structure(raw, declared, path)
+    check = getattr(cls, "validate_params", None)
+    if check is not None:   # a bug in the plugin, not in the config, names the plugin
+        guarded(kind, name, "validate_params", check, params, path, passthrough=(ConfigError,))
+    defaults = declared()
+    return {f.name: _hashable(getattr(params, f.name)) for f in attrs.fields(declared)
+            if getattr(params, f.name) != getattr(defaults, f.name)}

@@ -188,7 +188,7 @@ VARIANTS = [
     ("unknown-param", _set("stat_batch_size", value=2), f"{P0}.stat_batch_size", "unknown key"),
     ("unknown-weights", _set("weights", "bit", value=8), f"{P0}.weights.bit", "unknown key"),
     ("unknown-estimator-key", _set("weights", "range_estimator", "max", "outlier", value=0.1),
-     f"{WRE}.max.outlier", "unknown key (known: aggregator, clipping_value, outlier_prob, type)"),
+     f"{WRE}.max.outlier", "unknown key (known: aggregator, aggregator_params, clipping_value, outlier_prob, params, type)"),
     ("unknown-ignored-op-key", lambda d: params(d)["ignored"]["operations"][0].update(attrs={}),
      f"{P0}.ignored.operations[0].attrs", "unknown key"),
     # wrong types

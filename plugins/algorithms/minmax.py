@@ -43,6 +43,7 @@ from . import derived
 from .derived import DERIVABLE
 from .layers import FIRST_LAYER_TYPES, first_layers
 from .placement import check_unmatched, find_quantizers
+from .range_config import border_statistic as _stat, default_estimators, estimator_config  # noqa: F401
 
 ZERO_FLOOR = 8e-5
 ASYM_MIN_RANGE = 8e-4
@@ -50,48 +51,6 @@ ASYM_MIN_RANGE = 8e-4
 SYMMETRIC_MAX = {"max": "abs_max", "quantile": "abs_quantile"}
 #: weight grids with at most this many levels get no saturation fix
 SATURATION_FIX_MIN_LEVELS = 128
-
-
-# ---- range estimator configuration ---------------------------------------------------------------
-def default_estimators(kind: str, mode: str, granularity: str) -> dict:
-    """POT's default (type, aggregator) per side."""
-    if kind == "weights":
-        if mode == "symmetric":
-            return {"max": {"type": "abs_max", "aggregator": "max"}}
-        return {"min": {"type": "min", "aggregator": "min"}, "max": {"type": "max", "aggregator": "max"}}
-    if granularity == "perchannel":
-        return {"min": {"type": "min", "aggregator": "min"},
-                "max": {"type": "abs_max" if mode == "symmetric" else "max", "aggregator": "max"}}
-    if mode == "symmetric":
-        return {"min": {"type": "min", "aggregator": "min"}, "max": {"type": "abs_max", "aggregator": "mean"}}
-    return {"min": {"type": "min", "aggregator": "mean"}, "max": {"type": "max", "aggregator": "mean"}}
-
-
-def estimator_config(params, kind: str, mode: str, granularity: str) -> dict:
-    """Defaults, then ``range_estimator.preset``, then the user's min/max entries (merged)."""
-    cfg = default_estimators(kind, mode, granularity)
-    cfg.setdefault("min", {"type": "min", "aggregator": "min"})
-    tq = getattr(params, kind, None)
-    re_ = (tq.range_estimator if tq is not None and tq.range_estimator is not None else params.range_estimator)
-    if re_ is None:
-        return cfg
-    if re_.preset == "quantile":
-        cfg["min"] = {**cfg["min"], "type": "quantile", "outlier_prob": 1e-4}
-        cfg["max"] = {**cfg["max"], "type": "abs_quantile" if mode == "symmetric" else "quantile", "outlier_prob": 1e-4}
-    for side in ("min", "max"):
-        user = getattr(re_, side)
-        if user is not None:
-            cfg[side] = {**cfg[side], **{k: v for k, v in (("type", user.type), ("aggregator", user.aggregator),
-                                                          ("outlier_prob", user.outlier_prob),
-                                                          ("clipping_value", user.clipping_value)) if v is not None}}
-    return cfg
-
-
-def _stat(tensor: TensorRef, side: str, spec: dict, axis) -> Statistic:
-    est_params = {"side": side}
-    if "outlier_prob" in spec:
-        est_params["outlier_prob"] = spec["outlier_prob"]
-    return Statistic.make(tensor, spec["type"], spec.get("aggregator", "mean"), axis, est_params)
 
 
 # ---- range math ----------------------------------------------------------------------------------
@@ -230,7 +189,8 @@ class MinMaxQuantization(Algorithm):
 
         def side(name):
             spec = d["cfg"][name]
-            st = Statistic.make(t, spec["type"], spec["aggregator"], q.channel_axis)
+            st = Statistic.make(t, spec["type"], spec["aggregator"], q.channel_axis,
+                                aggregator_params=spec.get("aggregator_params"))
             value = aggregate(st, derived.per_sample(spec["type"], lo, hi, per_channel))
             return _clip(spec, np.asarray(value, np.float64), name)
 
@@ -337,7 +297,8 @@ class MinMaxQuantization(Algorithm):
         def estimate(side):
             spec = cfg[side]
             def reduce():
-                est = make_estimator(spec["type"], side=side, outlier_prob=spec.get("outlier_prob", 1e-4))
+                est = make_estimator(spec["type"], side=side, outlier_prob=spec.get("outlier_prob", 1e-4),
+                                     **spec.get("params", {}))
                 return np.asarray(est.reduce(w[None], tuple(a + 1 for a in axes)), np.float64)[0]
 
             v = guarded("estimators", spec["type"], f"reduce (weights of {q.source[0]})", reduce, passthrough=())

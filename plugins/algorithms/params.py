@@ -23,7 +23,7 @@ import attrs
 
 from ovquant.config import GRANULARITIES, MODES, AlgorithmParams
 from ovquant.registry import get_registry
-from ovquant.structure import _bad, _check_plugin, _choice, _show
+from ovquant.structure import _bad, _check_plugin, _choice, _show, plugin_params
 
 RANGE_PRESETS = ("default", "quantile")
 SATURATION_FIX = ("first_layer", "all", "no")
@@ -33,12 +33,15 @@ BIAS_CORRECTION_FORMS = ("exact", "fast", "mean_blob")
 # ---- sections ---------------------------------------------------------------------------------------
 @attrs.define(kw_only=True)
 class RangeBorder:
-    """``range_estimator.min`` / ``range_estimator.max``: estimator type, aggregator, outlier_prob."""
+    """``range_estimator.min`` / ``range_estimator.max``: estimator type, aggregator, POT's outlier_prob and
+    clipping_value, and the params the estimator and the aggregator declare (checked against them)."""
 
     type: Optional[str] = None
     aggregator: Optional[str] = None
     outlier_prob: Optional[float] = None
     clipping_value: Optional[float] = None
+    params: Optional[dict[str, Any]] = None
+    aggregator_params: Optional[dict[str, Any]] = None
 
 
 @attrs.define(kw_only=True)
@@ -168,30 +171,54 @@ def _validate_tensor(tq: TensorQuantization, path: str) -> None:
 
 
 def _validate_range(re_: RangeEstimatorConfig, path: str) -> None:
-    """Estimator and aggregator names, ``outlier_prob`` in (0, 0.5), and ``clipping_value``: POT clips the
-    max at it (so it must be above 0) and the min at it (so it must be 0 or below: the range holds 0)."""
+    """The range estimator preset, and each border (:func:`_validate_border`)."""
     _choice(f"{path}.preset", re_.preset, RANGE_PRESETS, "range estimator preset")
     for side in ("min", "max"):
         b = getattr(re_, side)
-        if b is None:
-            continue
-        _check_plugin(f"{path}.{side}.type", "estimators", b.type)
-        if b.type is not None:
-            reg = get_registry()
-            if not getattr(reg.get("estimators", b.type).obj, "range_estimator", True):
-                ranges = [n for n in reg.names("estimators") if getattr(reg.get("estimators", n).obj, "range_estimator", True)]
-                _bad(f"{path}.{side}.type", f"{b.type!r} is a statistic for algorithms, not a range estimator "
-                                            f"(range estimators: {', '.join(ranges)})")
-        _check_plugin(f"{path}.{side}.aggregator", "aggregators", b.aggregator)
-        if b.outlier_prob is not None and not 0 < b.outlier_prob < 0.5:
-            _bad(f"{path}.{side}.outlier_prob", f"must be in (0, 0.5), got {b.outlier_prob}")
-        c = b.clipping_value
-        if c is not None:
-            if not math.isfinite(c):
-                _bad(f"{path}.{side}.clipping_value", f"must be a finite number, got {c}")
-            if side == "max" and not c > 0:
-                _bad(f"{path}.{side}.clipping_value", f"must be above 0 (the max is clipped at it), got {c}")
-            if side == "min" and c > 0:
-                _bad(f"{path}.{side}.clipping_value", f"must be 0 or below (the min is clipped at it and the range "
-                                                      f"holds 0), got {c}")
+        if b is not None:
+            _validate_border(b, f"{path}.{side}", side)
 
+
+def _validate_border(b: RangeBorder, path: str, side: str) -> None:
+    """Estimator and aggregator names and the params they declare, ``outlier_prob`` in (0, 0.5), and
+    ``clipping_value``: POT clips the max at it (so it must be above 0) and the min at it (so it must be 0
+    or below: the range holds 0)."""
+    _check_plugin(f"{path}.type", "estimators", b.type)
+    if b.type is not None:
+        reg = get_registry()
+        if not getattr(reg.get("estimators", b.type).obj, "range_estimator", True):
+            ranges = [n for n in reg.names("estimators") if getattr(reg.get("estimators", n).obj, "range_estimator", True)]
+            _bad(f"{path}.type", f"{b.type!r} is a statistic for algorithms, not a range estimator "
+                                 f"(range estimators: {', '.join(ranges)})")
+    _check_plugin(f"{path}.aggregator", "aggregators", b.aggregator)
+    for key, kind, name in (("params", "estimators", b.type), ("aggregator_params", "aggregators", b.aggregator)):
+        raw = getattr(b, key)
+        if raw is not None and name is None:
+            _bad(f"{path}.{key}", f"params need the {kind[:-1]} they are for: give {path.rsplit('.', 1)[-1]}."
+                                  f"{'type' if key == 'params' else 'aggregator'} too")
+        if raw is not None:
+            plugin_params(kind, name, raw, f"{path}.{key}")
+    if b.outlier_prob is not None and not 0 < b.outlier_prob < 0.5:
+        _bad(f"{path}.outlier_prob", f"must be in (0, 0.5), got {b.outlier_prob}")
+    c = b.clipping_value
+    if c is not None:
+        if not math.isfinite(c):
+            _bad(f"{path}.clipping_value", f"must be a finite number, got {c}")
+        if side == "max" and not c > 0:
+            _bad(f"{path}.clipping_value", f"must be above 0 (the max is clipped at it), got {c}")
+        if side == "min" and c > 0:
+            _bad(f"{path}.clipping_value", f"must be 0 or below (the min is clipped at it and the range "
+                                           f"holds 0), got {c}")
+
+
+def border_plugin_params(border: RangeBorder, side: str) -> dict:
+    """What a border's ``params`` and ``aggregator_params`` give the estimator's and the aggregator's
+    constructors (checked when the params were validated): ``{"params": ..., "aggregator_params": ...}``
+    with the values that differ from the declared defaults, for the keys the border gives."""
+    out = {}
+    for key, kind, name in (("params", "estimators", border.type),
+                            ("aggregator_params", "aggregators", border.aggregator)):
+        raw = getattr(border, key)
+        if raw:
+            out[key] = plugin_params(kind, name, raw, f"range_estimator.{side}.{key}")
+    return out
