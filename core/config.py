@@ -14,7 +14,6 @@ Plugin names are checked against the registry, never against a hard-coded list.
 Params are parsed once: :func:`parse_params` remembers the objects it returned, and an object it
 returned and that has not been changed since is returned as it is (not validated again).
 """
-import copy
 import os
 import weakref
 from typing import Any, Optional
@@ -191,8 +190,23 @@ def validate_config(cfg: Config) -> None:
         algo.params = parse_params(cls, algo.params, f"{path}.params", comp)
 
 
-#: id(params) -> (weak reference to it, a copy of it as it was parsed): what :func:`parse_params` returned
+#: id(params) -> (weak reference to it, its fingerprint when parsed): what :func:`parse_params` returned
 _parsed: dict = {}
+
+
+def _fingerprint(v: Any) -> Any:
+    """The value of a params object as plain data, to tell whether it changed since it was parsed: attrs
+    objects, lists, tuples and dicts by content, JSON scalars by value, anything else (an array, a data
+    set, a callable) by identity (never copied or compared)."""
+    if attrs.has(type(v)):
+        return (type(v), tuple(_fingerprint(getattr(v, f.name)) for f in attrs.fields(type(v))))
+    if isinstance(v, (list, tuple)):
+        return (type(v), tuple(_fingerprint(x) for x in v))
+    if isinstance(v, dict):
+        return (dict, tuple((_fingerprint(k), _fingerprint(x)) for k, x in v.items()))
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return (type(v), v)
+    return ("object", id(v))
 
 
 def _remember(params: Any) -> Any:
@@ -201,14 +215,14 @@ def _remember(params: Any) -> Any:
         ref = weakref.ref(params, lambda _, k=key: _parsed.pop(k, None))
     except TypeError:   # not weak-referenceable: parsed again when passed again
         return params
-    _parsed[key] = (ref, copy.deepcopy(params))
+    _parsed[key] = (ref, _fingerprint(params))
     return params
 
 
 def is_parsed(params: Any) -> bool:
     """Whether ``params`` is an object :func:`parse_params` returned and nobody changed since."""
     entry = _parsed.get(id(params))
-    return entry is not None and entry[0]() is params and entry[1] == params
+    return entry is not None and entry[0]() is params and entry[1] == _fingerprint(params)
 
 
 def params_class(algorithm_cls) -> type:

@@ -133,3 +133,24 @@ def test_an_algorithm_without_params_class_gets_the_shared_keys_checked():
         parse_params(Plain, {"weights": {}}, "compression.algorithms[0].params")
     with pytest.raises(ConfigError, match=r"^x\.stat_subset_size: must be at least 1, got 0$"):
         parse_params(Plain, {"stat_subset_size": 0}, "x")
+
+
+def test_params_holding_arrays_and_generators_are_remembered_without_copying_them(counting):
+    """A params field may hold anything (validation data, a callable): it is neither copied nor compared
+    by value, and a change to the other fields is still seen."""
+    import numpy as np
+
+    @attrs.define(kw_only=True)
+    class DataParams(CountingParams):
+        data: object = None
+
+    class WithData(CountingAlgorithm):
+        params_class = DataParams
+
+    rows = np.ones((4, 3), np.float32)
+    gen = (i for i in range(3))
+    p = parse_params(WithData, DataParams(data=[rows, gen]), "p")
+    assert p.data[0] is rows and p.data[1] is gen
+    assert parse_params(WithData, p, "p") is p and counting == ["p"]
+    p.level = 5
+    assert parse_params(WithData, p, "p") is p and counting == ["p", "p"]
