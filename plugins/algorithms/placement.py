@@ -206,7 +206,7 @@ def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmet
 
     Activations the config gives no granularity are quantized per tensor, even where the target allows
     per channel (the inputs of depthwise convolutions on CPU), unless ``auto_activations_granularity`` is
-    "perchannel" (POT's and NNCF's choice; docs/algorithms.md has the measurement behind the default).
+    "perchannel" (POT's and NNCF's choice; docs/config.md has the measurement behind the default).
     With ``symmetric_act_matmul`` (Transformers) the inputs of a MatMul of two activations are
     quantized symmetrically, as the CPU needs. Quantizers of the tensors in ``pinned`` ((node, port)
     pairs that an earlier algorithm of the stage will rescale per channel in front of their consumers,
