@@ -345,6 +345,29 @@ def test_port_schemes_and_pick_answer_for_a_node(acme):
     assert t.unified_scales(nodes["conv1"]) is False and t.is_agnostic(nodes["pool1"])
 
 
+def test_float_rules_keep_the_nodes_they_name_in_float(acme):
+    """The hook point for placement-rule plugins: find_quantizers' float_nodes step takes callables
+    ``rule(graph, target) -> node names``; a named node gets no quantizer, and none moves through it."""
+    from ovquant.plugins.algorithms.placement import find_quantizers
+
+    t = registry.lookup("hw_targets", acme())
+    graph = Graph(models.conv_net())
+    params = build_pipeline(None, pipeline=["MinMaxQuantization"], target_device=t.name).steps[0].params
+    seen = []
+
+    def fragile(g, target):
+        seen.append((g, target))
+        return ["fc", "pool1"]
+
+    base, _, _ = find_quantizers(graph, t, params)
+    qs, ignored, _ = find_quantizers(graph, t, params, float_rules=[fragile])
+    assert seen == [(graph, t)] and {"fc", "pool1"} <= ignored
+    consumers = lambda quantizers: {c for q in quantizers for c in q.consumers}
+    assert "fc" in consumers(base) and "fc" not in consumers(qs)
+    assert "relu1" in {q.source[0] for q in base} and "relu1" not in {q.source[0] for q in qs}
+    assert "pool1" in {q.source[0] for q in qs}   # conv2's quantizer stays below the float MaxPool
+
+
 # ---- every field has its test -------------------------------------------------------------------------------
 FIELD_TESTS = {
     "HardwareTarget.name": test_name_selects_the_target_case_insensitively,

@@ -43,7 +43,7 @@ class Quantizer:
     scheme: Scheme
     candidates: tuple = ()
     channel_axis: Optional[int] = None
-    group: Optional[int] = None     # unified-scale group id (Concat inputs)
+    group: Optional[int] = None     # unified-scale group id (inputs of an op with unified_scales)
     name: str = ""
     nonnegative: bool = False       # the tensor is >= 0 by construction (after ReLU, Sigmoid, ...)
 
