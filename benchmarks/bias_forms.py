@@ -64,7 +64,7 @@ def main():
     import openvino as ov
 
     from ovquant.api import quantize_with_report
-    from ovquant.config import QuantizationParams
+    from ovquant.plugins.algorithms.params import QuantizationParams
     from ovquant.pipeline import expand
 
     core = ov.Core()

@@ -78,7 +78,7 @@ def plain_loop(core, model, samples, config, callback=False):
 
 def minmax_tensors(model):
     """The (node, port) of every activation MinMaxQuantization quantizes, from its own plan."""
-    from ovquant.config import QuantizationParams
+    from ovquant.plugins.algorithms.params import QuantizationParams
     from ovquant.graph import Graph
     from ovquant.plugins.algorithms.placement import find_quantizers
     from ovquant.registry import lookup

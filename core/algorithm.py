@@ -3,7 +3,7 @@ from typing import Optional, Any, ClassVar, Iterable, Mapping
 
 import numpy as np
 
-from .config import QuantizationParams
+from .config import AlgorithmParams
 from .statistics import Statistic
 
 
@@ -26,8 +26,9 @@ class Algorithm:
     """
 
     name: ClassVar[str] = ""
-    #: attrs class the ``params`` of this algorithm are structured into (key paths in errors come from it)
-    params_class: ClassVar[type] = QuantizationParams
+    #: attrs class the ``params`` of this algorithm are structured into (key paths in errors come from it);
+    #: algorithms declare their own (the default holds only the keys every algorithm shares)
+    params_class: ClassVar[type] = AlgorithmParams
     #: a composite algorithm: the registered algorithms it runs, in order
     steps: ClassVar[tuple] = ()
     #: start a new statistics pass on the model as the previous algorithms left it
@@ -37,6 +38,9 @@ class Algorithm:
     #: a keyword of ``ovquant.quantize`` that, set to None, leaves this algorithm out of the pipeline
     #: (as NNCF's ``fast_bias_correction=None`` leaves out bias correction)
     api_switch: ClassVar[Optional[str]] = None
+    #: why ``api_switch=False`` is refused (the rest of the error line), as NNCF's False asks for something
+    #: this algorithm does not do; True keeps the algorithm in
+    api_switch_false: ClassVar[str] = "has no ovquant equivalent"
 
     @classmethod
     def steps_for(cls, params: Any) -> tuple:

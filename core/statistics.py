@@ -37,6 +37,11 @@ class Estimator:
     #: False for a statistic that algorithms request for themselves (a mean, a Gram matrix): a config's
     #: ``range_estimator.min/max.type`` may name only range estimators
     range_estimator: ClassVar[bool] = True
+    #: the params a config may give it (``range_estimator.min/max.params``): an attrs class whose fields,
+    #: with their defaults, are keyword arguments of the constructor, kept as attributes of the same
+    #: names (they are part of :meth:`key`); None: it takes none. An optional
+    #: ``validate_params(params, path)`` static method checks their values (see docs/plugins.md)
+    params_class: ClassVar[Optional[type]] = None
 
     def __init__(self, side: str = "max", outlier_prob: float = 1e-4):
         if side not in SIDES:
@@ -60,8 +65,15 @@ class Estimator:
         return value
 
     def key(self) -> tuple:
-        """What makes two estimators compute the same thing (used to collect it once)."""
-        return (self.name, self.side, self.outlier_prob) if self.uses_outlier_prob else (self.name,)
+        """What makes two estimators compute the same thing (used to collect it once, and to cache it):
+        the name, the side and outlier_prob where they matter, and the declared params."""
+        base = (self.name, self.side, self.outlier_prob) if self.uses_outlier_prob else (self.name,)
+        return base + self.params_key()
+
+    def params_key(self) -> tuple:
+        """``(name, value)`` of each declared param (:attr:`params_class`), as this estimator holds it."""
+        cls = type(self).params_class
+        return tuple((f.name, getattr(self, f.name)) for f in attrs.fields(cls)) if cls is not None else ()
 
     #: whether ``outlier_prob`` and ``side`` change the result (quantile estimators)
     uses_outlier_prob: ClassVar[bool] = False
@@ -81,6 +93,9 @@ class Aggregator:
 
     name: ClassVar[str] = ""
     needs_all_samples: ClassVar[bool] = True
+    #: the params a config may give it (``range_estimator.min/max.aggregator_params``), declared as an
+    #: estimator's :attr:`Estimator.params_class` is; None: it takes none
+    params_class: ClassVar[Optional[type]] = None
 
     def __init__(self):
         self._rows: list[np.ndarray] = []
@@ -137,13 +152,13 @@ class Statistic:
 
     tensor: TensorRef
     estimator: str
-    aggregator: Optional[str] = "mean"
+    aggregator: Optional[str]
     channel_axis: Optional[int] = None
     estimator_params: tuple = ()
     aggregator_params: tuple = ()
 
     @classmethod
-    def make(cls, tensor: TensorRef, estimator: str, aggregator: Optional[str] = "mean", channel_axis=None,
+    def make(cls, tensor: TensorRef, estimator: str, aggregator: Optional[str], channel_axis=None,
              estimator_params: Optional[dict] = None, aggregator_params: Optional[dict] = None) -> "Statistic":
         return cls(tensor, estimator, aggregator, channel_axis,
                    tuple(sorted((estimator_params or {}).items())),

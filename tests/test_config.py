@@ -17,7 +17,8 @@ import pytest
 import ovquant
 from ovquant import registry
 from ovquant.algorithm import Algorithm
-from ovquant.config import Config, QuantizationParams, config_from_dict, load_config, normalize_model_type
+from ovquant.config import Config, config_from_dict, load_config, normalize_model_type
+from ovquant.plugins.algorithms.params import QuantizationParams
 from ovquant.errors import ConfigError, PluginError
 from ovquant.statistics import Aggregator, Estimator
 
@@ -187,7 +188,7 @@ VARIANTS = [
     ("unknown-param", _set("stat_batch_size", value=2), f"{P0}.stat_batch_size", "unknown key"),
     ("unknown-weights", _set("weights", "bit", value=8), f"{P0}.weights.bit", "unknown key"),
     ("unknown-estimator-key", _set("weights", "range_estimator", "max", "outlier", value=0.1),
-     f"{WRE}.max.outlier", "unknown key (known: aggregator, clipping_value, outlier_prob, type)"),
+     f"{WRE}.max.outlier", "unknown key (known: aggregator, aggregator_params, clipping_value, outlier_prob, params, type)"),
     ("unknown-ignored-op-key", lambda d: params(d)["ignored"]["operations"][0].update(attrs={}),
      f"{P0}.ignored.operations[0].attrs", "unknown key"),
     # wrong types

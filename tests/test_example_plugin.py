@@ -474,3 +474,101 @@ def test_cli_quantize_with_config_naming_all_four(tmp_path, net):
     assert {e["levels"] for e in sq["entries"] if e["kind"] == "weights"} == {15}
     q = ov.Core().read_model(str(tmp_path / "out" / "net_w4a8.xml"))
     _check_runs_as_w4a8(m, q, samples)
+
+
+# ---- estimator and aggregator params from the config (docs/plugins.md) -------------------------------
+W4_PARAMS = {"type": "mse_range", "params": {"signed_levels": [-7, 7], "unsigned_levels": [0, 15]}}
+
+
+def test_a_parameterized_estimator_replaces_a_subclass_per_setting(plugin, net):
+    """``mse_range`` with the 4-bit grids as params gives the model ``mse_range_w4`` gives, byte for byte."""
+    import ovquant
+
+    m, samples = net
+    by_params = ovquant.quantize(m, samples, _config(weights={"range_estimator": {"max": W4_PARAMS}}))
+    by_name = ovquant.quantize(m, samples, _config(weights={"range_estimator": {"max": {"type": "mse_range_w4"}}}))
+    weights = lambda q: [n.get_data().tobytes() for n in q.get_ordered_ops() if n.get_type_name() == "Constant"]
+    assert weights(by_params) == weights(by_name)
+    plain = ovquant.quantize(m, samples, _config())
+    assert weights(by_params) != weights(plain)
+
+
+def test_aggregator_params_reach_the_aggregator(plugin, net):
+    import ovquant
+
+    m, samples = net
+    act = {"range_estimator": {"max": {"type": "mse_range", "aggregator": "trimmed_mean",
+                                       "aggregator_params": {"trim": 0.25}}}}
+    _, report = ovquant.quantize_with_report(m, samples, _config(activations=act))
+    use = report["algorithms"][-1]["example_plugin_usage"]
+    assert use["trimmed_mean"]["trims"] == [0.25]   # every activation range was aggregated with trim 0.25
+
+
+@pytest.mark.parametrize("border,path,message", [
+    ({"type": "mse_range", "params": {"bin": 1}}, "max.params.bin",
+     "unknown key (known: bins, signed_levels, unsigned_levels)"),
+    ({"type": "mse_range", "params": {"bins": "many"}}, "max.params.bins", "expected an integer, got 'many'"),
+    ({"type": "mse_range", "params": {"bins": 4}}, "max.params.bins", "must be between 16 and 65536, got 4"),
+    ({"type": "mse_range", "params": {"signed_levels": [0, 7]}}, "max.params.signed_levels",
+     "expected [lo, hi] with lo < 0 < hi, got [0, 7]"),
+    ({"type": "mse_range", "aggregator": "trimmed_mean", "aggregator_params": {"trim": 0.7}},
+     "max.aggregator_params.trim", "must be in [0, 0.5), got 0.7"),
+    ({"type": "abs_max", "params": {"bins": 1}}, "max.params.bins", "unknown key (estimator 'abs_max' takes no params)"),
+    ({"params": {"bins": 1024}}, "max.params", "params need the estimator they are for: give max.type too"),
+])
+def test_estimator_params_are_checked_against_the_declaration(plugin, border, path, message):
+    from ovquant.config import config_from_dict
+
+    cfg = _config(activations={"range_estimator": {"max": border}})
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(cfg)
+    assert str(info.value) == f"compression.algorithms[0].params.activations.range_estimator.{path}: {message}"
+
+
+def test_estimator_params_are_part_of_the_request_key(plugin):
+    """Borders that differ only in their params are collected separately; a param given at its default is
+    the same request as none (collected once, cached under the same key)."""
+    from ovquant.config import config_from_dict
+    from ovquant.plugins.algorithms.range_config import estimator_config
+
+    def request(border):
+        p = config_from_dict(_config(activations={"range_estimator": {"max": border}})).compression.algorithms[0].params
+        spec = estimator_config(p, "activations", "symmetric", "pertensor")["max"]
+        from ovquant.plugins.algorithms.range_config import border_statistic
+        return border_statistic(TensorRef("relu1"), "max", spec, None)
+
+    plain, default = request({"type": "mse_range"}), request({"type": "mse_range", "params": {"bins": 2048}})
+    other = request({"type": "mse_range", "params": {"bins": 1024}})
+    assert plain == default and hash(plain) == hash(default)
+    assert other != plain and dict(other.estimator_params)["bins"] == 1024
+    groups, estimators = Engine._group([plain, default, other])
+    assert len(groups) == 2
+    assert {estimators[k].bins for k in groups} == {2048, 1024}
+
+
+def test_cli_estimator_param_error_is_one_line_with_exit_2(tmp_path, net):
+    m, samples = net
+    ov.save_model(m, str(tmp_path / "net.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "calib.npy", np.stack(samples))
+    cfg = _config(activations={"range_estimator": {"max": {"type": "mse_range", "params": {"bins": 4}}}})
+    cfg["model"] = {"model_name": "net", "model": "net.xml"}
+    cfg["engine"] = {"data_source": "calib.npy"}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg), encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "ovquant.cli", "quantize", "-c", str(tmp_path / "cfg.json"),
+                          "-o", str(tmp_path / "out"), "--no-cache", "--no-progress"],
+                         env=_autoload_env(), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "ovquant: error: compression.algorithms[0].params.activations.range_estimator.max.params.bins: "
+        "must be between 16 and 65536, got 4"], out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_example_config_gives_the_weight_grid_as_estimator_params(plugin):
+    from ovquant.config import load_config
+    from ovquant.plugins.algorithms.params import border_plugin_params
+
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(example.__file__)), "imagenet_lite0.json"))
+    border = cfg.compression.algorithms[0].params.weights.range_estimator.max
+    assert border.type == "mse_range"
+    assert border_plugin_params(border, "max") == {"params": {"signed_levels": (-7, 7), "unsigned_levels": (0, 15)}}

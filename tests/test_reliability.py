@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 import models
 import ovquant
 import ovquant.config
+import ovquant.plugins.algorithms.params as quantization_params
 from ovquant import cli, registry
 from ovquant.algorithm import Algorithm
 from ovquant.api import quantize_with_report
@@ -180,7 +181,8 @@ SCHEMA_KEYS = ["model", "engine", "compression", "algorithms", "params", "name",
                "shuffle_data", "threshold", "saturation_fix", "bias_correction_form", "smooth_quant_alpha"]
 
 
-FIELD_NAMES = {f.name for c in vars(ovquant.config).values() if attrs.has(c) for f in attrs.fields(c)}
+FIELD_NAMES = {f.name for m in (ovquant.config, quantization_params) for c in vars(m).values() if attrs.has(c)
+               for f in attrs.fields(c)}
 
 
 def base_config(a, data_source: str) -> dict:

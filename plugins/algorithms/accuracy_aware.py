@@ -22,7 +22,7 @@ import attrs
 
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
-from ovquant.config import QuantizationParams, validate_params
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 from ovquant.errors import ConfigError
 
 
@@ -80,7 +80,7 @@ class AccuracyAwareQuantization(Algorithm):
 
     @classmethod
     def validate_params(cls, p: AccuracyAwareParams, path: str) -> None:
-        validate_params(p, path)
+        validate_quantization_params(p, path)
         for key in POT_ONLY_KEYS:
             if getattr(p, key) is not None:
                 warnings.warn(f"{path}.{key}: POT's key has no effect here (ovquant reverts the quantizers the "

@@ -24,6 +24,7 @@ from ovquant.graph import Graph
 from ovquant.pipeline import ChannelTransform
 from ovquant.quant_math import weight_source
 from ovquant.statistics import Statistic, TensorRef
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
 from .derived import DERIVABLE
 from .placement import resolve_ignored
@@ -50,6 +51,8 @@ class ActivationChannelAlignment(Algorithm):
     """Aligns per-channel activation ranges between conv pairs (see the module docstring)."""
 
     name = "ActivationChannelAlignment"
+    params_class = QuantizationParams
+    validate_params = staticmethod(validate_quantization_params)
 
     def __init__(self, params, context):
         super().__init__(params, context)

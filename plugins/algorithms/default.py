@@ -7,6 +7,7 @@ that pass (SmoothQuant, FirstLayerRounding) or add one (LayerwiseTuning)."""
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
 from . import granularity_choice
 
@@ -15,6 +16,8 @@ class DefaultQuantization(Algorithm):
     """POT's DefaultQuantization: ActivationChannelAlignment, MinMaxQuantization, FastBiasCorrection."""
 
     name = "DefaultQuantization"
+    params_class = QuantizationParams
+    validate_params = staticmethod(validate_quantization_params)
     steps = ("ActivationChannelAlignment", "MinMaxQuantization", "FastBiasCorrection")
     is_default = True
 

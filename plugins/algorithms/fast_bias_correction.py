@@ -26,6 +26,7 @@ from ovquant.algorithm import Algorithm
 from ovquant.graph import Graph
 from ovquant.quant_math import weights_of
 from ovquant.statistics import Statistic, TensorRef
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
 from .common import conv_geometry, layer_input, tap_coverage
 from .layers import mean_output
@@ -37,7 +38,11 @@ class FastBiasCorrection(Algorithm):
     """Corrects the mean shift that weight quantization causes in each biased Conv/MatMul (see module)."""
 
     name = "FastBiasCorrection"
+    params_class = QuantizationParams
+    validate_params = staticmethod(validate_quantization_params)
     api_switch = "fast_bias_correction"
+    api_switch_false = ("(NNCF's BiasCorrection) has no ovquant equivalent; ovquant corrects biases with "
+                        "FastBiasCorrection (bias_correction_form='exact' gives each layer's exact shift)")
 
     def __init__(self, params, context):
         super().__init__(params, context)

@@ -23,6 +23,7 @@ runs it with ``first_layer_rounding: true`` (off by default, so that DefaultQuan
 """
 from ovquant import hookimpl
 from ovquant.graph import Graph
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
 from .layers import first_layers
 from .layerwise_tuning import LayerwiseTuning
@@ -33,6 +34,8 @@ class FirstLayerRounding(LayerwiseTuning):
     FP32 statistics of their (model) inputs, in the first stage (see the module)."""
 
     name = "FirstLayerRounding"
+    params_class = QuantizationParams
+    validate_params = staticmethod(validate_quantization_params)
     new_stage = False
     tune_activations = False
     #: output positions per sample for H: a first layer has few inputs per output (3x3x3 = 27 on RGB)

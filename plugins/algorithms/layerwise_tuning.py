@@ -65,6 +65,7 @@ from ovquant.algorithm import Algorithm
 from ovquant.graph import Graph
 from ovquant.quant_math import weight_source
 from ovquant.statistics import Statistic, TensorRef
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
 from ..estimators.input_gram import unpack
 from .blas_threads import single_threaded_blas
@@ -82,6 +83,8 @@ class LayerwiseTuning(Algorithm):
     quantized model's calibration data (see the module)."""
 
     name = "LayerwiseTuning"
+    params_class = QuantizationParams
+    validate_params = staticmethod(validate_quantization_params)
     new_stage = True
 
     #: layers whose H would be larger than this (D = C/groups*kh*kw, or the MatMul input size) are skipped

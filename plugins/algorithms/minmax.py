@@ -8,7 +8,8 @@ Ranges, for a quantizer with ``levels`` integer levels:
   ``lo = -hi * levels / (levels - 2)`` (int8 zero point 128, scale ``hi / 127``).
 * activations and weights, asymmetric: widen ranges narrower than 8e-4, include 0
   (``lo = min(lo, 0)``, ``hi = max(hi, 0)``), then move one border outward so that 0 falls exactly on
-  the integer grid (the border that moves outward).
+  the integer grid (the border that moves outward); a scheme with ``unified_zeropoint`` puts 0 at one
+  zero point for all channels, the rounded mean of theirs (:func:`tune_range`).
 * weights, symmetric: per output channel ``[-hi, hi]`` with ``hi`` the channel's abs max (floored as
   above), levels 255 for [-127, 127]; with an even number of levels (e.g. ``level_low: 0, level_high:
   255``) ``lo = -hi * levels / (levels - 2)``. Symmetric weights are always signed: ``level_low`` and
@@ -37,12 +38,14 @@ from ovquant.engine import aggregate
 from ovquant.graph import Graph
 from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
 from . import derived, fragile_ops, granularity_choice
 from .fragile_ops import TRANSFORMER_IGNORED_TYPES
 from .derived import DERIVABLE
 from .layers import FIRST_LAYER_TYPES, first_layers
 from .placement import check_unmatched, find_quantizers
+from .range_config import border_statistic as _stat, default_estimators, estimator_config  # noqa: F401
 
 ZERO_FLOOR = 8e-5
 ASYM_MIN_RANGE = 8e-4
@@ -52,61 +55,21 @@ SYMMETRIC_MAX = {"max": "abs_max", "quantile": "abs_quantile"}
 SATURATION_FIX_MIN_LEVELS = 128
 
 
-# ---- range estimator configuration ---------------------------------------------------------------
-def default_estimators(kind: str, mode: str, granularity: str) -> dict:
-    """POT's default (type, aggregator) per side."""
-    if kind == "weights":
-        if mode == "symmetric":
-            return {"max": {"type": "abs_max", "aggregator": "max"}}
-        return {"min": {"type": "min", "aggregator": "min"}, "max": {"type": "max", "aggregator": "max"}}
-    if granularity == "perchannel":
-        return {"min": {"type": "min", "aggregator": "min"},
-                "max": {"type": "abs_max" if mode == "symmetric" else "max", "aggregator": "max"}}
-    if mode == "symmetric":
-        return {"min": {"type": "min", "aggregator": "min"}, "max": {"type": "abs_max", "aggregator": "mean"}}
-    return {"min": {"type": "min", "aggregator": "mean"}, "max": {"type": "max", "aggregator": "mean"}}
-
-
-def estimator_config(params, kind: str, mode: str, granularity: str) -> dict:
-    """Defaults, then ``range_estimator.preset``, then the user's min/max entries (merged)."""
-    cfg = default_estimators(kind, mode, granularity)
-    cfg.setdefault("min", {"type": "min", "aggregator": "min"})
-    tq = getattr(params, kind, None)
-    re_ = (tq.range_estimator if tq is not None and tq.range_estimator is not None else params.range_estimator)
-    if re_ is None:
-        return cfg
-    if re_.preset == "quantile":
-        cfg["min"] = {**cfg["min"], "type": "quantile", "outlier_prob": 1e-4}
-        cfg["max"] = {**cfg["max"], "type": "abs_quantile" if mode == "symmetric" else "quantile", "outlier_prob": 1e-4}
-    for side in ("min", "max"):
-        user = getattr(re_, side)
-        if user is not None:
-            cfg[side] = {**cfg[side], **{k: v for k, v in (("type", user.type), ("aggregator", user.aggregator),
-                                                          ("outlier_prob", user.outlier_prob),
-                                                          ("clipping_value", user.clipping_value)) if v is not None}}
-    return cfg
-
-
-def _stat(tensor: TensorRef, side: str, spec: dict, axis) -> Statistic:
-    est_params = {"side": side}
-    if "outlier_prob" in spec:
-        est_params["outlier_prob"] = spec["outlier_prob"]
-    return Statistic.make(tensor, spec["type"], spec.get("aggregator", "mean"), axis, est_params)
-
-
 # ---- range math ----------------------------------------------------------------------------------
 def fix_zero_symmetric(hi: np.ndarray) -> np.ndarray:
     hi = np.asarray(hi, np.float64)
     return np.maximum(hi, max(ZERO_FLOOR, 0.01 * float(np.max(hi)) if hi.size else ZERO_FLOOR))
 
 
-def tune_range(lo: np.ndarray, hi: np.ndarray, levels: int) -> tuple:
-    """Move one border so that 0 falls exactly on the grid of ``levels`` levels: of the two candidates
-    (keep ``hi`` and move ``lo``, or keep ``lo`` and move ``hi``) the wider range is kept, so a border
-    only ever moves outward and no calibrated value is clipped (POT's rule)."""
+def tune_range(lo: np.ndarray, hi: np.ndarray, levels: int, unified_zeropoint: bool = False) -> tuple:
+    """Move one border so that 0 falls on the grid of ``levels`` levels at ``zp = round(-lo * (levels - 1)
+    / (hi - lo))``: of the two candidates (keep ``hi``, move ``lo``; keep ``lo``, move ``hi``) the wider is
+    kept, so a border only moves outward and no calibrated value is clipped (POT's rule). With
+    ``unified_zeropoint`` all channels get one zp, the rounded mean of theirs (POT's tune_range_unify_zp)."""
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     n = levels - 1
-    zp = np.round(-lo * n / (hi - lo))
+    zp = -lo * n / (hi - lo)
+    zp = np.full(zp.shape, np.round(np.mean(zp))) if unified_zeropoint else np.round(zp)
     with np.errstate(divide="ignore", invalid="ignore"):
         lo1 = np.where(zp < n, zp * hi / (zp - n), lo)    # keep hi, move lo
         hi2 = np.where(zp > 0, lo * (zp - n) / zp, hi)    # keep lo, move hi
@@ -115,14 +78,14 @@ def tune_range(lo: np.ndarray, hi: np.ndarray, levels: int) -> tuple:
     return np.where(use1, lo1, lo), np.where(use1, hi, hi2)
 
 
-def asymmetric_range(lo, hi, levels: int) -> tuple:
+def asymmetric_range(lo, hi, levels: int, unified_zeropoint: bool = False) -> tuple:
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     narrow = (hi - lo) < ASYM_MIN_RANGE
     mid = (hi + lo) / 2
     lo = np.where(narrow, mid - ASYM_MIN_RANGE / 2, lo)
     hi = np.where(narrow, mid + ASYM_MIN_RANGE / 2, hi)
     lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
-    return tune_range(lo, hi, levels)
+    return tune_range(lo, hi, levels, unified_zeropoint)
 
 
 def symmetric_weight_range(mx, levels: int) -> tuple:
@@ -142,7 +105,7 @@ def activation_range(scheme, mn, mx) -> tuple:
         unsigned = mn is not None and bool(np.all(np.asarray(mn) >= 0)) and (scheme.level_low is None or scheme.level_low >= 0)
         lo = np.zeros_like(hi) if unsigned else (-hi * levels / (levels - 2) if levels > 2 else -hi)
         return lo, hi
-    return asymmetric_range(mn, mx, levels)
+    return asymmetric_range(mn, mx, levels, scheme.unified_zeropoint)
 
 
 def _clip(spec: dict, value: np.ndarray, side: str) -> np.ndarray:
@@ -158,6 +121,8 @@ class MinMaxQuantization(Algorithm):
     from the calibration statistics (see the module docstring for the math)."""
 
     name = "MinMaxQuantization"
+    params_class = QuantizationParams
+    validate_params = staticmethod(validate_quantization_params)
 
     def __init__(self, params, context):
         super().__init__(params, context)
@@ -231,7 +196,8 @@ class MinMaxQuantization(Algorithm):
 
         def side(name):
             spec = d["cfg"][name]
-            st = Statistic.make(t, spec["type"], spec["aggregator"], q.channel_axis)
+            st = Statistic.make(t, spec["type"], spec["aggregator"], q.channel_axis,
+                                aggregator_params=spec.get("aggregator_params"))
             value = aggregate(st, derived.per_sample(spec["type"], lo, hi, per_channel))
             return _clip(spec, np.asarray(value, np.float64), name)
 
@@ -339,7 +305,8 @@ class MinMaxQuantization(Algorithm):
         def estimate(side):
             spec = cfg[side]
             def reduce():
-                est = make_estimator(spec["type"], side=side, outlier_prob=spec.get("outlier_prob", 1e-4))
+                est = make_estimator(spec["type"], side=side, outlier_prob=spec.get("outlier_prob", 1e-4),
+                                     **spec.get("params", {}))
                 return np.asarray(est.reduce(w[None], tuple(a + 1 for a in axes)), np.float64)[0]
 
             v = guarded("estimators", spec["type"], f"reduce (weights of {q.source[0]})", reduce, passthrough=())
@@ -351,7 +318,7 @@ class MinMaxQuantization(Algorithm):
             # would clip the negative weights of every channel whose largest weights are negative
             cfg["max"] = {**cfg["max"], "type": SYMMETRIC_MAX.get(cfg["max"]["type"], cfg["max"]["type"])}
             return symmetric_weight_range(estimate("max"), q.scheme.levels)
-        return asymmetric_range(estimate("min"), estimate("max"), q.scheme.levels)
+        return asymmetric_range(estimate("min"), estimate("max"), q.scheme.levels, q.scheme.unified_zeropoint)
 
     def _half_range(self, q, lo, hi):
         """Saturation fix: use a 7-bit grid inside the 8-bit export levels. Only 8-bit grids (more than

@@ -21,6 +21,7 @@ from ovquant.graph import Graph
 from ovquant.pipeline import ChannelTransform
 from ovquant.quant_math import weight_source
 from ovquant.statistics import Statistic, TensorRef
+from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
 EPS = 1e-8
 
@@ -34,6 +35,8 @@ class SmoothQuant(Algorithm):
     """Scales MatMul input channels into the weights (see the module docstring)."""
 
     name = "SmoothQuant"
+    params_class = QuantizationParams
+    validate_params = staticmethod(validate_quantization_params)
 
     def __init__(self, params, context):
         super().__init__(params, context)

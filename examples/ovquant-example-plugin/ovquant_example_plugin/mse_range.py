@@ -39,38 +39,69 @@ estimators, the numpy form ignores NaN/Inf and the in-graph form does not.
 """
 from functools import lru_cache
 
+import attrs
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
+from ovquant.errors import ConfigError
 from ovquant.statistics import Estimator, reduce_op
 
 from . import usage
+
+
+@attrs.define(kw_only=True, frozen=True)
+class MSERangeParams:
+    """What a config may give ``mse_range`` (``range_estimator.max.params``): the histogram bins per sign
+    and the integer grids the search scores against (``[lo, hi]`` of a slice with negative values, and of
+    a non-negative one)."""
+
+    bins: int = 2048
+    signed_levels: tuple[int, int] = (-128, 127)
+    unsigned_levels: tuple[int, int] = (0, 255)
+
+
+def validate_mse_params(p: MSERangeParams, path: str) -> None:
+    if not 16 <= p.bins <= 65536:
+        raise ConfigError(f"{path}.bins: must be between 16 and 65536, got {p.bins}")
+    if not p.signed_levels[0] < 0 < p.signed_levels[1]:
+        raise ConfigError(f"{path}.signed_levels: expected [lo, hi] with lo < 0 < hi, got {list(p.signed_levels)}")
+    if not p.unsigned_levels[0] == 0 < p.unsigned_levels[1]:
+        raise ConfigError(f"{path}.unsigned_levels: expected [0, hi] with hi > 0, got {list(p.unsigned_levels)}")
 
 
 class MSERangeEstimator(Estimator):
     """Per sample, the MSE-optimal clipping threshold of each slice (see the module docstring)."""
 
     name = "mse_range"
-    #: integer grid of a slice with negative values (lo, hi): the step is t / hi
-    signed_levels = (-128, 127)
+    params_class = MSERangeParams
+    validate_params = staticmethod(validate_mse_params)
+    #: integer grid of a slice with negative values (lo, hi): the step is t / hi (the class's default;
+    #: an instance holds its params' value)
+    signed_levels = MSERangeParams().signed_levels
     #: integer grid of a non-negative slice
-    unsigned_levels = (0, 255)
+    unsigned_levels = MSERangeParams().unsigned_levels
     #: candidates t = k / steps * max|x| for k = first_step .. steps
     steps = 64
     first_step = 3
     #: slices of at most this many values are scored exactly (numpy); larger ones through the histogram
     exact_max = 2048
     #: histogram bins per sign
-    bins = 2048
+    bins = MSERangeParams().bins
     #: largest in-graph output, in floats per sample, before the numpy form is used instead
     max_graph_floats = 1 << 21
     #: most candidate quantizations held in memory at once by the exact search
     _exact_chunk = 1 << 22
 
+    def __init__(self, side="max", outlier_prob=1e-4, **params):
+        super().__init__(side, outlier_prob)
+        p = self.params_class(**params)   # the declared defaults for what is not given
+        self.bins, self.signed_levels, self.unsigned_levels = int(p.bins), tuple(p.signed_levels), tuple(p.unsigned_levels)
+
     def key(self):
-        # the value depends on the side: the engine must not share one reduction between min and max
-        return (self.name, self.side)
+        # the value depends on the side (the engine must not share one reduction between min and max)
+        # and on the params
+        return (self.name, self.side) + self.params_key()
 
     # ---- shared -----------------------------------------------------------------------------------
     @classmethod
@@ -157,16 +188,10 @@ class MSERangeEstimator(Estimator):
                 for wt in (finite.astype(np.float64), (dz * finite).astype(np.float64))]
         return np.concatenate([mn[:, None], mx[:, None]] + hist, axis=1)
 
-    @classmethod
-    @lru_cache(maxsize=None)
-    def _cells(cls, signed: bool) -> tuple:
+    def _cells(self, signed: bool) -> tuple:
         """Per candidate, the first bin of each grid cell (``[K, cells + 1]``), and the cell values."""
-        lo, hi = cls.signed_levels if signed else cls.unsigned_levels
-        centres = (np.arange(2 * cls.bins) + 0.5) / cls.bins - 1.0
-        r = np.arange(lo, hi + 2)
-        bounds = np.stack([np.searchsorted(np.clip(np.rint(centres / (f / hi)), lo, hi), r, side="left")
-                           for f in cls.fractions()])
-        return bounds, np.arange(lo, hi + 1, dtype=np.float64), float(hi)
+        return _cells(self.signed_levels if signed else self.unsigned_levels, self.bins,
+                      tuple(self.fractions()))
 
     def search_histogram(self, h: np.ndarray) -> tuple:
         """(best fraction, max|x|, signed) per row of the histograms ``h`` ``[R, 2 + 4B]``."""
@@ -241,16 +266,34 @@ class MSERangeEstimator(Estimator):
         return self._value(f, m, signed).reshape(self._kept)
 
 
+@lru_cache(maxsize=None)
+def _cells(levels: tuple, bins: int, fractions: tuple) -> tuple:
+    lo, hi = levels
+    centres = (np.arange(2 * bins) + 0.5) / bins - 1.0
+    r = np.arange(lo, hi + 2)
+    bounds = np.stack([np.searchsorted(np.clip(np.rint(centres / (f / hi)), lo, hi), r, side="left")
+                       for f in fractions])
+    return bounds, np.arange(lo, hi + 1, dtype=np.float64), float(hi)
+
+
+@attrs.define(kw_only=True, frozen=True)
+class MSERangeW4Params(MSERangeParams):
+    """``mse_range``'s params with the 4-bit grids as defaults."""
+
+    signed_levels: tuple[int, int] = (-7, 7)
+    unsigned_levels: tuple[int, int] = (0, 15)
+
+
 class MSERangeW4Estimator(MSERangeEstimator):
     """``mse_range`` on a 4-bit grid: ``-7..7`` (step ``t/7``) for a slice with negative values,
     ``0..15`` for a non-negative one. For the weights of the ``CPU_W4A8`` target
     (``weights.range_estimator.max.type: "mse_range_w4"``).
 
-    ovquant builds an estimator from its name, ``side`` and ``outlier_prob`` only: it does not tell
-    it the bits or levels of the quantizer it serves. So a range search for another grid is another
-    registered estimator.
+    The same as ``{"type": "mse_range", "params": {"signed_levels": [-7, 7], "unsigned_levels": [0, 15]}}``
+    (the config's estimator params); kept as a name of its own for configs written before those params.
     """
 
     name = "mse_range_w4"
-    signed_levels = (-7, 7)
-    unsigned_levels = (0, 15)
+    params_class = MSERangeW4Params
+    signed_levels = MSERangeW4Params().signed_levels
+    unsigned_levels = MSERangeW4Params().unsigned_levels

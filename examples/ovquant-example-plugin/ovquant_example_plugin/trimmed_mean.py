@@ -1,6 +1,8 @@
 """Aggregator ``trimmed_mean``: the mean of the per-sample values after dropping the extremes."""
+import attrs
 import numpy as np
 
+from ovquant.errors import ConfigError
 from ovquant.statistics import Aggregator
 
 from . import usage
@@ -13,15 +15,23 @@ class TrimmedMeanAggregator(Aggregator):
 
     Keeps every sample (the order statistics need them all).
 
-    ovquant's config has no key for aggregator parameters (``range_estimator.max`` takes ``type``,
-    ``aggregator``, ``outlier_prob`` and ``clipping_value`` only), so a config always gets the default
-    ``trim = 0.1``. From Python, an algorithm passes another trim with
+    A config sets ``trim`` with ``"aggregator": "trimmed_mean", "aggregator_params": {"trim": 0.25}``
+    (default 0.1); from Python, an algorithm passes it with
     ``Statistic.make(..., aggregator="trimmed_mean", aggregator_params={"trim": 0.25})``.
     """
 
     name = "trimmed_mean"
     needs_all_samples = True
     default_trim = 0.1
+
+    @attrs.define(kw_only=True, frozen=True)
+    class params_class:   # noqa: N801 (the declaration ovquant reads: what a config may give)
+        trim: float = 0.1
+
+    @staticmethod
+    def validate_params(p, path: str) -> None:
+        if not 0.0 <= p.trim < 0.5:
+            raise ConfigError(f"{path}.trim: must be in [0, 0.5), got {p.trim}")
 
     def __init__(self, trim: float = default_trim):
         super().__init__()
