@@ -22,6 +22,7 @@ from .errors import ConfigError, QuantizationFailed
 from .graph import stable_names
 from .io import check_output, read_model, save_outputs
 from .pipeline import Pipeline
+from .pot_keys import engine_settings, warn_unimplemented
 from .registry import lookup
 
 _OVERRIDE_ALIASES = {"subset_size": "stat_subset_size"}
@@ -98,8 +99,11 @@ def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = No
         overrides["model_type"] = normalize_model_type(overrides["model_type"])
     steps = _apply_overrides(steps, {**overrides, "target_device": target})
     inplace = all(getattr(p, "inplace_statistics", True) is not False for _, p in steps)
+    cfg = config if isinstance(config, Config) else None
+    warn_unimplemented(steps, cfg.compression if cfg else None)
     return Pipeline(steps, target_device=target, strict=strict, disabled=disabled,
-                    engine=engine or Engine(inplace_statistics=inplace, cache_dir=cache_dir))
+                    engine=engine or Engine(inplace_statistics=inplace, cache_dir=cache_dir,
+                                            **engine_settings(cfg.engine if cfg else None)))
 
 
 #: NNCF's keywords of ``nncf.quantize`` that have an ovquant equivalent (see :func:`quantize`)
@@ -393,7 +397,7 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     model = read_model(model_path, weights)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
     inputs = [model_path, weights, data]
-    check_output(output_dir, name, inputs, overwrite)   # before calibration: writable, nothing of the user's replaced
+    check_output(output_dir, name, inputs, overwrite, html=report_html)   # before calibration: nothing of the user's replaced
     device, note = check_device(_target_of(config, overrides))
     with progress_bar(enabled=progress):
         q, report = quantize_with_report(model, data, config, strict=strict, error_samples=CHECK_SAMPLES,
@@ -412,12 +416,12 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     from .accuracy_control import control_summary
 
     report["summary"] = summarize(q, report) + control_summary(report)
-    result = save_outputs(q, output_dir, name, report, overwrite=overwrite, inputs=inputs)
-    if report_html:   # written after the model and report, atomically, beside them
-        from .html_report import write_html
+    page = None
+    if report_html:   # committed with the model and report, under the same ownership checks
+        from .html_report import render
 
-        result["html"] = write_html(os.path.join(os.path.dirname(result["xml"]), f"{name}.report.html"),
-                                    report["sensitivity"], name)
+        page = render(report["sensitivity"], name)
+    result = save_outputs(q, output_dir, name, report, overwrite=overwrite, inputs=inputs, html=page)
     result["summary"] = report["summary"]
     return result
 

@@ -174,8 +174,10 @@ class Pipeline:
             return data
         from .dataset import open_source
 
-        items = list(open_source(data, None))
-        n = subset_size if subset_size is not None else getattr(p, "stat_subset_size", None)
+        items = open_source(data, None)
+        if not (hasattr(items, "__len__") and hasattr(items, "__getitem__")) or isinstance(items, dict):
+            items = list(items)   # a stream: read once to draw from it
+        n = self.used_count
         if n is None or n >= len(items):
             return items
         idx = sorted(random.Random(getattr(p, "seed", 0)).sample(range(len(items)), n))
