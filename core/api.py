@@ -3,6 +3,7 @@
     import ovquant
     q = ovquant.quantize(model, dataset, preset="mixed", subset_size=300)
 """
+import json
 import os
 import time
 import warnings
@@ -17,6 +18,7 @@ from .config import (Config, Ignored, QuantizationParams, RangeEstimatorConfig, 
 from .dataset import (FeedBuilder, ImageFolder, ImageOptions, held_back, open_source, parse_layout, parse_values,
                       preprocessing_warning, take)
 from .engine import Engine
+from .events import finish_run, writing_files
 from . import __version__
 from .errors import ConfigError, QuantizationFailed
 from .graph import stable_names
@@ -230,6 +232,7 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         report["output_error_samples"] = "held back" if unseen else "calibration"
     if isinstance(data, ImageFolder):
         _fold_image_warnings(data)
+    finish_run(report)   # (a run that writes files sends it once they exist)
     return q, report
 
 
@@ -399,7 +402,7 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     inputs = [model_path, weights, data]
     check_output(output_dir, name, inputs, overwrite, html=report_html)   # before calibration: nothing of the user's replaced
     device, note = check_device(_target_of(config, overrides))
-    with progress_bar(enabled=progress):
+    with progress_bar(enabled=progress), writing_files():
         q, report = quantize_with_report(model, data, config, strict=strict, error_samples=CHECK_SAMPLES,
                                          image=image, check_on=device, raise_on_failure=not force,
                                          cache_dir=default_root() if use_cache else None,
@@ -422,6 +425,8 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
 
         page = render(report["sensitivity"], name)
     result = save_outputs(q, output_dir, name, report, overwrite=overwrite, inputs=inputs, html=page)
+    with open(result["report"], encoding="utf-8") as f:   # the event carries the report as written
+        finish_run(json.load(f), result)
     result["summary"] = report["summary"]
     return result
 

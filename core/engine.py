@@ -19,7 +19,8 @@ import openvino as ov
 from .cache import StatisticsCache
 from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError, OVQuantError
-from .registry import guarded, make_aggregator, make_estimator, notify
+from .events import SampleProcessed, StageStarted, StatisticsCollected, send
+from .registry import guarded, make_aggregator, make_estimator
 from .statistics import Estimator, Statistic, reduction_axes, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -208,8 +209,8 @@ class Engine:
         statistics = list(dict.fromkeys(statistics))
         t0 = time.perf_counter()
         if not statistics:
-            notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=0)
-            notify("statistics_collected", stage=stage, n_samples=0, n_statistics=0, seconds=0.0)
+            send(StageStarted(stage, tuple(algorithms), 0))
+            send(StatisticsCollected(stage, 0, 0, 0.0))
             return {}
         samples = open_source(data, list(model.inputs))
         n_expected = _maybe_len(samples, subset_size)
@@ -226,7 +227,7 @@ class Engine:
         if len({len(a) for a in cached.values()}) > 1:
             cached = {}
         missing = {k: v for k, v in groups.items() if k not in cached}
-        notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=n_expected or 0)
+        send(StageStarted(stage, tuple(algorithms), n_expected or 0))
         n, n_req, reductions = 0, 0, []
         self.nonfinite = {}
         if missing:
@@ -261,7 +262,7 @@ class Engine:
         self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
                          "n_requests": int(n_req), "n_reductions": len(reductions),
                          "n_in_graph": sum(r.in_graph for r in reductions), "n_cached": len(cached)}
-        notify("statistics_collected", stage=stage, n_samples=n, n_statistics=len(out), seconds=secs)
+        send(StatisticsCollected(stage, n, len(out), secs))
         return out
 
     def _infer(self, model, groups, estimators, aggs, samples, subset_size, n_expected, stage, store,
@@ -285,8 +286,7 @@ class Engine:
         writers = [] if store is not None else None   # opened inside _run_requests' cleanup block
         fold = _Fold(reductions, aggs, packed_size, writers, self.nonfinite)
         n = _run_requests(requests, FeedBuilder(model.inputs), take(samples, subset_size), fold,
-                          lambda index: notify("sample_processed", stage=stage, index=index,
-                                               n_samples=n_expected or 0), writers,
+                          lambda index: send(SampleProcessed(stage, index, n_expected or 0)), writers,
                           lambda: (store.writer(red.key) for red in reductions))
         if writers is not None:
             for w in writers:

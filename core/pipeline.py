@@ -16,7 +16,8 @@ from .config import parse_params
 from .engine import Engine
 from .errors import ConfigError
 from .graph import Graph
-from .registry import guarded, lookup, notify
+from .events import AlgorithmFinished, send
+from .registry import guarded, lookup
 from .statistics import TensorRef
 
 
@@ -222,7 +223,7 @@ class Pipeline:
             requested = [_guard(step.name, "statistics", lambda a=algo: list(a.statistics(graph)))
                          for step, algo in algos]
             union = list(dict.fromkeys(st for req in requested for st in req))
-            stats = self.engine.collect(graph.model, union, data, n, stage=i, algorithms=names) if union else {}
+            stats = self.engine.collect(graph.model, union, data, n, stage=i, algorithms=names)   # announced if empty
             if union:
                 report["stages"].append({"stage": i, "algorithms": names, "seconds": round(time.perf_counter() - t0, 3),
                                          **{k: v for k, v in self.engine.last_run.items() if k != "stage"}})
@@ -233,7 +234,7 @@ class Pipeline:
                 secs = time.perf_counter() - t1
                 entry.setdefault("summary", _summary(entry))
                 report["algorithms"].append({"name": step.name, "seconds": round(secs, 3), **entry})
-                notify("algorithm_finished", name=step.name, seconds=secs, report=entry)
+                send(AlgorithmFinished(step.name, secs, entry))
         report["seconds"] = round(time.perf_counter() - t_run, 3)
         return graph.model, report
 
