@@ -10,7 +10,8 @@ hooks; a third-party package does the same from a module named in the entry-poin
         register(MyEstimator)
 
 Registration hooks receive a ``register`` callable. The event hooks are called while a pipeline runs and
-are meant for progress bars, loggers and reports; their return values are ignored.
+are meant for progress bars, loggers and reports; their return values are ignored. Each gets its typed
+payload (:mod:`ovquant.events`) as ``event`` and the payload's fields as keyword arguments.
 
 The hook API is versioned by :data:`HOOK_API_VERSION`. A plugin module may set
 ``ovquant_api_version = N``; ovquant refuses to load it when N is newer than what it implements.

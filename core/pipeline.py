@@ -6,7 +6,7 @@ Composite algorithms (``steps``) expand to their registered parts, sharing their
 """
 import random
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import attrs
 import numpy as np
@@ -15,10 +15,13 @@ import openvino as ov
 from .config import parse_params
 from .engine import Engine
 from .errors import ConfigError
-from .graph import Graph
 from .events import AlgorithmFinished, send
+from .graph import Graph
 from .registry import guarded, lookup
 from .statistics import TensorRef
+
+if TYPE_CHECKING:
+    from .hwtarget import HardwareTarget
 
 
 @attrs.frozen(eq=False)
@@ -91,10 +94,11 @@ class ChannelTransforms:
 
 @attrs.define
 class Context:
-    """What every algorithm of a run shares: the hardware target, the engine, the channel transforms,
-    and per-run state an algorithm keeps across stages (it gets a new instance per stage)."""
+    """What every algorithm of a run shares, and all of it (docs/plugins.md): the hardware target, the
+    engine, ``strict`` (a placement rule that matches nothing is an error), the stage's channel
+    transforms, and per-run state an algorithm keeps across stages (it gets a new instance per stage)."""
 
-    target: Any
+    target: "HardwareTarget"
     engine: Engine
     strict: bool = False
     transforms: ChannelTransforms = attrs.Factory(ChannelTransforms)
