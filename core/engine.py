@@ -27,6 +27,7 @@ F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 #: per-sample values are folded into the aggregators in blocks of this many samples (in sample order,
 #: the same blocks whether they come from inference or from the cache)
 FOLD_BLOCK = 64
+MAX_REQUESTS = 256   #: at most this many infer requests, whatever number is asked for
 
 
 class _Reduction:
@@ -106,10 +107,6 @@ def aggregate(statistic: Statistic, values: np.ndarray) -> np.ndarray:
     return _result(agg, statistic)
 
 
-def _est_params(stat: Statistic) -> dict:
-    return dict(stat.estimator_params)
-
-
 class Engine:
     """Runs a model over calibration samples and collects statistics.
 
@@ -134,7 +131,7 @@ class Engine:
         groups: dict[tuple, list[Statistic]] = defaultdict(list)
         estimators = {}
         for st in statistics:
-            est = _make("estimators", st.estimator, make_estimator, **_est_params(st))
+            est = _make("estimators", st.estimator, make_estimator, **dict(st.estimator_params))
             key = (st.tensor, est.key(), st.channel_axis)
             groups[key].append(st)
             estimators[key] = est
@@ -241,7 +238,7 @@ class Engine:
                 for stats_ in redo.values():
                     for st in stats_:
                         aggs[st] = _new_aggregator(st)
-                fresh = {k: make_estimator(estimators[k].name, **_est_params(v[0])) for k, v in redo.items()}
+                fresh = {k: make_estimator(estimators[k].name, **dict(v[0].estimator_params)) for k, v in redo.items()}
                 self._infer(model, redo, fresh, aggs, samples, subset_size, n_expected, stage, None, force_numpy=True)
         elif cached:
             n = len(next(iter(cached.values())))
@@ -279,9 +276,10 @@ class Engine:
         packed_size = int(np.prod(list(clone.outputs[0].get_partial_shape().to_shape()), dtype=np.int64))
         # Async requests driven round-robin from this thread: results are folded in sample order
         # without locks, and no Python callback runs on OpenVINO's threads (an AsyncInferQueue with a
-        # Python callback can deadlock when it is destroyed, openvino#37073). Twice the number the
-        # device suggests, so that each stream has a queued request while Python folds a result.
-        n_req = int(self.n_requests or 2 * compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        # Python callback can deadlock when it is destroyed, openvino#37073). Twice the number the device
+        # suggests (a queued request per stream while Python folds), or the number given, one per sample at most.
+        n_req = int(min(self.n_requests, n_expected or MAX_REQUESTS, MAX_REQUESTS) if self.n_requests
+                    else 2 * compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         requests = [compiled.create_infer_request() for _ in range(n_req)]
         writers = [] if store is not None else None   # opened inside _run_requests' cleanup block
         fold = _Fold(reductions, aggs, packed_size, writers, self.nonfinite)
