@@ -3,6 +3,7 @@
     import ovquant
     q = ovquant.quantize(model, dataset, preset="mixed", subset_size=300)
 """
+import json
 import os
 import time
 import warnings
@@ -13,6 +14,7 @@ import openvino as ov
 from .config import Config, load_config, normalize_model_type, unstructure
 from .dataset import ImageFolder, ImageOptions, held_back, open_source, parse_layout, parse_values, preprocessing_warning
 from .engine import Engine
+from .events import finish_run, writing_files
 from . import __version__
 from .errors import ConfigError, QuantizationFailed
 from .graph import stable_names
@@ -22,6 +24,8 @@ from .output_check import (CHECK_SAMPLES, SANITY_RELATIVE_L2, check_device, chec
                            output_error)
 from .pipeline import Pipeline
 from .steps import apply_overrides, default_algorithm, run_steps  # noqa: F401 (re-exported)
+from .pot_keys import engine_settings, warn_unimplemented
+from .registry import lookup
 
 DEFAULT_SUBSET_SIZE = 300
 
@@ -37,8 +41,11 @@ def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = No
         overrides["model_type"] = normalize_model_type(overrides["model_type"])
     steps = apply_overrides(steps, {**overrides, "target_device": target})
     inplace = all(getattr(p, "inplace_statistics", True) is not False for _, p in steps)
+    cfg = config if isinstance(config, Config) else None
+    warn_unimplemented(steps, cfg.compression if cfg else None)
     return Pipeline(steps, target_device=target, strict=strict, disabled=disabled,
-                    engine=engine or Engine(inplace_statistics=inplace, cache_dir=cache_dir))
+                    engine=engine or Engine(inplace_statistics=inplace, cache_dir=cache_dir,
+                                            **engine_settings(cfg.engine if cfg else None)))
 
 
 def _as_model(model: Any) -> ov.Model:
@@ -100,6 +107,7 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         report["output_error_samples"] = "held back" if unseen else "calibration"
     if isinstance(data, ImageFolder):
         _fold_image_warnings(data)
+    finish_run(report)   # (a run that writes files sends it once they exist)
     return q, report
 
 
@@ -171,9 +179,9 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     model = read_model(model_path, weights)
     name = name or os.path.splitext(os.path.basename(model_path))[0]
     inputs = [model_path, weights, data]
-    check_output(output_dir, name, inputs, overwrite)   # before calibration: writable, nothing of the user's replaced
+    check_output(output_dir, name, inputs, overwrite, html=report_html)   # before calibration: nothing of the user's replaced
     device, note = check_device(_target_of(config, overrides))
-    with progress_bar(enabled=progress):
+    with progress_bar(enabled=progress), writing_files():
         q, report = quantize_with_report(model, data, config, strict=strict, error_samples=CHECK_SAMPLES,
                                          image=image, check_on=device, raise_on_failure=not force,
                                          cache_dir=default_root() if use_cache else None,
@@ -190,12 +198,14 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
     from .accuracy_control import control_summary
 
     report["summary"] = summarize(q, report) + control_summary(report)
-    result = save_outputs(q, output_dir, name, report, overwrite=overwrite, inputs=inputs)
-    if report_html:   # written after the model and report, atomically, beside them
-        from .html_report import write_html
+    page = None
+    if report_html:   # committed with the model and report, under the same ownership checks
+        from .html_report import render
 
-        result["html"] = write_html(os.path.join(os.path.dirname(result["xml"]), f"{name}.report.html"),
-                                    report["sensitivity"], name)
+        page = render(report["sensitivity"], name)
+    result = save_outputs(q, output_dir, name, report, overwrite=overwrite, inputs=inputs, html=page)
+    with open(result["report"], encoding="utf-8") as f:   # the event carries the report as written
+        finish_run(json.load(f), result)
     result["summary"] = report["summary"]
     return result
 

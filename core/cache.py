@@ -15,43 +15,29 @@ Location: ``$OVQUANT_CACHE_DIR``, else ``$XDG_CACHE_HOME/ovquant/statistics``, e
 ``~/.cache/ovquant/statistics``. Size: at most ``$OVQUANT_CACHE_MAX_SIZE`` (default 2G; K, M, G suffixes),
 the least recently used entries are evicted first. A cache that cannot be created or written turns caching
 off for the run with one warning. ``ovquant cache info`` / ``ovquant cache clear``.
+
+This module holds the cache's location, size cap and listing; the keys are in :mod:`ovquant.cache_keys`,
+the entry files in :mod:`ovquant.cache_entries` (their public names are re-exported here).
 """
 import contextlib
-import hashlib
-import json
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
-import warnings
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
-import numpy as np
 import openvino as ov
 
-from .dataset import Dataset, ImageFolder
+from .cache_entries import ENTRY_SUFFIX, Store, _Writer, _read_entry, _warn_once  # noqa: F401  (re-exported)
+from .cache_keys import data_key, model_key  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_SIZE = 2 << 30
 MAX_SIZE_ENV = "OVQUANT_CACHE_MAX_SIZE"
-ENTRY_SUFFIX = ".stats"
-_MAGIC = b"OVQSTAT1"
 _KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 _DATA_RE = re.compile(r"^[0-9a-f]{32}-[a-z]{1,8}$")
 _ENTRY_RE = re.compile(r"^[0-9a-f]{32}(\.stats|\.npy)$")       # .npy: the entries of earlier versions
 _TEMP_RE = re.compile(r"^\.(rows|stats|npy)-[A-Za-z0-9_]{6,}$")   # a writer's temporaries (tempfile names)
-_warned = set()
-_warn_lock = threading.Lock()
-
-
-def _warn_once(topic: str, msg: str) -> None:
-    """One warning per topic and process (a broken cache is said once, not per entry)."""
-    with _warn_lock:
-        if topic in _warned:
-            return
-        _warned.add(topic)
-    warnings.warn(msg, stacklevel=3)
 
 
 def default_root(warn: bool = True) -> Optional[str]:
@@ -95,254 +81,6 @@ def format_size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
-
-
-def _hasher():
-    """SHA-256: the keys only need to tell inputs apart (no adversary), and with the CPU's SHA
-    instructions it hashes calibration data 1.6x as fast as BLAKE2b (1.4 vs 0.9 GB/s here)."""
-    return hashlib.sha256()
-
-
-def _hash_serialized(model: ov.Model, h) -> None:
-    """Feed ``h`` the model's IR: serialized into unnamed files where Linux allows, else a temporary folder."""
-    if hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd"):
-        fds = []
-        links = tempfile.mkdtemp(prefix="ovquant-key-")
-        try:
-            for ext in ("xml", "bin"):
-                fds.append(os.memfd_create(f"ovquant-key.{ext}"))
-                os.symlink(f"/proc/{os.getpid()}/fd/{fds[-1]}", os.path.join(links, f"m.{ext}"))
-            ov.save_model(model, os.path.join(links, "m.xml"), compress_to_fp16=False)
-            for fd in fds:
-                off = 0
-                h.update(f"|{os.fstat(fd).st_size}|".encode())
-                while True:
-                    chunk = os.pread(fd, 1 << 22, off)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    off += len(chunk)
-            return
-        finally:
-            for fd in fds:
-                os.close(fd)
-            shutil.rmtree(links, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix="ovquant-key-") as d:
-        ov.save_model(model, os.path.join(d, "m.xml"), compress_to_fp16=False)
-        for ext in ("xml", "bin"):
-            with open(os.path.join(d, f"m.{ext}"), "rb") as f:
-                h.update(f"|{os.fstat(f.fileno()).st_size}|".encode())
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    h.update(chunk)
-
-
-def model_key(model: ov.Model) -> str:
-    """A digest of the whole serialized model: ops, connections, attributes, constants, names, and the
-    bodies of If, Loop and TensorIterator (which a walk of the top-level ops does not see)."""
-    h = _hasher()
-    _hash_serialized(model, h)
-    return h.hexdigest()[:32]
-
-
-def _update_sample(h, s: Any) -> None:
-    if isinstance(s, dict):
-        for k in sorted(s, key=str):
-            h.update(f"[{k}]".encode())
-            _update_sample(h, s[k])
-    elif isinstance(s, (list, tuple)):
-        for x in s:
-            _update_sample(h, x)
-    else:
-        a = np.ascontiguousarray(s)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))   # no copy
-
-
-def _simple(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str)) or \
-        isinstance(v, (tuple, list)) and all(_simple(x) for x in v)
-
-
-def data_key(samples: Iterable, subset_size: Optional[int]) -> Optional[str]:
-    """A digest of the first ``subset_size`` samples, or None when the source can be read only once.
-    An image folder is keyed by the bytes of its files (and how they are read), not by names or dates."""
-    h = _hasher()
-    h.update(f"n={subset_size}".encode())
-    if isinstance(samples, ImageFolder):
-        files = samples.files if subset_size is None else samples.files[:subset_size]
-        if hasattr(samples, "describe"):
-            how = samples.describe()   # what the samples depend on besides the files' bytes
-        else:
-            how = repr(sorted((k, v) for k, v in vars(samples).items() if k not in ("files", "path") and _simple(v)))
-        h.update(f"images|{type(samples).__qualname__}|{how}".encode())
-        for f in files:
-            h.update(f"|{f}|".encode())
-            with open(os.path.join(samples.path, f), "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                h.update(f"{size}|".encode())
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-        return h.hexdigest()[:32]
-    base = samples.data_source if isinstance(samples, Dataset) else samples
-    if not isinstance(base, (list, tuple, np.ndarray)):
-        return None   # a generator or stream: reading it to hash it would consume it
-    if isinstance(samples, Dataset) and samples.transform_fn is not None:
-        fn = samples.transform_fn
-        h.update(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}".encode())
-    for i, s in enumerate(samples):
-        if subset_size is not None and i >= subset_size:
-            break
-        _update_sample(h, s)
-    return h.hexdigest()[:32]
-
-
-def _header(key_repr: str, shape: tuple, n: int, digest: str, size: int) -> bytes:
-    """The entry header: magic, then JSON padded with spaces to ``size`` bytes, ending in a newline."""
-    body = json.dumps({"key": key_repr, "dtype": "<f4", "shape": [n, *shape], "sha256": digest}).encode()
-    if len(_MAGIC) + len(body) + 1 > size:
-        raise ValueError("header too long")
-    return _MAGIC + body + b" " * (size - len(_MAGIC) - len(body) - 1) + b"\n"
-
-
-class _Writer:
-    """Appends one row per sample to a temporary file; ``commit`` publishes it as an entry. A write that
-    fails (full disk, ...) turns this entry off with one warning: the run goes on without it."""
-
-    def __init__(self, path: str, key_repr: str, cache: "StatisticsCache"):
-        self.path, self.key_repr, self.cache = path, key_repr, cache
-        self.shape = None
-        self.n = 0
-        self.h = _hasher()
-        self.f = None
-        # room for the header: the key and up to 8 dimensions of 20 digits each
-        self.header_size = -(-(len(_MAGIC) + len(json.dumps(key_repr)) + 300) // 64) * 64
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=".stats-", dir=os.path.dirname(path))
-            self.f = os.fdopen(fd, "wb")
-            self.f.write(b"\0" * self.header_size)
-        except OSError as exc:
-            self._fail(exc)
-
-    def _fail(self, exc: OSError) -> None:
-        self.cache.failed(exc)
-        if self.f is not None:
-            with contextlib.suppress(OSError):
-                self.f.close()
-            self.f = None
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp)
-
-    def write(self, row: np.ndarray) -> None:
-        self.write_rows(np.ascontiguousarray(row, np.float32)[None])
-
-    def write_rows(self, rows: np.ndarray) -> None:
-        if self.f is None:
-            return
-        rows = np.ascontiguousarray(rows, np.float32)
-        if self.shape is None:
-            self.shape = rows.shape[1:]
-        data = memoryview(rows).cast("B")
-        try:
-            self.f.write(data)
-        except OSError as exc:
-            self._fail(exc)
-            return
-        self.h.update(data)
-        self.n += len(rows)
-
-    def commit(self) -> None:
-        if self.f is None:
-            return
-        try:
-            self.f.seek(0)
-            self.f.write(_header(self.key_repr, tuple(int(d) for d in self.shape or ()), self.n, self.h.hexdigest(),
-                                 self.header_size))
-            self.f.close()
-            self.f = None
-            os.replace(self.tmp, self.path)
-            self.cache.added(os.path.getsize(self.path))
-        except (OSError, ValueError) as exc:
-            self._fail(exc if isinstance(exc, OSError) else OSError(str(exc)))
-
-    def abort(self) -> None:
-        if self.f is not None:
-            with contextlib.suppress(OSError):
-                self.f.close()
-            self.f = None
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp)
-
-
-def _read_entry(path: str, key_repr: str) -> tuple:
-    """(array, None) for a whole entry of this key, (None, why) for anything else."""
-    f = open(path, "rb")
-    try:
-        head = f.read(1 << 16)
-        if not head.startswith(_MAGIC) or b"\n" not in head:
-            return None, "not an ovquant statistics entry"
-        end = head.index(b"\n") + 1
-        try:
-            meta = json.loads(head[len(_MAGIC):end].decode("utf-8"))
-            shape = tuple(int(d) for d in meta["shape"])
-            digest, key, dtype = meta["sha256"], meta["key"], meta["dtype"]
-        except (ValueError, KeyError, TypeError):
-            return None, "a damaged header"
-        if key != key_repr or dtype != "<f4":
-            return None, "the entry of another key"
-        size = 4 * int(np.prod(shape, dtype=np.int64))
-        if os.fstat(f.fileno()).st_size != end + size:
-            return None, f"{os.fstat(f.fileno()).st_size - end} bytes of data where the header says {size}"
-        h = _hasher()
-        f.seek(end)
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-        if h.hexdigest() != digest:
-            return None, "its checksum does not match (edited or damaged)"
-        if size == 0:
-            return np.zeros(shape, np.float32), None
-        return np.memmap(f, dtype="<f4", mode="r", offset=end, shape=shape), None
-    finally:
-        f.close()   # the memmap keeps its own reference to the file's mapping
-
-
-class Store:
-    """The cached per-sample values of one (model, data) pair."""
-
-    def __init__(self, path: str, cache: Optional["StatisticsCache"] = None):
-        self.path = path
-        self.cache = cache or StatisticsCache(os.path.dirname(os.path.dirname(path)))
-
-    @staticmethod
-    def _name(key: tuple) -> str:
-        return hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest() + ENTRY_SUFFIX
-
-    def get(self, key: tuple) -> Optional[np.ndarray]:
-        """The entry of ``key``, or None: missing, or damaged, edited or foreign (a miss with one warning)."""
-        if self.cache.disabled:
-            return None
-        p = os.path.join(self.path, self._name(key))
-        try:
-            arr, why = _read_entry(p, repr(key))
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            arr, why = None, f"cannot be read ({exc.strerror})"
-        if arr is None:
-            _warn_once(f"entry:{self.cache.root}", f"statistics cache entry {p}: {why}; not used (statistics are "
-                                                   "computed again)")
-            return None
-        with contextlib.suppress(OSError):
-            os.utime(p)   # least recently used goes first when the cache is over its size
-        return arr
-
-    def writer(self, key: tuple) -> _Writer:
-        if not self.cache.disabled:
-            try:
-                os.makedirs(self.path, exist_ok=True)
-            except OSError as exc:
-                self.cache.failed(exc)
-        return _Writer(os.path.join(self.path, self._name(key)), repr(key), self.cache)
-
 
 def _entries(root: str):
     """(path, size, mtime) of every cache entry and writer temporary under ``root`` (by the layout's names

@@ -19,13 +19,15 @@ import openvino as ov
 from .cache import StatisticsCache
 from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError, OVQuantError
-from .registry import guarded, make_aggregator, make_estimator, notify
+from .events import SampleProcessed, StageStarted, StatisticsCollected, send
+from .registry import guarded, make_aggregator, make_estimator
 from .statistics import Estimator, Statistic, reduction_axes, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 #: per-sample values are folded into the aggregators in blocks of this many samples (in sample order,
 #: the same blocks whether they come from inference or from the cache)
 FOLD_BLOCK = 64
+MAX_REQUESTS = 256   #: at most this many infer requests, whatever number is asked for
 
 
 class _Reduction:
@@ -105,10 +107,6 @@ def aggregate(statistic: Statistic, values: np.ndarray) -> np.ndarray:
     return _result(agg, statistic)
 
 
-def _est_params(stat: Statistic) -> dict:
-    return dict(stat.estimator_params)
-
-
 class Engine:
     """Runs a model over calibration samples and collects statistics.
 
@@ -133,7 +131,7 @@ class Engine:
         groups: dict[tuple, list[Statistic]] = defaultdict(list)
         estimators = {}
         for st in statistics:
-            est = _make("estimators", st.estimator, make_estimator, **_est_params(st))
+            est = _make("estimators", st.estimator, make_estimator, **dict(st.estimator_params))
             key = (st.tensor, est.key(), st.channel_axis)
             groups[key].append(st)
             estimators[key] = est
@@ -208,8 +206,8 @@ class Engine:
         statistics = list(dict.fromkeys(statistics))
         t0 = time.perf_counter()
         if not statistics:
-            notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=0)
-            notify("statistics_collected", stage=stage, n_samples=0, n_statistics=0, seconds=0.0)
+            send(StageStarted(stage, tuple(algorithms), 0))
+            send(StatisticsCollected(stage, 0, 0, 0.0))
             return {}
         samples = open_source(data, list(model.inputs))
         n_expected = _maybe_len(samples, subset_size)
@@ -226,7 +224,7 @@ class Engine:
         if len({len(a) for a in cached.values()}) > 1:
             cached = {}
         missing = {k: v for k, v in groups.items() if k not in cached}
-        notify("stage_started", stage=stage, algorithms=list(algorithms), n_samples=n_expected or 0)
+        send(StageStarted(stage, tuple(algorithms), n_expected or 0))
         n, n_req, reductions = 0, 0, []
         self.nonfinite = {}
         if missing:
@@ -240,7 +238,7 @@ class Engine:
                 for stats_ in redo.values():
                     for st in stats_:
                         aggs[st] = _new_aggregator(st)
-                fresh = {k: make_estimator(estimators[k].name, **_est_params(v[0])) for k, v in redo.items()}
+                fresh = {k: make_estimator(estimators[k].name, **dict(v[0].estimator_params)) for k, v in redo.items()}
                 self._infer(model, redo, fresh, aggs, samples, subset_size, n_expected, stage, None, force_numpy=True)
         elif cached:
             n = len(next(iter(cached.values())))
@@ -261,7 +259,7 @@ class Engine:
         self.last_run = {"stage": stage, "n_samples": n, "n_statistics": len(out), "seconds": secs,
                          "n_requests": int(n_req), "n_reductions": len(reductions),
                          "n_in_graph": sum(r.in_graph for r in reductions), "n_cached": len(cached)}
-        notify("statistics_collected", stage=stage, n_samples=n, n_statistics=len(out), seconds=secs)
+        send(StatisticsCollected(stage, n, len(out), secs))
         return out
 
     def _infer(self, model, groups, estimators, aggs, samples, subset_size, n_expected, stage, store,
@@ -278,15 +276,15 @@ class Engine:
         packed_size = int(np.prod(list(clone.outputs[0].get_partial_shape().to_shape()), dtype=np.int64))
         # Async requests driven round-robin from this thread: results are folded in sample order
         # without locks, and no Python callback runs on OpenVINO's threads (an AsyncInferQueue with a
-        # Python callback can deadlock when it is destroyed, openvino#37073). Twice the number the
-        # device suggests, so that each stream has a queued request while Python folds a result.
-        n_req = int(self.n_requests or 2 * compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        # Python callback can deadlock when it is destroyed, openvino#37073). Twice the number the device
+        # suggests (a queued request per stream while Python folds), or the number given, one per sample at most.
+        n_req = int(min(self.n_requests, n_expected or MAX_REQUESTS, MAX_REQUESTS) if self.n_requests
+                    else 2 * compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         requests = [compiled.create_infer_request() for _ in range(n_req)]
         writers = [] if store is not None else None   # opened inside _run_requests' cleanup block
         fold = _Fold(reductions, aggs, packed_size, writers, self.nonfinite)
         n = _run_requests(requests, FeedBuilder(model.inputs), take(samples, subset_size), fold,
-                          lambda index: notify("sample_processed", stage=stage, index=index,
-                                               n_samples=n_expected or 0), writers,
+                          lambda index: send(SampleProcessed(stage, index, n_expected or 0)), writers,
                           lambda: (store.writer(red.key) for red in reductions))
         if writers is not None:
             for w in writers:

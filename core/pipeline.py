@@ -6,7 +6,7 @@ Composite algorithms (``steps``) expand to their registered parts, sharing their
 """
 import random
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import attrs
 import numpy as np
@@ -15,9 +15,13 @@ import openvino as ov
 from .config import parse_params
 from .engine import Engine
 from .errors import ConfigError
+from .events import AlgorithmFinished, send
 from .graph import Graph
-from .registry import guarded, lookup, notify
+from .registry import guarded, lookup
 from .statistics import TensorRef
+
+if TYPE_CHECKING:
+    from .hwtarget import HardwareTarget
 
 
 @attrs.frozen(eq=False)
@@ -90,10 +94,11 @@ class ChannelTransforms:
 
 @attrs.define
 class Context:
-    """What every algorithm of a run shares: the hardware target, the engine, the channel transforms,
-    and per-run state an algorithm keeps across stages (it gets a new instance per stage)."""
+    """What every algorithm of a run shares, and all of it (docs/plugins.md): the hardware target, the
+    engine, ``strict`` (a placement rule that matches nothing is an error), the stage's channel
+    transforms, and per-run state an algorithm keeps across stages (it gets a new instance per stage)."""
 
-    target: Any
+    target: "HardwareTarget"
     engine: Engine
     strict: bool = False
     transforms: ChannelTransforms = attrs.Factory(ChannelTransforms)
@@ -174,8 +179,10 @@ class Pipeline:
             return data
         from .dataset import open_source
 
-        items = list(open_source(data, None))
-        n = subset_size if subset_size is not None else getattr(p, "stat_subset_size", None)
+        items = open_source(data, None)
+        if not (hasattr(items, "__len__") and hasattr(items, "__getitem__")) or isinstance(items, dict):
+            items = list(items)   # a stream: read once to draw from it
+        n = self.used_count
         if n is None or n >= len(items):
             return items
         idx = sorted(random.Random(getattr(p, "seed", 0)).sample(range(len(items)), n))
@@ -222,7 +229,7 @@ class Pipeline:
             requested = [_guard(step.name, "statistics", lambda a=algo: list(a.statistics(graph)))
                          for step, algo in algos]
             union = list(dict.fromkeys(st for req in requested for st in req))
-            stats = self.engine.collect(graph.model, union, data, n, stage=i, algorithms=names) if union else {}
+            stats = self.engine.collect(graph.model, union, data, n, stage=i, algorithms=names)   # announced if empty
             if union:
                 report["stages"].append({"stage": i, "algorithms": names, "seconds": round(time.perf_counter() - t0, 3),
                                          **{k: v for k, v in self.engine.last_run.items() if k != "stage"}})
@@ -233,7 +240,7 @@ class Pipeline:
                 secs = time.perf_counter() - t1
                 entry.setdefault("summary", _summary(entry))
                 report["algorithms"].append({"name": step.name, "seconds": round(secs, 3), **entry})
-                notify("algorithm_finished", name=step.name, seconds=secs, report=entry)
+                send(AlgorithmFinished(step.name, secs, entry))
         report["seconds"] = round(time.perf_counter() - t_run, 3)
         return graph.model, report
 

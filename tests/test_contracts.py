@@ -226,3 +226,31 @@ def test_weights_of_reads_float_and_quantized_weights():
     np.testing.assert_array_equal(w, w0)
     assert wq is not None and wq.shape == w.shape and not np.array_equal(wq, w)
     assert np.max(np.abs(wq - w)) <= np.max(np.abs(w)) / 127 + 1e-6
+
+
+def test_the_context_holds_only_its_documented_fields():
+    """docs/plugins.md lists the Context's fields; algorithms share nothing else (no loose notes such as
+    may_transform, need_rescale or a report set), and the docs name each field."""
+    import pathlib
+
+    import attrs
+
+    from ovquant.pipeline import Context
+
+    assert [f.name for f in attrs.fields(Context)] == ["target", "engine", "strict", "transforms", "_state"]
+    doc = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    for field in ("target", "engine", "strict", "transforms", "state(key, factory)"):
+        assert f"| `{field}` |" in doc, field
+
+
+def test_no_plugin_calls_a_private_method_of_another_class():
+    """Plugins share public functions (ovquant.quant_math, ovquant.engine.aggregate, module functions),
+    never another class's private method (as MinMaxQuantization._first_layers once was)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    calls = re.compile(r"\b([A-Z]\w+)\._[a-z]\w*\(")
+    found = [(str(p.relative_to(root)), m.group(0)) for top in ("plugins", "examples")
+             for p in sorted((root / top).rglob("*.py")) for m in calls.finditer(p.read_text())]
+    assert not found, found

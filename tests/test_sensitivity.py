@@ -195,3 +195,29 @@ def test_cli_report_html_and_max_output_error(tmp_path):
                                 "-1", "-o", str(tmp_path / "o2")], capture_output=True, text=True, env=ENV)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--max-output-error" in bad.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_cli_report_html_goes_through_the_output_protocol(tmp_path):
+    """The page is committed with the model and report: recorded in the report, replaced on a rerun, and a
+    <name>.report.html ovquant did not write is refused before calibration (one line), unless --overwrite."""
+    m = models.conv_net()
+    xml = tmp_path / "m.xml"
+    ov.save_model(m, str(xml), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", np.stack(models.random_samples(m, 8, seed=2)))
+    out = tmp_path / "out"
+    out.mkdir()
+    page = out / "m.report.html"
+    page.write_text("<p>the user's own page</p>")
+    cmd = [sys.executable, "-m", "ovquant.cli", "quantize", "-m", str(xml), "--data", str(tmp_path / "d.npy"),
+           "--subset-size", "8", "--report-html", "-o", str(out), "--no-progress", "--no-cache"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert f"{page}: exists and was not written by ovquant" in refused.stderr
+    assert page.read_text() == "<p>the user's own page</p>" and not (out / "m.xml").exists()
+    forced = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert forced.returncode == 0, forced.stderr
+    rec = json.loads((out / "m.report.json").read_text())["output_files"]["m.report.html"]
+    assert rec["bytes"] == page.stat().st_size and "ovquant sensitivity: m" in page.read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr   # its own earlier page is replaced without --overwrite
+    assert not [n for n in os.listdir(out) if n.startswith(".")]

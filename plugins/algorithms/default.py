@@ -11,6 +11,8 @@ from ovquant.plugins.algorithms.params import QuantizationParams, validate_quant
 
 from . import granularity_choice
 
+from .fast_bias_correction import FastBiasCorrection
+
 
 class DefaultQuantization(Algorithm):
     """POT's DefaultQuantization: ActivationChannelAlignment, MinMaxQuantization, FastBiasCorrection."""
@@ -42,6 +44,16 @@ class DefaultQuantization(Algorithm):
         if getattr(params, "use_layerwise_tuning", False):
             steps = steps + ("LayerwiseTuning",)
         return steps
+
+    @classmethod
+    def unimplemented_params(cls, params) -> list:
+        """POT's keys these params set that ovquant does not implement: ``use_fast_bias: false`` (POT's
+        BiasCorrection; FastBiasCorrection runs instead), and FastBiasCorrection's own."""
+        out = []
+        if getattr(params, "use_fast_bias", True) is False:
+            out.append(("use_fast_bias", "false (POT's BiasCorrection) is not implemented; FastBiasCorrection runs "
+                                         "instead (bias_correction_form: exact gives each layer's exact shift)"))
+        return out + FastBiasCorrection.unimplemented_params(params)
 
 
 @hookimpl

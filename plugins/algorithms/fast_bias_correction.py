@@ -53,6 +53,15 @@ class FastBiasCorrection(Algorithm):
         th = getattr(params, "threshold", None)
         self.threshold = th if th is not None else (2.0 if self.form == "mean_blob" else np.inf)
 
+    @classmethod
+    def unimplemented_params(cls, params) -> list:
+        """POT's keys these params set that have no effect here: ``apply_for_all_nodes: true`` (layers
+        whose weights are not quantized have no weight error, so their correction is zero)."""
+        if getattr(params, "apply_for_all_nodes", False):
+            return [("apply_for_all_nodes", "true has no effect in ovquant: biases are corrected for the weight "
+                                            "error, which layers without quantized weights do not have")]
+        return []
+
     def _targets(self, graph: Graph):
         for node in graph.find(types=TARGET_TYPES):
             t = node.get_type_name()
