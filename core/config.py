@@ -104,6 +104,8 @@ class QuantizationParams:
     first_layer_rounding: bool = False
     use_smooth_quant: Optional[bool] = None
     smooth_quant_alpha: Optional[float] = None
+    #: keep in float the ops whose int8 form is slower on the CPU (None: on where the target is the CPU)
+    skip_slow_int8: Optional[bool] = None
 
 
 @attrs.define(kw_only=True)

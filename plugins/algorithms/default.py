@@ -21,7 +21,8 @@ class DefaultQuantization(Algorithm):
         """``use_smooth_quant`` (default: on for ``model_type: Transformer``) puts SmoothQuant first;
         ``first_layer_rounding`` (default off; it does something only where the target uses the saturation
         fix) appends FirstLayerRounding to the first stage; ``use_layerwise_tuning`` appends the registered
-        ``LayerwiseTuning`` algorithm, as POT does."""
+        ``LayerwiseTuning`` algorithm, as POT does; ``skip_slow_int8`` (default: on, acting where the target
+        is the CPU) appends SlowInt8Check last."""
         steps = cls.steps
         smooth = getattr(params, "use_smooth_quant", None)
         if smooth is None:
@@ -32,6 +33,8 @@ class DefaultQuantization(Algorithm):
             steps = steps + ("FirstLayerRounding",)
         if getattr(params, "use_layerwise_tuning", False):
             steps = steps + ("LayerwiseTuning",)
+        if getattr(params, "skip_slow_int8", None) is not False:
+            steps = steps + ("SlowInt8Check",)
         return steps
 
 
