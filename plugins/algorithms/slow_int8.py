@@ -169,6 +169,8 @@ class SlowInt8Check(Algorithm):
             revert(model, names)
         entry.update(kept_in_float=keep, n_kept_in_float=len(names), seconds=round(time.perf_counter() - t0, 3))
         entry["summary"] = _summary(entry)
+        if keep or "int8_over_fp32" in entry:
+            entry["notice"] = entry["summary"]   # printed by the CLI
         return entry
 
     def _time_host(self, model: ov.Model, groups: dict) -> dict:
