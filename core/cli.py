@@ -104,8 +104,7 @@ def _cmd_quantize(args) -> int:
         if not args.max_output_error > 0:
             raise OVQuantError(f"--max-output-error: must be a number > 0, got {args.max_output_error:g}")
         common["max_output_error"] = args.max_output_error
-    if args.skip_slow_int8 != "auto":
-        common["skip_slow_int8"] = args.skip_slow_int8 == "on"
+    common.update({} if args.skip_slow_int8 == "auto" else {"skip_slow_int8": args.skip_slow_int8 == "on"})
     if args.config:
         result = api.quantize_from_config(args.config, output_dir=args.output_dir, **common)
     else:
@@ -241,10 +240,8 @@ def _add_quantize_parser(sub) -> None:
     q.add_argument("--max-output-error", type=float, metavar="X",
                    help="revert the worst quantizers to float until every output's relative L2 error against "
                         "FP32 is at most X on held-back calibration samples")
-    q.add_argument("--skip-slow-int8", choices=["auto", "on", "off"], default="auto",
-                   help="keep in float the op types whose int8 form is slower than float on this CPU, timed on "
-                        "the host (auto: where the target is the CPU and the CPU has no VNNI; on: time even with "
-                        "VNNI; off: never)")
+    q.add_argument("--skip-slow-int8", choices=["auto", "on", "off"], default="auto", help="keep in float op types "
+                   "whose int8 form is slower on this CPU (auto: timed where the target is CPU and it has no VNNI)")
     q.add_argument("--strict", action="store_true", help="ignored entries that match nothing are errors")
     q.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
