@@ -56,6 +56,8 @@ def _cmd_plugins(args) -> int:
                 seen.add(id(e.obj))
                 aliases = f" (aliases: {', '.join(e.obj.aliases)})" if e.obj.aliases else ""
                 print(f"  {e.obj.name:<28} {e.package:<32} {e.plugin}{aliases}")
+                if e.obj.description:
+                    print(f"      {e.obj.description}")
             else:
                 print(f"  {e.name:<28} {e.package:<32} {e.plugin}")
         if not entries:

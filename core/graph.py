@@ -66,6 +66,13 @@ def _attr_matches(actual: Any, wanted: Any) -> bool:
     return False
 
 
+def attributes_match(node: ov.Node, wanted: dict) -> bool:
+    """Whether ``node.get_attributes()`` has every attribute of ``wanted`` with that value (numpy arrays
+    as lists; a string matches case-insensitively, and a list as its comma-separated spelling)."""
+    have = node.get_attributes()
+    return all(k in have and _attr_matches(have[k], v) for k, v in wanted.items())
+
+
 class Graph:
     """Wraps an ``openvino.Model``; edits happen in place on that model."""
 
@@ -110,10 +117,8 @@ class Graph:
                 continue
             if pat is not None and not pat.search(fname):
                 continue
-            if attributes:
-                have = n.get_attributes()
-                if not all(k in have and _attr_matches(have[k], v) for k, v in attributes.items()):
-                    continue
+            if attributes and not attributes_match(n, attributes):
+                continue
             out.append(n)
         return out
 

@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 import attrs
 
+from .hwtarget_rules import PRESETS, TargetRules
+
 MODES = ("symmetric", "asymmetric")
 GRANULARITIES = ("pertensor", "perchannel")
 _TOP_KEYS = {"name", "aliases", "description", "schemes", "operations", "agnostic_operations",
@@ -62,7 +64,10 @@ class OpRule:
 
 
 @attrs.frozen
-class HardwareTarget:
+class HardwareTarget(TargetRules):
+    """A loaded target; what its fields mean for an op, a port and a preset are the methods of
+    :class:`~ovquant.hwtarget_rules.TargetRules` (``rule_for``, ``port_schemes``, ``pick``, ...)."""
+
     name: str
     path: str
     operations: dict = attrs.field(factory=dict, hash=False)   # op type -> list[OpRule]
@@ -72,12 +77,6 @@ class HardwareTarget:
     saturation_fix: bool = False
     preset_aliases: tuple = ()                  # (preset, preset this target runs instead) pairs
     slow_int8_operations: tuple = ()            # op types kept in float: their int8 form is slower there
-
-    def rules(self, op_type: str) -> list:
-        return self.operations.get(op_type, [])
-
-    def is_agnostic(self, op_type: str) -> bool:
-        return op_type in self.agnostic_operations
 
 
 class _Invalid(ValueError):
@@ -205,9 +204,8 @@ def _parse(data: Any, path: str) -> HardwareTarget:
     if not isinstance(sat, bool):
         _fail("saturation_fix", f"expected true or false, got {sat!r}")
     pa = data.get("preset_aliases", {})
-    presets = ("performance", "mixed", "accuracy")
-    if not isinstance(pa, dict) or not all(k in presets and v in presets for k, v in pa.items()):
-        _fail("preset_aliases", f"expected an object mapping presets to presets ({', '.join(presets)})")
+    if not isinstance(pa, dict) or not all(k in PRESETS and v in PRESETS for k, v in pa.items()):
+        _fail("preset_aliases", f"expected an object mapping presets to presets ({', '.join(PRESETS)})")
     desc = data.get("description", "")
     if not isinstance(desc, str):
         _fail("description", "expected a string")

@@ -12,6 +12,7 @@ import openvino.opset13 as ops
 import pytest
 
 import models
+import tflite_model
 import ovquant
 from ovquant.demo import load_demo
 
@@ -81,9 +82,18 @@ def test_onnx_file_and_its_ir_get_the_same_quantizers_and_corrected_layers(five,
     assert n_fq == 7 and n_corrected == 5, runs     # one quantizer per conv/FC input (+ the 5 conv weights compressed)
 
 
+def test_tflite_writer_gives_the_numpy_function(tmp_path):
+    """The test model below is what tests/tflite_model.py says it is (FP16 weights behind DEQUANTIZE)."""
+    w = tflite_model.write_tflite_cnn(str(tmp_path / "cnn.tflite"), seed=0, hw=16)
+    m = ov.convert_model(str(tmp_path / "cnn.tflite"))
+    assert "Convert" in {op.get_type_name() for op in m.get_ops()}      # the FP16 weight's decompression
+    x = np.random.default_rng(1).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
+    c = ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.concatenate([c(x[i:i + 1])[0] for i in range(3)])
+    np.testing.assert_allclose(got, tflite_model.numpy_reference(x, w), rtol=1e-4, atol=1e-5)
+
+
 def test_tflite_file_and_its_ir_get_the_same_quantizers(tmp_path):
-    tflite_model = pytest.importorskip("tflite_model")
-    pytest.importorskip("tflite")
     tflite_model.write_tflite_cnn(str(tmp_path / "cnn.tflite"), seed=0, hw=16)
     ov.save_model(ov.convert_model(str(tmp_path / "cnn.tflite")), str(tmp_path / "cnn_ir.xml"), compress_to_fp16=False)
     rng = np.random.default_rng(2)
@@ -94,8 +104,11 @@ def test_tflite_file_and_its_ir_get_the_same_quantizers(tmp_path):
         p = cli("quantize", "-m", tmp_path / name, "--data", tmp_path / "data.npy", "-o", out, "-n", "q",
                 "--no-progress")
         assert p.returncode == 0, p.stderr
-        got[name] = (fq_count(out / "q.xml"), corrected_layers(report(out, "q")))
-    assert got["cnn.tflite"] == got["cnn_ir.xml"] and got["cnn.tflite"][0] >= 3, got
+        int8_weights = sum(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+                           for op in ov.Core().read_model(str(out / "q.xml")).get_ops())
+        got[name] = (fq_count(out / "q.xml"), int8_weights, corrected_layers(report(out, "q")))
+    # three activation quantizers (the input, both ReLUs) and three int8 weights, the FP16 one among them
+    assert got["cnn.tflite"] == got["cnn_ir.xml"] and got["cnn.tflite"][:2] == (3, 3), got
 
 
 def test_a_file_openvino_cannot_read_is_one_line(tmp_path):

@@ -8,7 +8,8 @@ Ranges, for a quantizer with ``levels`` integer levels:
   ``lo = -hi * levels / (levels - 2)`` (int8 zero point 128, scale ``hi / 127``).
 * activations and weights, asymmetric: widen ranges narrower than 8e-4, include 0
   (``lo = min(lo, 0)``, ``hi = max(hi, 0)``), then move one border outward so that 0 falls exactly on
-  the integer grid (the border that moves outward).
+  the integer grid (the border that moves outward); a scheme with ``unified_zeropoint`` puts 0 at one
+  zero point for all channels, the rounded mean of theirs (:func:`tune_range`).
 * weights, symmetric: per output channel ``[-hi, hi]`` with ``hi`` the channel's abs max (floored as
   above), levels 255 for [-127, 127]; with an even number of levels (e.g. ``level_low: 0, level_high:
   255``) ``lo = -hi * levels / (levels - 2)``. Symmetric weights are always signed: ``level_low`` and
@@ -99,13 +100,15 @@ def fix_zero_symmetric(hi: np.ndarray) -> np.ndarray:
     return np.maximum(hi, max(ZERO_FLOOR, 0.01 * float(np.max(hi)) if hi.size else ZERO_FLOOR))
 
 
-def tune_range(lo: np.ndarray, hi: np.ndarray, levels: int) -> tuple:
-    """Move one border so that 0 falls exactly on the grid of ``levels`` levels: of the two candidates
-    (keep ``hi`` and move ``lo``, or keep ``lo`` and move ``hi``) the wider range is kept, so a border
-    only ever moves outward and no calibrated value is clipped (POT's rule)."""
+def tune_range(lo: np.ndarray, hi: np.ndarray, levels: int, unified_zeropoint: bool = False) -> tuple:
+    """Move one border so that 0 falls on the grid of ``levels`` levels at ``zp = round(-lo * (levels - 1)
+    / (hi - lo))``: of the two candidates (keep ``hi``, move ``lo``; keep ``lo``, move ``hi``) the wider is
+    kept, so a border only moves outward and no calibrated value is clipped (POT's rule). With
+    ``unified_zeropoint`` all channels get one zp, the rounded mean of theirs (POT's tune_range_unify_zp)."""
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     n = levels - 1
-    zp = np.round(-lo * n / (hi - lo))
+    zp = -lo * n / (hi - lo)
+    zp = np.full(zp.shape, np.round(np.mean(zp))) if unified_zeropoint else np.round(zp)
     with np.errstate(divide="ignore", invalid="ignore"):
         lo1 = np.where(zp < n, zp * hi / (zp - n), lo)    # keep hi, move lo
         hi2 = np.where(zp > 0, lo * (zp - n) / zp, hi)    # keep lo, move hi
@@ -114,14 +117,14 @@ def tune_range(lo: np.ndarray, hi: np.ndarray, levels: int) -> tuple:
     return np.where(use1, lo1, lo), np.where(use1, hi, hi2)
 
 
-def asymmetric_range(lo, hi, levels: int) -> tuple:
+def asymmetric_range(lo, hi, levels: int, unified_zeropoint: bool = False) -> tuple:
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     narrow = (hi - lo) < ASYM_MIN_RANGE
     mid = (hi + lo) / 2
     lo = np.where(narrow, mid - ASYM_MIN_RANGE / 2, lo)
     hi = np.where(narrow, mid + ASYM_MIN_RANGE / 2, hi)
     lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
-    return tune_range(lo, hi, levels)
+    return tune_range(lo, hi, levels, unified_zeropoint)
 
 
 def symmetric_weight_range(mx, levels: int) -> tuple:
@@ -141,7 +144,7 @@ def activation_range(scheme, mn, mx) -> tuple:
         unsigned = mn is not None and bool(np.all(np.asarray(mn) >= 0)) and (scheme.level_low is None or scheme.level_low >= 0)
         lo = np.zeros_like(hi) if unsigned else (-hi * levels / (levels - 2) if levels > 2 else -hi)
         return lo, hi
-    return asymmetric_range(mn, mx, levels)
+    return asymmetric_range(mn, mx, levels, scheme.unified_zeropoint)
 
 
 def _clip(spec: dict, value: np.ndarray, side: str) -> np.ndarray:
@@ -346,7 +349,7 @@ class MinMaxQuantization(Algorithm):
             # would clip the negative weights of every channel whose largest weights are negative
             cfg["max"] = {**cfg["max"], "type": SYMMETRIC_MAX.get(cfg["max"]["type"], cfg["max"]["type"])}
             return symmetric_weight_range(estimate("max"), q.scheme.levels)
-        return asymmetric_range(estimate("min"), estimate("max"), q.scheme.levels)
+        return asymmetric_range(estimate("min"), estimate("max"), q.scheme.levels, q.scheme.unified_zeropoint)
 
     def _half_range(self, q, lo, hi):
         """Saturation fix: use a 7-bit grid inside the 8-bit export levels. Only 8-bit grids (more than

@@ -1,15 +1,20 @@
 """Where MinMaxQuantization puts FakeQuantize ops (the placement rules of POT and NNCF).
 
-1. Every op the hardware target lists with activation schemes gets a quantizer request on each float,
-   non-constant input port (``ports`` limits them); ops with weight schemes get a weight quantizer on
-   their constant input. Element-wise ops with fewer than two activation inputs (a bias Add, a
-   scale-shift Multiply) are part of a fused pattern and get none.
-2. Requests on the same producer output are served by one quantizer.
-3. A quantizer moves up through quantization-agnostic ops (MaxPool, Reshape, Transpose, Concat, ...)
+What the hardware target allows (which op, which port, which schemes, which preset picks which) is
+asked of the target (:mod:`ovquant.hwtarget_rules`); this module adds the placement policy:
+
+1. Nodes left in float (:func:`float_nodes`): the config's ignored scope, op types an algorithm keeps in
+   float, and what placement-rule plugins name. They get no quantizer and quantizers do not move
+   through them. Integer tensors, constants and tensors already quantized are never quantized.
+2. Every other node the target has a rule for gets a quantizer request on each float, non-constant
+   input its rule quantizes, and a weight quantizer on each constant input its rule gives weight
+   schemes. Element-wise ops with fewer than two activation inputs (a bias Add, a scale-shift Multiply)
+   are part of a fused pattern and get none, unless their rule names ``ports``. Requests on the inputs
+   of an op with ``unified_scales`` form a unified-scale group (one range).
+3. Requests on the same producer output are served by one quantizer.
+4. A quantizer moves up through quantization-agnostic ops (MaxPool, Reshape, Transpose, Concat, ...)
    when every consumer of that op's output asked for one; through a Concat it splits into one
-   quantizer per input, all sharing one scale.
-4. Integer tensors, constants, and ignored ops are never quantized; quantizers do not move through
-   ignored ops.
+   quantizer per input, and when the target gives the op ``unified_scales`` they form one group.
 """
 import re
 from typing import Optional
@@ -18,12 +23,11 @@ import attrs
 import numpy as np
 import openvino as ov
 
-from ovquant.errors import ConfigError, HardwareTargetError
-from ovquant.graph import Graph, _attr_matches, is_nonnegative, type_of
+from ovquant.errors import ConfigError
+from ovquant.graph import Graph, is_nonnegative, type_of
 from ovquant.hwtarget import Scheme
+from ovquant.hwtarget_rules import port_kind
 
-WEIGHTED = {"Convolution", "GroupConvolution", "DepthwiseConvolution", "ConvolutionBackpropData", "MatMul", "Gather",
-            "LSTMSequence", "GRUSequence"}
 ELEMENTWISE = {"Add", "Multiply", "Subtract", "Divide", "Maximum", "Minimum", "FloorMod", "Power",
                "SquaredDifference", "Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual"}
 FLOAT_TYPES = {ov.Type.f32, ov.Type.f16, ov.Type.bf16, ov.Type.f64}
@@ -39,7 +43,7 @@ class Quantizer:
     scheme: Scheme
     candidates: tuple = ()
     channel_axis: Optional[int] = None
-    group: Optional[int] = None     # unified-scale group id (Concat inputs)
+    group: Optional[int] = None     # unified-scale group id (inputs of an op with unified_scales)
     name: str = ""
     nonnegative: bool = False       # the tensor is >= 0 by construction (after ReLU, Sigmoid, ...)
 
@@ -79,17 +83,6 @@ def _is_float(out: ov.Output) -> bool:
     return out.get_element_type() in FLOAT_TYPES
 
 
-def _rule_for(target, node):
-    t = type_of(node)
-    for rule in target.rules(t):
-        if rule.attributes:
-            have = node.get_attributes()
-            if not all(k in have and _attr_matches(have[k], v) for k, v in rule.attributes):
-                continue
-        return t, rule
-    return t, None
-
-
 def resolve_ignored(graph: Graph, ignored, extra_types=()) -> tuple:
     """(set of ignored node names, list of config entries that matched nothing).
 
@@ -120,78 +113,6 @@ def resolve_ignored(graph: Graph, ignored, extra_types=()) -> tuple:
     return out, unmatched
 
 
-def fits(req: dict, s: Scheme) -> bool:
-    """Whether a user-requested scheme (partial dict) runs on candidate ``s``: fewer bits or levels fit,
-    per-tensor fits per-channel, symmetric fits asymmetric."""
-    if req.get("bits") is not None and req["bits"] > s.bits:
-        return False
-    if req.get("mode") == "asymmetric" and s.mode == "symmetric":
-        return False
-    if req.get("granularity") == "perchannel" and s.granularity == "pertensor":
-        return False
-    lo, hi = req.get("level_low"), req.get("level_high")
-    if lo is not None and hi is not None and hi - lo + 1 > s.levels:
-        return False
-    return True
-
-
-def pot_level_defaults(req: dict, kind: str, bits: int, mode: str) -> tuple:
-    """(level_low, level_high) of a request: when only one is given, the other is POT's default
-    (``level_low`` -2^(bits-1), +1 for symmetric weights; ``level_high`` 2^(bits-1)-1); neither: (None, None)."""
-    lo, hi = req.get("level_low"), req.get("level_high")
-    if lo is None and hi is None:
-        return None, None
-    if lo is None:
-        lo = -2 ** (bits - 1) + (1 if kind == "weights" and mode == "symmetric" else 0)
-    if hi is None:
-        hi = 2 ** (bits - 1) - 1
-    return lo, hi
-
-
-def target_preset(target, preset: str) -> str:
-    """The preset a target runs for ``preset``: its ``preset_aliases`` (POT's per-device renaming, e.g.
-    ``accuracy`` is ``mixed`` on CPU and GPU), after POT's ``symmetric``/``asymmetric`` spellings."""
-    preset = {"symmetric": "performance", "asymmetric": "accuracy"}.get(preset, preset)
-    return dict(getattr(target, "preset_aliases", ())).get(preset, preset)
-
-
-def choose(candidates, preset: str, kind: str, req: dict, where: str) -> Scheme:
-    """Pick the scheme: the preset's candidate (performance: first; mixed: last for activations;
-    accuracy: last), then the user's overrides, checked against what the target allows."""
-    if not candidates:
-        raise HardwareTargetError(f"{where}: the target allows no {kind} scheme")
-    last = preset == "accuracy" or (preset == "mixed" and kind == "activations")
-    order = list(reversed(candidates)) if last else list(candidates)
-    if not any(v is not None for v in req.values()):
-        return order[0]
-    # prefer a candidate that matches the request exactly, else one the request fits into
-    exact = [s for s in order if all(req.get(k) in (None, getattr(s, k)) for k in ("bits", "mode", "granularity"))]
-    pool = exact or [s for s in order if fits(req, s)]
-    if not pool:
-        want = ", ".join(f"{k}={v}" for k, v in req.items() if v is not None)
-        allowed = "; ".join(s.describe() for s in candidates)
-        raise HardwareTargetError(f"{where}: {kind} scheme ({want}) is not allowed by the target (allowed: {allowed})")
-    base = pool[0]
-    lo, hi = pot_level_defaults(req, kind, req.get("bits") or base.bits, req.get("mode") or base.mode)
-    return Scheme(bits=req.get("bits") or base.bits, mode=req.get("mode") or base.mode,
-                  granularity=req.get("granularity") or base.granularity,
-                  level_low=lo if lo is not None else (base.level_low if not req.get("bits") or req["bits"] == base.bits else None),
-                  level_high=hi if hi is not None else (base.level_high if not req.get("bits") or req["bits"] == base.bits else None),
-                  unified_zeropoint=base.unified_zeropoint)
-
-
-def _intersect(lists: list) -> tuple:
-    key = lambda s: (s.bits, s.mode, s.granularity)
-    first = lists[0]
-    common = [s for s in first if all(any(key(s) == key(o) for o in other) for other in lists[1:])]
-    if common:
-        return tuple(common)
-    pertensor = [s for s in first if s.granularity == "pertensor"]
-    if pertensor:
-        return tuple(pertensor)
-    return tuple(attrs.evolve(s, granularity="pertensor") for s in first)
-
-
 def _weight_channel_axes(node: ov.Node, port: int, rank: int) -> tuple:
     t = node.get_type_name()
     if t == "Gather":   # an embedding table: one scale per gathered row
@@ -218,131 +139,223 @@ def _act_matmul(node: ov.Node) -> bool:
         Graph.constant_node(node.input_value(i)) is None for i in range(2))
 
 
+#: agnostic ops whose every input is data (a quantizer moves to all of them); others move to input 0
+ALL_INPUTS_DATA = {"Concat"}
+#: agnostic ops that keep the channel axis, so a per-channel request keeps its axis through them
+AXIS_KEEPING = {"MaxPool", "ReduceMax", "Concat", "Split", "VariadicSplit", "Pad", "StridedSlice", "Tile", "Broadcast"}
+
+
+@attrs.define
+class Request:
+    """One consumer port asking for a quantizer on its producer's output, with what it allows."""
+
+    consumer: str
+    port: int
+    candidates: tuple
+    axis: Optional[int] = None
+
+
+@attrs.define
+class _Plan:
+    """The state of one :func:`find_quantizers` call, shared by its steps."""
+
+    graph: Graph
+    target: object
+    preset: str
+    weight_request: dict
+    ignored: set
+    pinned: frozenset
+    order: dict
+    requests: dict = attrs.Factory(dict)    # source (node name, port) -> [Request, ...]
+    weights: list = attrs.Factory(list)     # weight Quantizers
+    needs_sym: set = attrs.Factory(set)     # sources read (maybe through agnostic ops) by a product of two activations
+    groups: dict = attrs.Factory(dict)      # source -> unified-scale group id
+    n_groups: int = 0
+
+    def request(self, key: tuple, req: Request) -> None:
+        self.requests.setdefault(key, []).append(req)
+
+    def unify(self, keys: list, gid: Optional[int] = None) -> None:
+        """Put ``keys`` in one unified-scale group: ``gid``'s, merged with the groups they are in already
+        (the lowest id stays), or a new one."""
+        ids = {self.groups[k] for k in keys if k in self.groups} | ({gid} if gid is not None else set())
+        if not ids:
+            ids = {self.n_groups}
+            self.n_groups += 1
+        keep = min(ids)
+        for k, g in self.groups.items():
+            if g in ids:
+                self.groups[k] = keep
+        for k in keys:
+            self.groups[k] = keep
+
+
+def _key(out: ov.Output) -> tuple:
+    return out.get_node().get_friendly_name(), out.get_index()
+
+
 def find_quantizers(graph: Graph, target, params, extra_ignored_types=(), symmetric_act_matmul=False,
-                    pinned=()) -> tuple:
-    """Plan the quantizers of ``graph``. Returns (quantizers, ignored names, unmatched ignored entries).
+                    pinned=(), float_rules=()) -> tuple:
+    """Plan the quantizers of ``graph``. Returns (quantizers, nodes left in float, unmatched ignored entries).
+
+    The steps: :func:`float_nodes` (the config's ignored scope, ``extra_ignored_types`` and the
+    ``float_rules`` of placement-rule plugins), :func:`request_inputs` for every other node (what the
+    target's rule of the node asks for: weight quantizers, activation requests on producers' outputs),
+    :func:`hoist` (requests move up through quantization-agnostic ops) and :func:`activation_quantizers`
+    (one quantizer per requested tensor, its scheme picked by the target's preset).
 
     Activations the config gives no granularity are quantized per tensor, even where the target allows
     per channel (the inputs of depthwise convolutions on CPU), unless ``auto_activations_granularity`` is
-    "perchannel" (POT's and NNCF's choice). Per-channel ranges come from the few calibration samples on
-    which each channel fires: on EfficientNet-Lite0 (300 calibration images) late, class-specific channels
-    exceed their calibrated range on new images (some never fired during calibration), and that clipping
-    cost more than the coarser per-tensor step: logits rel-L2 error vs FP32 0.183 per channel, 0.138 per
-    tensor, at the same INT8 latency (docs/algorithms.md).
+    "perchannel" (POT's and NNCF's choice; docs/config.md has the measurement behind the default).
     With ``symmetric_act_matmul`` (Transformers) the inputs of a MatMul of two activations are
     quantized symmetrically, as the CPU needs. Quantizers of the tensors in ``pinned`` ((node, port)
     pairs that an earlier algorithm of the stage will rescale per channel in front of their consumers,
     e.g. SmoothQuant) stay at their consumers instead of moving up through quantization-agnostic ops,
     so that they quantize the rescaled tensor."""
-    ignored, unmatched = resolve_ignored(graph, params.ignored, extra_ignored_types)
-    preset = target_preset(target, params.preset)
+    ignored, unmatched = float_nodes(graph, params.ignored, extra_ignored_types, target, float_rules)
+    plan = _Plan(graph, target, params.preset, _tensor_request(params.weights), ignored, frozenset(pinned),
+                 {n.get_friendly_name(): i for i, n in enumerate(graph.nodes())})
+    if not params.ignored.skip_model:
+        for node in graph.nodes():
+            if node.get_friendly_name() not in ignored:
+                request_inputs(plan, node)
+    hoist(plan)
     act_req = _tensor_request(params.activations)
     if act_req.get("granularity") is None and getattr(params, "auto_activations_granularity", "pertensor") == "pertensor":
         act_req["granularity"] = "pertensor"
-    w_req = _tensor_request(params.weights)
-    requests: dict = {}       # source (name, port) -> list of (consumer name, port, candidates, channel_axis)
-    needs_sym: set = set()    # sources read (maybe through agnostic ops) by a product of two activations
-    weights: list = []
-    order = {n.get_friendly_name(): i for i, n in enumerate(graph.nodes())}
-    for node in graph.nodes():
-        name = node.get_friendly_name()
-        if name in ignored or params.ignored.skip_model:
-            continue
-        t, rule = _rule_for(target, node)
-        if rule is None or not (rule.activations or rule.weights):
-            continue
-        ports = rule.ports if rule.ports is not None else range(node.get_input_size())
-        ports = [p for p in ports if p < node.get_input_size()]
-        ports = [p for p in ports if not _quantized(node.input_value(p))]   # never quantize twice
-        const_ports = [p for p in ports if Graph.constant_node(node.input_value(p)) is not None]
-        act_ports = [p for p in ports if p not in const_ports and _is_float(node.input_value(p))]
-        if t in ELEMENTWISE and rule.ports is None and len(act_ports) < 2:
-            continue  # bias Add, scale-shift: fused into the producer, never quantized
-        if t in WEIGHTED and rule.weights:
-            for p in const_ports:
-                out = node.input_value(p)
-                if not _is_float(out):
-                    continue
-                if t == "Gather" and _elements(out) < MIN_TABLE_ELEMENTS:
-                    continue  # small tables (positions, segments) save little and every token reads them
-                rank = out.get_partial_shape().rank.get_length()
-                scheme = choose(rule.weights, preset, "weights", w_req, f"node {name!r}")
-                weights.append(Quantizer("weights", (name, p), [(name, p)], scheme, rule.weights,
-                                         channel_axis=_weight_channel_axes(node, p, rank) if scheme.granularity == "perchannel" else None))
-        if rule.activations:
-            for p in act_ports:
-                src = node.input_value(p)
-                key = (src.get_node().get_friendly_name(), src.get_index())
-                axis = 1 if t == "DepthwiseConvolution" else None
-                requests.setdefault(key, []).append((name, p, rule.activations, axis))
-                if _act_matmul(node):
-                    needs_sym.add(key)
-
-    # move quantizers up through quantization-agnostic ops
-    groups: dict = {}
-    next_group = [0]
-    changed = True
-    while changed:
-        changed = False
-        for key in sorted(requests, key=lambda k: -order.get(k[0], 0)):
-            node = graph.node(key[0])
-            if node.get_type_name() not in target.agnostic_operations and type_of(node) not in target.agnostic_operations:
-                continue
-            if key[0] in ignored or key in pinned:
-                continue
-            out = node.output(key[1])
-            served = {(n, p) for n, p, _, _ in requests[key]}
-            all_inputs = {(i.get_node().get_friendly_name(), i.get_index()) for i in out.get_target_inputs()}
-            if served != all_inputs:
-                continue
-            data_ports = [i for i in range(node.get_input_size())
-                          if Graph.constant_node(node.input_value(i)) is None and _is_float(node.input_value(i))]
-            if node.get_type_name() != "Concat":
-                data_ports = data_ports[:1] if data_ports and data_ports[0] == 0 else []
-            if not data_ports:
-                continue
-            reqs = requests.pop(key)
-            cands = _intersect([c for _, _, c, _ in reqs])
-            axis = reqs[0][3] if all(r[3] == reqs[0][3] for r in reqs) else None
-            if node.get_type_name() not in ("MaxPool", "ReduceMax", "Concat", "Split", "VariadicSplit", "Pad",
-                                            "StridedSlice", "Tile", "Broadcast"):
-                axis = None  # reshapes and transposes move the channel axis
-            gid = groups.pop(key, None)
-            if gid is None and node.get_type_name() == "Concat" and len(data_ports) > 1:
-                gid = next_group[0]
-                next_group[0] += 1
-            for p in data_ports:
-                src = node.input_value(p)
-                nk = (src.get_node().get_friendly_name(), src.get_index())
-                requests.setdefault(nk, []).append((key[0], p, cands, axis))
-                if key in needs_sym:
-                    needs_sym.add(nk)
-                if gid is not None:
-                    groups[nk] = gid
-            changed = True
-            break
-
-    quantizers = []
-    for key in sorted(requests, key=lambda k: (order.get(k[0], 0), k[1])):
-        reqs = requests[key]
-        cands = _intersect([c for _, _, c, _ in reqs])
-        axis = reqs[0][3] if all(r[3] == reqs[0][3] for r in reqs) else None
-        where = f"node {reqs[0][0]!r}"
-        scheme = choose(cands, preset, "activations", act_req, where)
-        if symmetric_act_matmul and scheme.mode == "asymmetric" and key in needs_sym:
-            sym = [c for c in cands if c.mode == "symmetric" and c.granularity == scheme.granularity]
-            scheme = sym[0] if sym else attrs.evolve(scheme, mode="symmetric")
-        if scheme.granularity == "pertensor":
-            axis = None
-        elif axis is None:
-            scheme = attrs.evolve(scheme, granularity="pertensor")
-        quantizers.append(Quantizer("activations", key, [(n, p) for n, p, _, _ in reqs], scheme, cands,
-                                    channel_axis=axis, group=groups.get(key),
-                                    name=f"{key[0]}/fq_output_{key[1]}",
-                                    nonnegative=is_nonnegative(graph.node(key[0]).output(key[1]))))
-    for q in weights:
+    quantizers = activation_quantizers(plan, act_req, symmetric_act_matmul)
+    for q in plan.weights:
         q.name = f"{q.source[0]}/fq_weights_{q.source[1]}"
-    return quantizers + weights, ignored, unmatched
+    return quantizers + plan.weights, ignored, unmatched
+
+
+def float_nodes(graph: Graph, ignored, extra_types=(), target=None, rules=()) -> tuple:
+    """Step 1: (names of the nodes left in float, config entries that matched nothing).
+
+    The config's ``ignored`` scope and operations (:func:`resolve_ignored`), every node of
+    ``extra_types`` (op types an algorithm keeps in float, e.g. Transformers), and every name a rule of
+    ``rules`` returns: a rule is a callable ``rule(graph, target) -> iterable of node names``, the hook
+    point for placement-rule plugins (docs/hw_targets.md). A node left in float gets no quantizer on
+    its inputs, and quantizers do not move up through it."""
+    names, unmatched = resolve_ignored(graph, ignored, extra_types)
+    for rule in rules:
+        names |= set(rule(graph, target))
+    return names, unmatched
+
+
+def request_inputs(plan: _Plan, node: ov.Node) -> None:
+    """Step 2: what the target's rule of ``node`` asks for on its quantized ports (never on a tensor
+    that is quantized already, nor on integer ones): a weight quantizer on each constant input whose
+    port allows weight schemes, a request on the producer's output of each other input. An element-wise
+    op whose rule names no ``ports`` and that has fewer than two activation inputs (a bias Add, a
+    scale-shift Multiply) is fused into its producer and asks for nothing. The requests of an op with
+    ``unified_scales`` form one unified-scale group."""
+    ports = [p for p in plan.target.quantized_ports(node) if not _quantized(node.input_value(p))]
+    const_ports = [p for p in ports if port_kind(node, p) == "weights"]
+    act_ports = [p for p in ports if p not in const_ports and _is_float(node.input_value(p))]
+    if not ports or type_of(node) in ELEMENTWISE and plan.target.rule_for(node).ports is None and len(act_ports) < 2:
+        return
+    for p in const_ports:
+        _weight_quantizer(plan, node, p)
+    keys = []
+    for p in act_ports:
+        candidates = plan.target.port_schemes(node, p, "activations")
+        if not candidates:
+            continue
+        key = _key(node.input_value(p))
+        plan.request(key, Request(node.get_friendly_name(), p, candidates,
+                                  1 if type_of(node) == "DepthwiseConvolution" else None))
+        if _act_matmul(node):
+            plan.needs_sym.add(key)
+        keys.append(key)
+    if len(set(keys)) > 1 and plan.target.unified_scales(node):
+        plan.unify(keys)
+
+
+def _weight_quantizer(plan: _Plan, node: ov.Node, port: int) -> None:
+    out = node.input_value(port)
+    candidates = plan.target.port_schemes(node, port, "weights")
+    if not candidates or not _is_float(out):
+        return
+    if node.get_type_name() == "Gather" and _elements(out) < MIN_TABLE_ELEMENTS:
+        return  # small tables (positions, segments) save little and every token reads them
+    name = node.get_friendly_name()
+    scheme = plan.target.pick(candidates, plan.preset, "weights", plan.weight_request, f"node {name!r}")
+    axes = None
+    if scheme.granularity == "perchannel":
+        axes = _weight_channel_axes(node, port, out.get_partial_shape().rank.get_length())
+    plan.weights.append(Quantizer("weights", (name, port), [(name, port)], scheme, candidates, channel_axis=axes))
+
+
+def hoist(plan: _Plan) -> None:
+    """Step 3: move requests up through quantization-agnostic ops, latest tensor first, until none moves."""
+    while any(_hoist_one(plan, key) for key in sorted(plan.requests, key=lambda k: -plan.order.get(k[0], 0))):
+        pass
+
+
+def _hoist_one(plan: _Plan, key: tuple) -> bool:
+    """Move the requests on output ``key`` of an agnostic op to the op's data inputs, if every consumer of
+    that output asked for a quantizer and the op is neither left in float nor pinned. The moved requests
+    keep their unified-scale group; through an op with ``unified_scales`` its inputs form one group."""
+    node = plan.graph.node(key[0])
+    if not plan.target.is_agnostic(node) or key[0] in plan.ignored or key in plan.pinned:
+        return False
+    served = {(r.consumer, r.port) for r in plan.requests[key]}
+    if served != {(i.get_node().get_friendly_name(), i.get_index()) for i in node.output(key[1]).get_target_inputs()}:
+        return False
+    data_ports = [i for i in range(node.get_input_size())
+                  if Graph.constant_node(node.input_value(i)) is None and _is_float(node.input_value(i))]
+    if node.get_type_name() not in ALL_INPUTS_DATA:
+        data_ports = data_ports[:1] if data_ports and data_ports[0] == 0 else []
+    if not data_ports:
+        return False
+    reqs = plan.requests.pop(key)
+    candidates = plan.target.shared_schemes([r.candidates for r in reqs])
+    axis = reqs[0].axis if all(r.axis == reqs[0].axis for r in reqs) else None
+    if node.get_type_name() not in AXIS_KEEPING:
+        axis = None  # reshapes and transposes move the channel axis
+    gid = plan.groups.pop(key, None)
+    keys = [_key(node.input_value(p)) for p in data_ports]
+    for p, nk in zip(data_ports, keys):
+        plan.request(nk, Request(key[0], p, candidates, axis))
+        if key in plan.needs_sym:
+            plan.needs_sym.add(nk)
+    if gid is not None or (len(data_ports) > 1 and plan.target.unified_scales(node)):
+        plan.unify(keys, gid)
+    return True
+
+
+def activation_quantizers(plan: _Plan, act_req: dict, symmetric_act_matmul: bool) -> list:
+    """Step 4: one quantizer per requested tensor, in graph order, serving every request on it. Its
+    candidates are those all its requests allow (:meth:`~ovquant.hwtarget_rules.TargetRules.shared_schemes`),
+    and the target's preset picks the scheme; the members of a unified-scale group share one pick, from
+    what all of them allow."""
+    keys = sorted(plan.requests, key=lambda k: (plan.order.get(k[0], 0), k[1]))
+    members: dict = {}
+    for key in keys:
+        members.setdefault(plan.groups.get(key, ("alone", key)), []).append(key)
+    picked = {}
+    for group in members.values():
+        candidates = plan.target.shared_schemes([r.candidates for k in group for r in plan.requests[k]])
+        scheme = plan.target.pick(candidates, plan.preset, "activations", act_req,
+                                  f"node {plan.requests[group[0]][0].consumer!r}")
+        if symmetric_act_matmul and scheme.mode == "asymmetric" and any(k in plan.needs_sym for k in group):
+            sym = [c for c in candidates if c.mode == "symmetric" and c.granularity == scheme.granularity]
+            scheme = sym[0] if sym else attrs.evolve(scheme, mode="symmetric")
+        picked.update((k, (scheme, candidates)) for k in group)
+    return [_activation_quantizer(plan, key, *picked[key]) for key in keys]
+
+
+def _activation_quantizer(plan: _Plan, key: tuple, scheme, candidates) -> Quantizer:
+    reqs = plan.requests[key]
+    axis = reqs[0].axis if all(r.axis == reqs[0].axis for r in reqs) else None
+    if scheme.granularity == "pertensor":
+        axis = None
+    elif axis is None:
+        scheme = attrs.evolve(scheme, granularity="pertensor")
+    return Quantizer("activations", key, [(r.consumer, r.port) for r in reqs], scheme, candidates,
+                     channel_axis=axis, group=plan.groups.get(key), name=f"{key[0]}/fq_output_{key[1]}",
+                     nonnegative=is_nonnegative(plan.graph.node(key[0]).output(key[1])))
 
 
 def _tensor_request(tq) -> dict:
