@@ -99,14 +99,13 @@ def _cmd_quantize(args) -> int:
         if problem:
             raise OVQuantError(f"-n/--name: {problem}, got {args.name!r}")
     common = dict(use_cache=not args.no_cache, strict=args.strict, progress=not args.no_progress, force=args.force,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, **({} if args.skip_slow_int8 is None else {"skip_slow_int8": args.skip_slow_int8}))
     if args.report_html:
         common["report_html"] = True
     if args.max_output_error is not None:
         if not args.max_output_error > 0:
             raise OVQuantError(f"--max-output-error: must be a number > 0, got {args.max_output_error:g}")
         common["max_output_error"] = args.max_output_error
-    common.update({} if args.skip_slow_int8 == "auto" else {"skip_slow_int8": args.skip_slow_int8 == "on"})
     if args.config:
         result = api.quantize_from_config(args.config, output_dir=args.output_dir, **common)
     else:
@@ -242,8 +241,7 @@ def _add_quantize_parser(sub) -> None:
     q.add_argument("--max-output-error", type=float, metavar="X",
                    help="revert the worst quantizers to float until every output's relative L2 error against "
                         "FP32 is at most X on held-back calibration samples")
-    q.add_argument("--skip-slow-int8", choices=["auto", "on", "off"], default="auto", help="keep in float op types "
-                   "whose int8 form is slower on this CPU (auto: timed where the target is CPU and it has no VNNI)")
+    q.add_argument("--skip-slow-int8", action=argparse.BooleanOptionalAction, help="keep in float ops slower in int8: time on this host even with VNNI / never (default: time if no VNNI)")
     q.add_argument("--strict", action="store_true", help="ignored entries that match nothing are errors")
     q.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")

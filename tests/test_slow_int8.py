@@ -132,17 +132,17 @@ def test_cli_option(tmp_path):
     np.save(tmp_path / "d.npy", np.stack(models.random_samples(m, 16, seed=2)))
     cmd = [sys.executable, "-m", "ovquant.cli", "quantize", "-m", str(xml), "--data", str(tmp_path / "d.npy"),
            "--subset-size", "16", "--no-progress"]
-    on = subprocess.run(cmd + ["--skip-slow-int8", "on", "-o", str(tmp_path / "on")], capture_output=True,
+    on = subprocess.run(cmd + ["--skip-slow-int8", "-o", str(tmp_path / "on")], capture_output=True,
                         text=True, env=ENV, timeout=300)
     assert on.returncode == 0, on.stderr
     assert "SlowInt8Check: " in on.stdout
     rep = json.loads((tmp_path / "on" / "m.report.json").read_text())
     assert _entry(rep)["how"].startswith("timed on this host")
-    off = subprocess.run(cmd + ["--skip-slow-int8", "off", "-o", str(tmp_path / "off")], capture_output=True,
+    off = subprocess.run(cmd + ["--no-skip-slow-int8", "-o", str(tmp_path / "off")], capture_output=True,
                          text=True, env=ENV, timeout=300)
     assert off.returncode == 0, off.stderr
     assert "SlowInt8Check" not in json.loads((tmp_path / "off" / "m.report.json").read_text())["pipeline"]
-    bad = subprocess.run(cmd + ["--skip-slow-int8", "maybe", "-o", str(tmp_path / "bad")], capture_output=True,
+    bad = subprocess.run(cmd + ["--skip-slow-int8=maybe", "-o", str(tmp_path / "bad")], capture_output=True,
                          text=True, env=ENV, timeout=60)
     assert bad.returncode == 2 and "--skip-slow-int8" in bad.stderr
 
