@@ -29,6 +29,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from .dataset import FeedBuilder, open_source, take
+from .float_twin import float_value
 from .graph import Graph
 from .histogram import HIST_BINS, _edges, _hist, _merge  # noqa: F401
 
@@ -57,7 +58,8 @@ def _weight_chain(c: ov.Node) -> Optional[ov.Output]:
 
 
 def _fp32_twin(out: ov.Output, fp32: Optional[ov.Model]) -> Optional[np.ndarray]:
-    """The FP32 model's constant that the readers of ``out`` read (matched by node name and port)."""
+    """The FP32 model's constant that the readers of ``out`` read (matched by node name and port), rescaled
+    where the quantized weight was (:func:`ovquant.float_twin.float_value`)."""
     if fp32 is None:
         return None
     by_name = {n.get_friendly_name(): n for n in fp32.get_ordered_ops()}
@@ -67,7 +69,7 @@ def _fp32_twin(out: ov.Output, fp32: Optional[ov.Model]) -> Optional[np.ndarray]
             continue
         v = Graph.constant_value(twin.input_value(inp.get_index()))
         if v is not None and tuple(v.shape) == tuple(out.get_shape()):
-            return v.astype(out.get_element_type().to_dtype())
+            return float_value(out, v.astype(out.get_element_type().to_dtype()))
     return None
 
 
