@@ -22,19 +22,19 @@ class DefaultQuantization(Algorithm):
         ``first_layer_rounding`` (default off; it does something only where the target uses the saturation
         fix) appends FirstLayerRounding to the first stage; ``use_layerwise_tuning`` appends the registered
         ``LayerwiseTuning`` algorithm, as POT does; ``skip_slow_int8`` (default: on, acting where the target
-        is the CPU) appends SlowInt8Check last."""
+        is the CPU) appends SlowInt8Check after FastBiasCorrection."""
         steps = cls.steps
         smooth = getattr(params, "use_smooth_quant", None)
         if smooth is None:
             smooth = normalize_model_type(getattr(params, "model_type", None)) == "transformer"
         if smooth:
             steps = ("SmoothQuant",) + steps
+        if getattr(params, "skip_slow_int8", None) is not False:
+            steps = steps + ("SlowInt8Check",)
         if getattr(params, "first_layer_rounding", False) and getattr(params, "saturation_fix", "first_layer") != "no":
             steps = steps + ("FirstLayerRounding",)
         if getattr(params, "use_layerwise_tuning", False):
             steps = steps + ("LayerwiseTuning",)
-        if getattr(params, "skip_slow_int8", None) is not False:
-            steps = steps + ("SlowInt8Check",)
         return steps
 
 
