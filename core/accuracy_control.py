@@ -323,8 +323,8 @@ def quantize_with_accuracy_control(model: Any, calibration_dataset: Any, validat
 
 
 def control_summary(report: dict) -> list:
-    """Console lines for the sensitivity pass and the output-error control, when they ran."""
-    lines = []
+    """Console lines: every algorithm's ``notice``, the sensitivity pass and the output-error control."""
+    lines = [f"{a['name']}: {a['notice']}" for a in report.get("algorithms", []) if a.get("notice")]
     sens = report.get("sensitivity")
     if sens and sens["quantizers"]:
         top = sens["quantizers"][0]

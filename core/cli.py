@@ -99,7 +99,7 @@ def _cmd_quantize(args) -> int:
         if problem:
             raise OVQuantError(f"-n/--name: {problem}, got {args.name!r}")
     common = dict(use_cache=not args.no_cache, strict=args.strict, progress=not args.no_progress, force=args.force,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, **({} if args.skip_slow_int8 is None else {"skip_slow_int8": args.skip_slow_int8}))
     if args.report_html:
         common["report_html"] = True
     if args.max_output_error is not None:
@@ -241,6 +241,7 @@ def _add_quantize_parser(sub) -> None:
     q.add_argument("--max-output-error", type=float, metavar="X",
                    help="revert the worst quantizers to float until every output's relative L2 error against "
                         "FP32 is at most X on held-back calibration samples")
+    q.add_argument("--skip-slow-int8", action=argparse.BooleanOptionalAction, help="keep in float ops slower in int8: time on this host even with VNNI / never (default: time if no VNNI)")
     q.add_argument("--strict", action="store_true", help="ignored entries that match nothing are errors")
     q.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -27,14 +27,15 @@ function el(t,a,p){const e=document.createElementNS(NS,t);for(const k in a)e.set
 function txt(p,x,y,s,a){const t=el('text',Object.assign({x:x,y:y},a||{}),p);t.textContent=s;return t;}
 const pct=v=>(100*v).toFixed(v>=0.1?1:2)+'%';
 // ranked bar chart of the shares
-const Q=R.quantizers, W=900, L=330, rowH=18, H=Q.length*rowH+30;
+const Q=R.quantizers, TOP=25, S=Q.slice(0,TOP), rest=Q.slice(TOP), W=900, L=330, rowH=18, H=(S.length+(rest.length?1:0))*rowH+30;
 const bars=el('svg',{width:W,height:H,viewBox:`0 0 ${W} ${H}`,role:'img'},document.getElementById('bars'));
 const top=Math.max(1e-12,...Q.map(q=>q.share));
-Q.forEach((q,i)=>{const y=20+i*rowH, w=(W-L-70)*q.share/top;
+S.forEach((q,i)=>{const y=20+i*rowH, w=(W-L-70)*q.share/top;
   txt(bars,L-6,y+12,(i+1)+'. '+(q.name.length>48?'…'+q.name.slice(-47):q.name),{'text-anchor':'end'});
   const b=el('rect',{class:'bar',x:L,y:y+2,width:Math.max(1,w),height:rowH-5,fill:C[q.kind]||'#888'},bars);
   el('title',{},b).textContent=`${q.name} (${q.kind}): ${pct(q.share)} of the error, rel. L2 alone ${q.relative_l2.join(', ')}`;
   txt(bars,L+Math.max(1,w)+5,y+12,pct(q.share));});
+if(rest.length)txt(bars,L-6,20+S.length*rowH+12,`+ ${rest.length} more: ${pct(rest.reduce((a,q)=>a+q.share,0))} of the error together`,{'text-anchor':'end',class:'more'});
 txt(bars,L,12,'share of the summed output error (each quantizer alone quantized)');
 // output error per model output
 const ob=document.getElementById('outputs');
@@ -45,7 +46,7 @@ R.outputs.forEach(o=>{const tr=document.createElement('tr');
   ob.appendChild(tr);});
 // range against histogram, in ranked order
 const g=document.getElementById('hists');
-Q.forEach((q,i)=>{const h=q.histogram;if(!h)return;const box=document.createElement('div');box.className='hist';
+S.forEach((q,i)=>{const h=q.histogram;if(!h)return;const box=document.createElement('div');box.className='hist';
   const lab=document.createElement('div');lab.textContent=`${i+1}. ${q.name}`;lab.title=q.name;box.appendChild(lab);
   const w=260,hh=80,s=el('svg',{width:w,height:hh+16,class:'histogram'},box);
   const n=h.counts.length,m=Math.max(1,...h.counts),bw=w/n,X=v=>w*(v-h.lo)/(h.hi-h.lo);
@@ -54,7 +55,7 @@ Q.forEach((q,i)=>{const h=q.histogram;if(!h)return;const box=document.createElem
   txt(s,0,hh+13,`${h.min.toPrecision(3)}…${h.max.toPrecision(3)}`);
   txt(s,w,hh+13,`range [${(q.low??0).toPrecision(3)}, ${(q.high??0).toPrecision(3)}]${h.below+h.above?' · '+(h.below+h.above)+' far out':''}`,{'text-anchor':'end'});
   g.appendChild(box);});
-document.body.setAttribute('data-drawn',String(Q.length));
+document.body.setAttribute('data-drawn',String(S.length));
 })();
 """
 
@@ -79,18 +80,22 @@ def render(sens: dict, model_name: str, extra: dict = None) -> str:
                      f'</i>{html.escape(k)}</span>' for k in kinds)
     legend += '<span><i class="sw" style="border:1.5px dashed #c0262d"></i>quantizer range</span>'
     title = f"ovquant sensitivity: {model_name}"
+    top_note = "; the 25 worst" if len(sens["quantizers"]) > 25 else ""
+    if sens.get("screened"):
+        cards.insert(2, _card("screened on one batch", f"{sens['screened']} ({sens['screen_samples']} samples)"))
+    where = "held-back" if sens.get("held_back") else "calibration"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<div class="sub">Output error each quantizer causes alone, on {sens['samples']} calibration samples; the
+<div class="sub">Output error each quantizer causes alone, on {sens['samples']} {where} samples; the
 share is its error over the sum of all single-quantizer errors.</div>
 <div class="cards">{''.join(cards)}</div>
 <div class="legend">{legend}</div>
 <h2>Quantizers ranked by their share of the output error</h2><div id="bars"></div>
 <h2>Output error per model output (all quantizers on, relative L2 against FP32)</h2>
 <table><thead><tr><th>output</th><th>relative L2</th><th></th></tr></thead><tbody id="outputs"></tbody></table>
-<h2>Each quantizer's range against its data (histogram, square-root scale)</h2><div class="grid" id="hists"></div>
+<h2>Each quantizer's range against its data (histogram, square-root scale{top_note})</h2><div class="grid" id="hists"></div>
 <script type="application/json" id="data">{data}</script>
 <script>{_JS}</script></body></html>
 """

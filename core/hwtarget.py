@@ -22,7 +22,7 @@ from .hwtarget_rules import PRESETS, TargetRules
 MODES = ("symmetric", "asymmetric")
 GRANULARITIES = ("pertensor", "perchannel")
 _TOP_KEYS = {"name", "aliases", "description", "schemes", "operations", "agnostic_operations",
-             "saturation_fix", "preset_aliases", "$schema_version"}
+             "saturation_fix", "preset_aliases", "$schema_version", "slow_int8_operations"}
 _SCHEME_KEYS = {"bits", "mode", "granularity", "level_low", "level_high", "unified_zeropoint"}
 _OP_KEYS = {"activations", "weights", "ports", "unified_scales", "attributes"}
 SCHEMA_VERSION = 1
@@ -76,6 +76,7 @@ class HardwareTarget(TargetRules):
     description: str = ""
     saturation_fix: bool = False
     preset_aliases: tuple = ()                  # (preset, preset this target runs instead) pairs
+    slow_int8_operations: tuple = ()            # op types kept in float: their int8 form is slower there
 
 
 class _Invalid(ValueError):
@@ -208,9 +209,12 @@ def _parse(data: Any, path: str) -> HardwareTarget:
     desc = data.get("description", "")
     if not isinstance(desc, str):
         _fail("description", "expected a string")
+    slow = data.get("slow_int8_operations", [])
+    if not isinstance(slow, list) or not all(isinstance(a, str) and a for a in slow):
+        _fail("slow_int8_operations", "expected a list of op types")
     return HardwareTarget(name=name, path=path, operations=operations, agnostic_operations=frozenset(agn),
                           aliases=tuple(aliases), description=desc, saturation_fix=sat,
-                          preset_aliases=tuple(sorted(pa.items())))
+                          preset_aliases=tuple(sorted(pa.items())), slow_int8_operations=tuple(slow))
 
 
 def load_target(source: Any) -> HardwareTarget:

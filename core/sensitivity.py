@@ -29,11 +29,15 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from .dataset import FeedBuilder, open_source, take
+from .float_twin import float_value
 from .graph import Graph
+from .histogram import HIST_BINS, _edges, _hist, _merge  # noqa: F401
 
-HIST_BINS = 48
 #: samples per inference of the switch model (the model is reshaped to this batch where it can be)
 BATCH = 8
+#: screening: with more quantizers than this, each is first scored alone on one batch only; those whose
+#: screened errors make up SCREEN_COVER of the total (at least SCREEN_KEEP) are scored on all samples
+SCREEN_ABOVE, SCREEN_COVER, SCREEN_KEEP = 16, 0.9, 8
 _F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
@@ -54,7 +58,8 @@ def _weight_chain(c: ov.Node) -> Optional[ov.Output]:
 
 
 def _fp32_twin(out: ov.Output, fp32: Optional[ov.Model]) -> Optional[np.ndarray]:
-    """The FP32 model's constant that the readers of ``out`` read (matched by node name and port)."""
+    """The FP32 model's constant that the readers of ``out`` read (matched by node name and port), rescaled
+    where the quantized weight was (:func:`ovquant.float_twin.float_value`)."""
     if fp32 is None:
         return None
     by_name = {n.get_friendly_name(): n for n in fp32.get_ordered_ops()}
@@ -64,7 +69,7 @@ def _fp32_twin(out: ov.Output, fp32: Optional[ov.Model]) -> Optional[np.ndarray]
             continue
         v = Graph.constant_value(twin.input_value(inp.get_index()))
         if v is not None and tuple(v.shape) == tuple(out.get_shape()):
-            return v.astype(out.get_element_type().to_dtype())
+            return float_value(out, v.astype(out.get_element_type().to_dtype()))
     return None
 
 
@@ -206,7 +211,7 @@ class Switchboard:
             self.reference = self._outputs(np.zeros(len(self.quantizers), bool))
         self.den = [sum(float((r[k].astype(np.float64) ** 2).sum()) for r in self.reference)
                     for k in range(self.n_outputs)]
-        self.runs = 0
+        self.runs = self.chunk_runs = 0
 
     @staticmethod
     def _build(q: ov.Model, fp32, batch: int) -> tuple:
@@ -229,18 +234,20 @@ class Switchboard:
             out.append((feed, real))
         return out
 
-    def _infer(self, request, config: np.ndarray, n_out: int) -> list:
-        """Per chunk, the first ``n_out`` outputs (real samples only) under switches ``config``."""
+    def _infer(self, request, config: np.ndarray, n_out: int, n_chunks: Optional[int] = None) -> list:
+        """Per chunk (the first ``n_chunks``, default all), the first ``n_out`` outputs (real samples
+        only) under switches ``config``."""
         switches = {self.n_inputs + i: np.array(bool(v)) for i, v in enumerate(config)}
         res = []
-        for feed, real in self.chunks:
+        for feed, real in self.chunks[:n_chunks]:
             r = request.infer({**feed, **switches})
             res.append([np.array(r[k])[:real] if self.batch > 1 else np.array(r[k]) for k in range(n_out)])
         return res
 
-    def _outputs(self, config: np.ndarray) -> list:
+    def _outputs(self, config: np.ndarray, n_chunks: Optional[int] = None) -> list:
         self.runs = getattr(self, "runs", 0) + 1
-        return self._infer(self.request, config, self.n_outputs)
+        self.chunk_runs = getattr(self, "chunk_runs", 0) + len(self.chunks[:n_chunks])
+        return self._infer(self.request, config, self.n_outputs, n_chunks)
 
     def _reference(self, model: ov.Model) -> dict:
         """Run all switches off with each activation quantizer's float input as an extra output: the
@@ -269,38 +276,17 @@ class Switchboard:
                     hists[i] = _merge([_hist(v, qz)])
         return hists
 
-    def errors(self, config: np.ndarray) -> list:
-        """Relative L2 error of each output under switches ``config`` (True: quantized)."""
-        outs = self._outputs(np.asarray(config, bool))
+    def errors(self, config: np.ndarray, n_chunks: Optional[int] = None) -> list:
+        """Relative L2 error of each output under switches ``config`` (True: quantized), on the samples
+        of the first ``n_chunks`` chunks (default: all)."""
+        outs = self._outputs(np.asarray(config, bool), n_chunks)
+        ref = self.reference[:len(outs)]
         rel = []
         for k in range(self.n_outputs):
-            num = sum(float(((o[k].astype(np.float64) - r[k]) ** 2).sum()) for o, r in zip(outs, self.reference))
-            rel.append((num / self.den[k]) ** 0.5 if self.den[k] > 0 else (0.0 if num == 0 else float("inf")))
+            den = self.den[k] if n_chunks is None else sum(float((r[k].astype(np.float64) ** 2).sum()) for r in ref)
+            num = sum(float(((o[k].astype(np.float64) - r[k]) ** 2).sum()) for o, r in zip(outs, ref))
+            rel.append((num / den) ** 0.5 if den > 0 else (0.0 if num == 0 else float("inf")))
         return rel
-
-
-def _edges(qz: dict) -> np.ndarray:
-    lo, hi = qz.get("low"), qz.get("high")
-    if lo is None or hi is None or not hi > lo:
-        lo, hi = -1.0, 1.0
-    span = hi - lo
-    return np.linspace(lo - 0.5 * span, hi + 0.5 * span, HIST_BINS + 1)
-
-
-def _hist(x: np.ndarray, qz: dict) -> tuple:
-    """(counts over the quantizer's range widened by half its span each side, below, above, min, max)."""
-    x = np.asarray(x, np.float64).ravel()
-    x = x[np.isfinite(x)]
-    e = _edges(qz)
-    counts, _ = np.histogram(x, e)
-    return (counts, int((x < e[0]).sum()), int((x > e[-1]).sum()),
-            float(x.min()) if x.size else 0.0, float(x.max()) if x.size else 0.0)
-
-
-def _merge(parts: list) -> dict:
-    counts = sum(p[0] for p in parts)
-    return {"counts": [int(c) for c in counts], "below": sum(p[1] for p in parts),
-            "above": sum(p[2] for p in parts), "min": min(p[3] for p in parts), "max": max(p[4] for p in parts)}
 
 
 def _output_names(model: ov.Model) -> list:
@@ -324,16 +310,42 @@ def fp32_pass_seconds(fp32: ov.Model, samples: Sequence, core: Optional[ov.Core]
     return time.perf_counter() - t0
 
 
-def analyze(board: Switchboard, names: Sequence[str]) -> dict:
-    """Each quantizer alone on, and all on: the sensitivity report (quantizers ranked by share)."""
+def _alone(board: Switchboard, i: int, n_chunks: Optional[int] = None) -> list:
+    cfg = np.zeros(len(board.quantizers), bool)
+    cfg[i] = True
+    return board.errors(cfg, n_chunks)
+
+
+def screened_errors(board: Switchboard, screen: bool = True) -> tuple:
+    """``E(only i on)`` per quantizer as ``[(rel per output, samples)]``, and how many were screened.
+    Screening (more than ``SCREEN_ABOVE`` quantizers and more than one chunk): every quantizer alone on
+    the first chunk only, then the fewest top-screened ones whose screened errors make up
+    ``SCREEN_COVER`` of the screened sum (at least ``SCREEN_KEEP``) again on all samples."""
+    n, chunks = len(board.quantizers), len(board.chunks)
+    if not screen or n <= SCREEN_ABOVE or chunks < 2:
+        return [(_alone(board, i), len(board.samples)) for i in range(n)], 0
+    first = board.chunks[0][1]
+    res = [(_alone(board, i, 1), first) for i in range(n)]
+    order = sorted(range(n), key=lambda i: -score(res[i][0]))
+    total, acc = sum(score(r) for r, _ in res), 0.0
+    for rank, i in enumerate(order):
+        if rank >= SCREEN_KEEP and acc >= SCREEN_COVER * total:
+            break
+        acc += score(res[i][0])
+        res[i] = (_alone(board, i), len(board.samples))
+    return res, n
+
+
+def analyze(board: Switchboard, names: Sequence[str], screen: bool = True) -> dict:
+    """Each quantizer alone on (screened, see :func:`screened_errors`), and all on: the sensitivity
+    report (quantizers ranked by share)."""
     n = len(board.quantizers)
     rows = []
-    for i, qz in enumerate(board.quantizers):
-        cfg = np.zeros(n, bool)
-        cfg[i] = True
-        rel = board.errors(cfg)
+    singles, n_screened = screened_errors(board, screen)
+    for qz, (rel, seen) in zip(board.quantizers, singles):
         rows.append({"name": qz["name"], "kind": qz["kind"], "levels": qz["levels"], "low": qz["low"],
-                     "high": qz["high"], "error": score(rel), "relative_l2": [round(r, 6) for r in rel]})
+                     "high": qz["high"], "error": score(rel), "relative_l2": [round(r, 6) for r in rel],
+                     "samples": seen})
     all_rel = board.errors(np.ones(n, bool))
     total = sum(r["error"] for r in rows)
     for i, r in enumerate(rows):
@@ -345,7 +357,8 @@ def analyze(board: Switchboard, names: Sequence[str]) -> dict:
     rows.sort(key=lambda r: -r["error"])
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
-    return {"samples": len(board.samples), "batch": board.batch, "n_quantizers": n,
+    return {"samples": len(board.samples), "batch": board.batch, "n_quantizers": n, "screened": n_screened,
+            "screen_samples": board.chunks[0][1] if n_screened else None,
             "error_all_quantized": score(all_rel), "sum_of_errors": total,
             "outputs": [{"output": nm, "relative_l2": round(r, 6)} for nm, r in zip(names, all_rel)],
             "quantizers": rows}
@@ -370,7 +383,7 @@ def analyze_sensitivity(fp32_model: Any, int8_model: Any, samples: Any, n: int =
     out = analyze(board, _output_names(q))
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["setup_seconds"] = round(t1 - t0, 3)   # building and compiling the switch model, the reference pass
-    out["inferences"] = (board.runs + 1) * len(board.chunks)
+    out["inferences"] = board.chunk_runs + len(board.chunks)
     out["configurations"] = board.runs + 1
     if timing:
         one = fp32_pass_seconds(fp32, rows, core)

@@ -9,6 +9,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 400
 
+ALLOWED_MODULES: set = set()
 ALLOWED_FUNCTIONS: set = set()
 
 

@@ -32,8 +32,8 @@ HOMONYMS = {
     ("statistics.py", "reduce_op", "mean"): "OpenVINO's ReduceMean, a reduction estimators share",
     ("graph.py", "is_nonnegative", "min"): "the attribute of OpenVINO's Clamp op",
     ("demo.py", "load_demo", "mean"): "a key of the shipped demo data file",
-    ("sensitivity.py", "_merge", "min"): "a key of the report's activation histogram",
-    ("sensitivity.py", "_merge", "max"): "a key of the report's activation histogram",
+    ("histogram.py", "_merge", "min"): "a key of the report's activation histogram",
+    ("histogram.py", "_merge", "max"): "a key of the report's activation histogram",
 }
 
 

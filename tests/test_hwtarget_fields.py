@@ -369,7 +369,20 @@ def test_float_rules_keep_the_nodes_they_name_in_float(acme):
 
 
 # ---- every field has its test -------------------------------------------------------------------------------
+def test_slow_int8_operations_keep_their_readers_in_float(acme):
+    m = models.aca_net()
+    samples = models.random_samples(m, 8, seed=5)
+    pipe = build_pipeline(None, pipeline=["MinMaxQuantization", "SlowInt8Check"],
+                          target_device=acme(slow_int8_operations=["MatMul"]))
+    q, report = pipe.run(m.clone(), samples)
+    e = report["algorithms"][-1]
+    assert e["kept_in_float"] == ["MatMul"] and e["n_kept_in_float"] == 2   # fc's input and weight FQs
+    assert not any(r.get_node().get_type_name() == "MatMul" for n in q.get_ordered_ops()
+                   if n.get_type_name() == "FakeQuantize" for r in n.output(0).get_target_inputs())
+
+
 FIELD_TESTS = {
+    "HardwareTarget.slow_int8_operations": test_slow_int8_operations_keep_their_readers_in_float,
     "HardwareTarget.name": test_name_selects_the_target_case_insensitively,
     "HardwareTarget.path": test_path_is_the_registered_file,
     "HardwareTarget.operations": test_operations_an_op_type_without_a_rule_stays_float,

@@ -221,3 +221,20 @@ def test_cli_report_html_goes_through_the_output_protocol(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert again.returncode == 0, again.stderr   # its own earlier page is replaced without --overwrite
     assert not [n for n in os.listdir(out) if n.startswith(".")]
+def test_smoothed_weights_get_their_rescaled_float_value():
+    """SmoothQuant stores W * s and divides the input by s: reverting every quantizer (compressed weights
+    back to float) must give the FP32 function, not the FP32 W behind a divided input."""
+    m = models.encoder_net()
+    samples = models.random_samples(m, 12, seed=4)
+    q, rep = ovquant.quantize_with_report(m, samples, subset_size=12, model_type="transformer")
+    assert "SmoothQuant" in rep["pipeline"]
+    found = find_quantizers(q, m)
+    assert any(z["kind"] == "int8 weights" for z in found)
+    back = q.clone()
+    revert(back, [z["name"] for z in found], m)
+    core = ov.Core()
+    rf, rb = (core.compile_model(x, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request() for x in (m, back))
+    feeds = [{i: v for i, v in enumerate(s if isinstance(s, (list, tuple)) else [s])} for s in samples[:4]]
+    ref = [np.array(rf.infer(f)[0], np.float64) for f in feeds]
+    got = [np.array(rb.infer(f)[0], np.float64) for f in feeds]
+    assert _rel_l2(ref, got) < 0.01      # was 0.91 with the FP32 W (scale estimated from int8 values)

@@ -29,8 +29,10 @@ class DefaultQuantization(Algorithm):
         ``first_layer_rounding`` (default off; it does something only where the target uses the saturation
         fix) appends FirstLayerRounding to the first stage; ``auto_activations_granularity: "auto"`` (the
         default, where ``activations.granularity`` is unset) appends ActivationGranularityChoice (a short
-        stage of its own); ``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm,
-        as POT does."""
+        stage of its own); ``skip_slow_int8`` (default: on, acting where the target is the CPU) then appends
+        SlowInt8Check, which times the model the steps before it made (which ops run in int8 does not change
+        after it); ``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm, as POT
+        does."""
         steps = cls.steps
         smooth = getattr(params, "use_smooth_quant", None)
         if smooth is None:
@@ -41,6 +43,8 @@ class DefaultQuantization(Algorithm):
             steps = steps + ("FirstLayerRounding",)
         if granularity_choice.enabled(params):
             steps = steps + ("ActivationGranularityChoice",)
+        if getattr(params, "skip_slow_int8", None) is not False:
+            steps = steps + ("SlowInt8Check",)
         if getattr(params, "use_layerwise_tuning", False):
             steps = steps + ("LayerwiseTuning",)
         return steps

@@ -98,6 +98,8 @@ class QuantizationParams(AlgorithmParams):
     first_layer_rounding: bool = False
     use_smooth_quant: Optional[bool] = None
     smooth_quant_alpha: Optional[float] = None
+    #: keep in float the ops whose int8 form is slower on the CPU (None: on where the target is the CPU)
+    skip_slow_int8: Optional[bool] = None
 
 
 def validate_quantization_params(p: QuantizationParams, path: str) -> None:

@@ -1,0 +1,161 @@
+"""SlowInt8Check (skip_slow_int8): op groups whose int8 form is slower than float on the CPU are kept
+in float, from the target file's slow_int8_operations or timed on the host."""
+import json
+import os
+import subprocess
+import sys
+from importlib.resources import files
+
+import numpy as np
+import openvino as ov
+import pytest
+
+import models
+import ovquant
+from ovquant import hookimpl, registry as plugins
+from ovquant.plugins.algorithms import slow_int8 as S
+
+ENV = {**os.environ, "OVQUANT_DISABLE_PLUGIN_AUTOLOAD": "1", "OVQUANT_CACHE_DIR": ""}
+
+
+def _fq_readers(model) -> dict:
+    """{FakeQuantize name: reader op types} of a quantized model."""
+    return {n.get_friendly_name(): S._reader_types(n.output(0)) for n in model.get_ordered_ops()
+            if n.get_type_name() == "FakeQuantize"}
+
+
+def _entry(report) -> dict:
+    return next(a for a in report["algorithms"] if a["name"] == "SlowInt8Check")
+
+
+def test_compare_and_pays_off_against_numpy():
+    times = {"int8": [2.0, 2.2, 1.9, 2.5, 2.1], "g": [1.5, 2.3, 1.6, 1.8, 1.7]}
+    r = S.compare(times, "g", "int8")
+    ratios = np.array(times["g"]) / np.array(times["int8"])
+    assert r["median"] == round(float(np.median(ratios)), 3)
+    assert r["min"] == round(float(ratios.min()), 3) and r["max"] == round(float(ratios.max()), 3)
+    assert r["of_minima"] == round(1.5 / 1.9, 3)
+    assert r["rounds_faster"] == 0.8          # 2.3 > 2.2 in round 2
+    assert S.pays_off(r)                       # median 0.8, minima 0.79, 4 of 5 rounds
+    assert not S.pays_off({**r, "rounds_faster": 0.6})
+    assert not S.pays_off({**r, "of_minima": 0.97})
+    assert not S.pays_off({**r, "median": 0.96})
+
+
+def test_native_int8_honours_the_onednn_cap(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert S.native_int8() == ""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    flags = set(open("/proc/cpuinfo").read().split())
+    assert (S.native_int8() != "") == bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def test_groups_are_the_reader_types():
+    m = models.aca_net()
+    q = ovquant.quantize(m, models.random_samples(m, 8), subset_size=8, skip_slow_int8=False)
+    groups = S.quantizer_groups(q)
+    assert set(groups) >= {"Convolution", "MatMul"}
+    readers = _fq_readers(q)
+    for g, names in groups.items():
+        assert all("+".join(sorted(readers[n])) == g for n in names)
+
+
+class _Target:
+    def __init__(self, path):
+        self.path = path
+
+    @hookimpl
+    def register_hw_targets(self, register):
+        register(self.path)
+
+
+@pytest.fixture
+def avx2_target(tmp_path):
+    data = json.loads((files("ovquant.hw_targets") / "cpu.json").read_text(encoding="utf-8"))
+    data.update(name="CPU_NO_VNNI_TEST", aliases=[], slow_int8_operations=["MatMul"])
+    p = tmp_path / "cpu_no_vnni.json"
+    p.write_text(json.dumps(data), encoding="utf-8")
+    name = plugins.register_plugin(_Target(p), name="test_no_vnni_target")
+    yield "CPU_NO_VNNI_TEST"
+    plugins.unregister_plugin(name)
+
+
+def test_target_file_keeps_its_listed_ops_in_float(avx2_target):
+    m = models.aca_net()
+    samples = models.random_samples(m, 8)
+    full = ovquant.quantize(m, samples, subset_size=8, skip_slow_int8=False)
+    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8, target_device=avx2_target)
+    e = _entry(rep)
+    assert e["how"].startswith("target file") and e["kept_in_float"] == ["MatMul"]
+    before, after = _fq_readers(full), _fq_readers(q)
+    assert any("MatMul" in r for r in before.values())
+    assert not any("MatMul" in r for r in after.values())
+    assert {n for n, r in before.items() if "MatMul" not in r} == set(after)   # the convolutions stay int8
+    from ovquant.inspect import quantizers
+
+    assert e["n_kept_in_float"] == len(quantizers(full)) - len(quantizers(q)) == 2   # fc's input and weights
+    off = ovquant.quantize(m, samples, subset_size=8, target_device=avx2_target, skip_slow_int8=False)
+    assert set(_fq_readers(off)) == set(before)
+
+
+def test_default_on_a_vnni_host_times_nothing_and_changes_nothing():
+    if not S.native_int8():
+        pytest.skip("this CPU has no VNNI: the default times the model")
+    m = models.aca_net()
+    samples = models.random_samples(m, 8)
+    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
+    assert "SlowInt8Check" in rep["pipeline"] and _entry(rep)["how"].startswith("not timed: this CPU has native")
+    off = ovquant.quantize(m, samples, subset_size=8, skip_slow_int8=False)
+    req = [ov.Core().compile_model(x, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+           for x in (q, off)]
+    assert np.array_equal(req[0].infer({0: samples[0]})[0], req[1].infer({0: samples[0]})[0])
+    _, rep_off = ovquant.quantize_with_report(m, samples, subset_size=8, skip_slow_int8=False)
+    assert "SlowInt8Check" not in rep_off["pipeline"]
+
+
+def test_forced_timing_reports_rounds_and_noise():
+    m = models.big_conv_net()
+    q, rep = ovquant.quantize_with_report(m, models.random_samples(m, 8), subset_size=8, skip_slow_int8=True)
+    e = _entry(rep)
+    assert e["how"].startswith("timed on this host") and e["rounds"] == S.ROUNDS
+    r = e["int8_over_fp32"]
+    assert r["min"] <= r["median"] <= r["max"] and 0 <= r["rounds_faster"] <= 1
+    assert e["check_seconds"] < 30
+    assert set(e["kept_in_float"]) <= set(e.get("float_over_int8", {}))   # only what was timed is kept
+
+
+def test_cli_option(tmp_path):
+    m = models.conv_net()
+    xml = tmp_path / "m.xml"
+    ov.save_model(m, str(xml), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", np.stack(models.random_samples(m, 16, seed=2)))
+    cmd = [sys.executable, "-m", "ovquant.cli", "quantize", "-m", str(xml), "--data", str(tmp_path / "d.npy"),
+           "--subset-size", "16", "--no-progress"]
+    on = subprocess.run(cmd + ["--skip-slow-int8", "-o", str(tmp_path / "on")], capture_output=True,
+                        text=True, env=ENV, timeout=300)
+    assert on.returncode == 0, on.stderr
+    assert "SlowInt8Check: " in on.stdout
+    rep = json.loads((tmp_path / "on" / "m.report.json").read_text())
+    assert _entry(rep)["how"].startswith("timed on this host")
+    off = subprocess.run(cmd + ["--no-skip-slow-int8", "-o", str(tmp_path / "off")], capture_output=True,
+                         text=True, env=ENV, timeout=300)
+    assert off.returncode == 0, off.stderr
+    assert "SlowInt8Check" not in json.loads((tmp_path / "off" / "m.report.json").read_text())["pipeline"]
+    bad = subprocess.run(cmd + ["--skip-slow-int8=maybe", "-o", str(tmp_path / "bad")], capture_output=True,
+                         text=True, env=ENV, timeout=60)
+    assert bad.returncode == 2 and "--skip-slow-int8" in bad.stderr
+
+
+def test_target_field_is_validated(tmp_path):
+    from ovquant.hwtarget import load_target
+
+    data = json.loads((files("ovquant.hw_targets") / "cpu.json").read_text(encoding="utf-8"))
+    data["slow_int8_operations"] = "MatMul"
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"t\.json: slow_int8_operations: expected a list of op types"):
+        load_target(p)
+    data["slow_int8_operations"] = ["MatMul"]
+    p.write_text(json.dumps(data), encoding="utf-8")
+    assert load_target(p).slow_int8_operations == ("MatMul",)
