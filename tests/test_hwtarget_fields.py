@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import models
-from ovquant import hookimpl, hwtarget, registry
+from target_package import TargetPackage
+from ovquant import hwtarget, registry
 from ovquant.api import build_pipeline
 from ovquant.errors import HardwareTargetError, PluginError
 from ovquant.graph import Graph
@@ -39,17 +40,6 @@ BASE = {
     },
     "agnostic_operations": ["MaxPool", "Concat"],
 }
-
-
-class TargetPackage:
-    """What a third-party package's plugin module does: register its target file."""
-
-    def __init__(self, path):
-        self.path = path
-
-    @hookimpl
-    def register_hw_targets(self, register):
-        register(self.path)
 
 
 @pytest.fixture

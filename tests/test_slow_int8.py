@@ -11,8 +11,9 @@ import openvino as ov
 import pytest
 
 import models
+from target_package import TargetPackage
 import ovquant
-from ovquant import hookimpl, registry as plugins
+from ovquant import registry as plugins
 from ovquant.plugins.algorithms import slow_int8 as S
 
 ENV = {**os.environ, "OVQUANT_DISABLE_PLUGIN_AUTOLOAD": "1", "OVQUANT_CACHE_DIR": ""}
@@ -61,22 +62,13 @@ def test_groups_are_the_reader_types():
         assert all("+".join(sorted(readers[n])) == g for n in names)
 
 
-class _Target:
-    def __init__(self, path):
-        self.path = path
-
-    @hookimpl
-    def register_hw_targets(self, register):
-        register(self.path)
-
-
 @pytest.fixture
 def avx2_target(tmp_path):
     data = json.loads((files("ovquant.hw_targets") / "cpu.json").read_text(encoding="utf-8"))
     data.update(name="CPU_NO_VNNI_TEST", aliases=[], slow_int8_operations=["MatMul"])
     p = tmp_path / "cpu_no_vnni.json"
     p.write_text(json.dumps(data), encoding="utf-8")
-    name = plugins.register_plugin(_Target(p), name="test_no_vnni_target")
+    name = plugins.register_plugin(TargetPackage(p), name="test_no_vnni_target")
     yield "CPU_NO_VNNI_TEST"
     plugins.unregister_plugin(name)
 
