@@ -568,7 +568,9 @@ def test_the_example_config_gives_the_weight_grid_as_estimator_params(plugin):
     from ovquant.config import load_config
     from ovquant.plugins.algorithms.params import border_plugin_params
 
-    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(example.__file__)), "imagenet_lite0.json"))
+    # the config ships beside the package in the repository (not inside it): read it from the checkout
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                                   "ovquant-example-plugin", "imagenet_lite0.json"))
     border = cfg.compression.algorithms[0].params.weights.range_estimator.max
     assert border.type == "mse_range"
     assert border_plugin_params(border, "max") == {"params": {"signed_levels": (-7, 7), "unsigned_levels": (0, 15)}}
