@@ -29,6 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from benchmarks.zoo import cases as Z  # noqa: E402
+from benchmarks.zoo.common import emit, zoo_dir  # noqa: E402
 
 LABELED = ["ocr-common", "ocr-common-old", "imagenet-lite0", "fashion-cnn", "minilm"]
 
@@ -42,7 +43,7 @@ def isa() -> str:
 
 
 def zoo() -> str:
-    return os.environ.get("OVQUANT_ZOO", os.path.expanduser("~/.cache/ovquant-zoo"))
+    return zoo_dir()
 
 
 def rows_of(model, path: str, skip: int = 0, n=None) -> list:
@@ -168,11 +169,7 @@ def main(argv=None) -> int:
             fn = {"control": lambda c: control(c, a.max_drop), "sensitivity": sensitivity,
                   "output-error": lambda c: output_error_part(c, a.bound)}[part]
             row = {"case": case, "part": part, "isa": isa(), **fn(case)}
-            line = json.dumps(row)
-            print(line, flush=True)
-            if a.out:
-                with open(a.out, "a") as f:
-                    f.write(line + "\n")
+            emit(json.dumps(row), a.out)
     return 0
 
 

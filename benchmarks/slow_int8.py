@@ -25,7 +25,10 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ZOO = os.environ.get("OVQUANT_ZOO", os.path.expanduser("~/.cache/ovquant-zoo"))
+sys.path.insert(0, os.path.dirname(HERE))
+from benchmarks.zoo.common import emit, zoo_dir  # noqa: E402
+
+ZOO = zoo_dir()
 CFG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 
 
@@ -153,10 +156,7 @@ def main(argv=None) -> int:
                                 a.requantize], capture_output=True, text=True, env=env)
             line = p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout.strip() else \
                 json.dumps({"case": case, "isa": isa, "error": (p.stderr.strip().splitlines() or ["?"])[-1][:300]})
-            print(line, flush=True)
-            if a.out:
-                with open(a.out, "a") as f:
-                    f.write(line + "\n")
+            emit(line, a.out)
     return 0
 
 

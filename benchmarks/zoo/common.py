@@ -41,3 +41,11 @@ def write_json(path: str, obj) -> None:
 def read_json(path: str):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def emit(line: str, out=None) -> None:
+    """Print one JSON line and append it to ``out`` (a .jsonl file) when given."""
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
