@@ -38,6 +38,22 @@ def _captured_stderr():
             lines.extend(l.strip() for l in buf.read().decode("utf-8", "replace").splitlines() if l.strip())
 
 
+@contextlib.contextmanager
+def _without_telemetry():
+    """``openvino.convert_model`` sends usage telemetry from a child process (unless the machine opted out),
+    which waits on the network and, offline, prints a traceback; OpenVINO's telemetry package skips it when
+    ``CI=true``, so the variable is set while a framework file converts."""
+    old = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = old
+
+
 def _first_line(exc: BaseException, logs=()) -> str:
     lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
     useful = [l for l in lines if "Exception from" not in l and not l.startswith("Check ")]
@@ -79,7 +95,9 @@ def read_model(path: str, weights: Optional[str] = None, core: Optional[ov.Core]
             if suffix == ".xml":
                 core = core or ov.Core()
                 return core.read_model(path, weights) if weights else core.read_model(path)
-            return _as_ir(ov.convert_model(path))
+            with _without_telemetry():
+                converted = ov.convert_model(path)
+            return _as_ir(converted)
         except Exception as exc:
             error = exc
     raise ModelError(f"{path}: cannot read the model: {_first_line(error, logs)}") from None

@@ -369,3 +369,18 @@ def test_a_second_ctrl_c_does_not_break_the_clean_exit(tmp_path):
     assert p.returncode == 130, (p.returncode, err)
     assert err.splitlines() == ["ovquant: interrupted"], err
     assert not (tmp_path / "o").exists()
+
+
+def test_reading_a_framework_file_sends_no_telemetry(tmp_path):
+    """openvino.convert_model would send usage telemetry (a child process that waits on the network and,
+    offline, prints a traceback); ovquant's read_model converts without it, CI variable or not."""
+    pytest.importorskip("openvino_telemetry")
+    tflite_model.write_tflite_cnn(str(tmp_path / "cnn.tflite"))
+    code = ("import os, openvino_telemetry as t; from ovquant.io import read_model\n"
+            f"read_model({str(tmp_path / 'cnn.tflite')!r})\n"
+            "print(t.Telemetry().consent, os.environ.get('CI'))")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["HOME"] = str(tmp_path)     # no opt-out file of this machine's user
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["False", "None"], p.stdout     # nothing sent, and the caller's CI left unset
