@@ -39,10 +39,9 @@ def _cmd_plugins(args) -> int:
     from .registry import KINDS, get_registry
 
     reg = get_registry()
-    titles = {"algorithms": "Algorithms", "estimators": "Range estimators",
-              "statistics": "Statistics for algorithms",
-              "aggregators": "Aggregators", "hw_targets": "Hardware targets"}
-    for kind in ("algorithms", "estimators", "statistics", "aggregators", "hw_targets"):
+    titles = {"algorithms": "Algorithms", "estimators": "Range estimators", "statistics": "Statistics for algorithms",
+              "aggregators": "Aggregators", "hw_targets": "Hardware targets", "placement_rules": "Placement rules"}
+    for kind in titles:
         print(f"{titles[kind]}:")
         source = "estimators" if kind == "statistics" else kind
         entries = sorted(reg.entries[source].values(), key=lambda e: e.name.lower())

@@ -67,6 +67,17 @@ def register_hw_targets(register):
     """
 
 
+@hookspec
+def register_placement_rules(register):
+    """Register placement rules: ``register(rule)``.
+
+    ``rule`` is a callable with a unique ``name``: ``rule(graph) -> {node name: reason}`` on an
+    :class:`ovquant.graph.Graph`. The nodes a rule names stay in float where quantizers are placed: they get
+    no quantizer on their inputs or weights, and quantizers do not move up through them (docs/hw_targets.md,
+    "Nodes left in float"). The report lists each such node with its reason.
+    """
+
+
 # ---- pipeline events -----------------------------------------------------------------------------
 # Each event hook gets its payload (an attrs class of ovquant.events) as ``event`` and the payload's
 # fields as keyword arguments; an implementation takes any subset of them. Order within a run: per

@@ -26,7 +26,7 @@ from .errors import OVQuantError, PluginError
 ENTRY_POINT_GROUP = "ovquant"
 DISABLE_AUTOLOAD_ENV = "OVQUANT_DISABLE_PLUGIN_AUTOLOAD"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
-KINDS = ("estimators", "aggregators", "algorithms", "hw_targets")
+KINDS = ("estimators", "aggregators", "algorithms", "hw_targets", "placement_rules")
 
 _lock = threading.RLock()
 _pm: Optional[pluggy.PluginManager] = None

@@ -6,6 +6,7 @@ import openvino.opset13 as ops
 import pytest
 
 import models
+from ovquant import hookimpl, registry
 from ovquant.api import quantize_with_report
 from ovquant.graph import Graph
 from ovquant.plugins.algorithms import fragile_ops
@@ -116,7 +117,7 @@ def test_protection_costs_no_accuracy(build, monkeypatch):
     m = build()
     samples = models.random_samples(m, 16, seed=1)
     with_rules = run(m, quantize_with_report(m, samples)[0], samples[:8])
-    monkeypatch.setattr(fragile_ops, "RULES", [])
+    monkeypatch.setattr(fragile_ops, "registered_rules", lambda: [])
     without = run(m, quantize_with_report(m, samples)[0], samples[:8])
     assert with_rules <= without + 1e-6
     if build in (attention_net, rope_net):
@@ -144,3 +145,36 @@ def test_se_rule_needs_the_gate_to_multiply_the_pooled_tensor():
     other = ops.relu(x, name="other")
     y = ops.multiply(other, s, name="mul")   # gates a different tensor than the one pooled
     assert fragile_ops.se_block(Graph(ov.Model([ops.result(y)], [x]))) == {}
+
+
+class FirstConvRule:
+    """A third-party package's placement rule, registered through the hook: the model's first
+    convolution stays in float."""
+
+    @staticmethod
+    def first_conv(graph):
+        convs = [n.get_friendly_name() for n in graph.model.get_ordered_ops() if n.get_type_name() == "Convolution"]
+        return {convs[0]: "first_conv"} if convs else {}
+
+    @hookimpl
+    def register_placement_rules(self, register):
+        rule = FirstConvRule.first_conv
+        rule.name = "first_conv"
+        register(rule)
+
+
+def test_a_registered_placement_rule_keeps_its_nodes_in_float():
+    m = models.conv_net()
+    samples = models.random_samples(m, 16, seed=1)
+    first = next(n.get_friendly_name() for n in m.get_ordered_ops() if n.get_type_name() == "Convolution")
+    assert any(n == first for n, _ in quantized_inputs(quantize_with_report(m, samples)[0]))
+    name = registry.register_plugin(FirstConvRule(), name="first-conv-rule (test)")
+    try:
+        assert "first_conv" in registry.get_registry().names("placement_rules")
+        q, report = quantize_with_report(m, samples)
+    finally:
+        registry.unregister_plugin(name)
+    (mm,) = [a for a in report["algorithms"] if a["name"] == "MinMaxQuantization"]
+    assert mm["protected"] == {first: "first_conv"}
+    qi = quantized_inputs(q)
+    assert not any(n == first for n, _ in qi) and qi, qi     # that conv in float, the rest still quantized

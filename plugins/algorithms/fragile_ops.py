@@ -1,8 +1,9 @@
 """Placement rules that leave fragile ops in float, as NNCF's ignored patterns do.
 
-Each rule maps a graph to ``{node name: rule name}``; :func:`protected` runs every rule in ``RULES``
-(a user or a plugin can add to it or remove from it) and MinMaxQuantization leaves the nodes it returns
-in float (they get no FakeQuantize on their inputs or weights, and quantizers do not move through them):
+Each rule maps a graph to ``{node name: rule name}`` and is registered through the
+``register_placement_rules`` hook (this module registers the four below, a third-party package adds its
+own the same way); :func:`protected` runs every registered rule and MinMaxQuantization leaves the nodes
+they return in float (they get no FakeQuantize on their inputs or weights, and quantizers do not move through them):
 
 * ``se_block``: a Squeeze-and-Excitation branch, ``ReduceMean -> linear (+ bias) -> ReLU/PReLU/Swish ->
   linear (+ bias) -> Sigmoid/HSigmoid -> Multiply`` with the tensor the ReduceMean read. The two linear
@@ -16,9 +17,9 @@ in float (they get no FakeQuantize on their inputs or weights, and quantizers do
 * ``constant_subgraph``: ops whose every input is a constant or another such op (they fold away when
   the model is compiled; a FakeQuantize there adds error and speeds up nothing).
 """
-import attrs
-
+from ovquant import hookimpl
 from ovquant.graph import Graph
+from ovquant.registry import get_registry
 
 LINEAR = ("Convolution", "GroupConvolution", "MatMul")
 SE_ACTIVATIONS = ("Relu", "PRelu", "Swish", "HSwish")
@@ -111,25 +112,27 @@ TRANSFORMER_IGNORED_TYPES = ("Add", "Subtract", "Multiply", "Divide", "Power", "
                              "Softmax")
 
 
-#: the rules :func:`protected` runs, in order
+#: the built-in rules, registered in this order
 RULES = [se_block, attention_output, rope, constant_subgraph]
+for _rule in RULES:
+    _rule.name = _rule.__name__
+
+
+@hookimpl
+def register_placement_rules(register):
+    for rule in RULES:
+        register(rule)
+
+
+def registered_rules() -> list:
+    """Every registered placement rule, in registration order (the built-ins first)."""
+    return [e.obj for e in get_registry().entries["placement_rules"].values()]
 
 
 def protected(graph: Graph, rules=None) -> dict:
     """``{node name: rule}`` for every node a rule leaves in float."""
     out = {}
-    for rule in (RULES if rules is None else rules):
+    for rule in (registered_rules() if rules is None else rules):
         for name, why in rule(graph).items():
             out.setdefault(name, why)
     return out
-
-
-def with_protected(graph: Graph, params):
-    """``(params with the protected nodes added to ignored.scope, {node: rule})``; ``params`` unchanged
-    when nothing is protected or the model is skipped."""
-    found = protected(graph)
-    ign = params.ignored
-    new = sorted(n for n in found if n not in set(ign.scope))
-    if not new or ign.skip_model:
-        return params, found
-    return attrs.evolve(params, ignored=attrs.evolve(ign, scope=list(ign.scope) + new)), found

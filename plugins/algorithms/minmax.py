@@ -27,6 +27,7 @@ abs_max/mean; asymmetric per tensor: min/mean and max/mean; per channel: min/min
 ``range_estimator.preset: quantile`` uses quantile (abs_quantile for a symmetric max) with outlier_prob
 1e-4. Unified-scale groups (Concat inputs) share the min of their mins and the max of their maxes.
 """
+import functools
 import warnings
 
 import numpy as np
@@ -136,9 +137,10 @@ class MinMaxQuantization(Algorithm):
         if normalize_model_type(self.params.model_type) == "transformer":
             extra = TRANSFORMER_IGNORED_TYPES
         pinned = {(t.node, t.port) for t in self.context.transforms.announced}
-        params, self.protected = fragile_ops.with_protected(graph, self.params)   # fragile ops stay float
-        qs, ignored, unmatched = find_quantizers(graph, self.context.target, params, extra,
-                                                 symmetric_act_matmul=bool(extra), pinned=pinned)
+        self.protected = {} if self.params.ignored.skip_model else fragile_ops.protected(graph)
+        find = functools.partial(find_quantizers, float_rules=[lambda g, t: self.protected])   # fragile ops stay float
+        qs, ignored, unmatched = find(graph, self.context.target, self.params, extra,
+                                      symmetric_act_matmul=bool(extra), pinned=pinned)
         check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
         n_fq = len(graph.find(types="FakeQuantize"))
         if n_fq:
@@ -150,7 +152,7 @@ class MinMaxQuantization(Algorithm):
             warnings.warn(f"the model has no op that target {self.context.target.name} quantizes; "
                           "it is saved unchanged", stacklevel=4)
         self.quantizers, self.ignored = qs, ignored
-        self.free = granularity_choice.free_quantizers(self, graph, params, find_quantizers, extra, pinned)
+        self.free = granularity_choice.free_quantizers(self, graph, self.params, find, extra, pinned)
         return qs
 
     def _act_stats(self, q) -> dict:
