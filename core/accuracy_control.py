@@ -59,8 +59,8 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
     """Put the quantizers named in ``names`` back to float, in place; returns the names reverted."""
     import openvino.opset13 as ops
 
-    wanted, done = set(names), []
     found = find_quantizers(model, fp32)
+    wanted, done = _with_sequence_peers(found, set(names)), []
     gone = {q["name"] for q in found if q["name"] in wanted}
     for e in bias_edits(model, fp32, found):   # a layer with no quantizer left gets its FP32 bias back
         if all(found[i]["name"] in gone for i in e["owners"]):
@@ -75,6 +75,26 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
             r.replace_source_output(alt)
         done.append(qz["name"])
     return done
+
+
+#: recurrent sequence ops whose weights the CPU plugin takes as constants only while the op is quantized
+SEQUENCE_OPS = ("LSTMSequence", "GRUSequence", "RNNSequence")
+
+
+def _with_sequence_peers(found: list, wanted: set) -> set:
+    """``wanted`` plus every other quantizer read by a recurrent sequence op that one of them feeds: such
+    an op goes back to float whole (with some of its inputs in float and its int8 weights kept, the CPU
+    plugin refuses the model: "LSTMSequence ... expects Constant for port 4")."""
+    readers: dict = {}
+    for qz in found:
+        for r in qz["quantized"].get_target_inputs():
+            if r.get_node().get_type_name() in SEQUENCE_OPS:
+                readers.setdefault(r.get_node().get_friendly_name(), set()).add(qz["name"])
+    out = set(wanted)
+    for names in readers.values():
+        if names & out:
+            out |= names
+    return out
 
 
 def ranked_config(board, ranking: Sequence[str], k: int) -> np.ndarray:

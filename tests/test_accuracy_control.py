@@ -142,3 +142,39 @@ def test_pot_config_file_on_the_cli(task, tmp_path):
                           str(tmp_path / "o2")], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 2 and "compression.algorithms[0].params.metric" in bad.stderr
     assert bad.stderr.strip().count("\n") == 0
+
+
+def _lstm_net(seed=0, t=6, i=8, h=16):
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, t, i], np.float32, name="x")
+    pre = ops.relu(ops.matmul(x, ops.constant(rng.normal(0, 0.3, (i, i)).astype(np.float32)), False, False), name="pre")
+    h0 = ops.constant(np.zeros((1, 1, h), np.float32))
+    c0 = ops.constant(np.zeros((1, 1, h), np.float32))
+    lens = ops.constant(np.array([t], np.int32))
+    w = ops.constant(rng.normal(0, 0.3, (1, 4 * h, i)).astype(np.float32))
+    r = ops.constant(rng.normal(0, 0.3, (1, 4 * h, h)).astype(np.float32))
+    b = ops.constant(rng.normal(0, 0.1, (1, 4 * h)).astype(np.float32))
+    seq = ops.lstm_sequence(pre, h0, c0, lens, w, r, b, h, "forward", name="lstm")
+    y = ops.matmul(ops.squeeze(seq.output(0), ops.constant(np.array([1], np.int64))),
+                   ops.constant(rng.normal(0, 0.3, (h, 4)).astype(np.float32)), False, False, name="head")
+    return ov.Model([ops.result(y)], [x])
+
+
+def test_reverting_one_quantizer_of_a_recurrent_op_reverts_them_all_and_the_model_compiles():
+    """The CPU plugin refuses an LSTMSequence whose weights stay int8 while one of its inputs went back
+    to float; revert puts such an op back to float whole."""
+    from ovquant.accuracy_control import find_quantizers, revert
+
+    m = _lstm_net()
+    rng = np.random.default_rng(1)
+    q = ovquant.quantize(m.clone(), [{"x": rng.normal(0, 1, (1, 6, 8)).astype(np.float32)} for _ in range(16)])
+    found = find_quantizers(q, m)
+    on_lstm = {qz["name"] for qz in found
+               if any(r.get_node().get_friendly_name() == "lstm" for r in qz["quantized"].get_target_inputs())}
+    assert len(on_lstm) >= 2, on_lstm            # the LSTM's input and its weights are quantized
+    first = sorted(on_lstm)[0]
+    done = revert(q, [first], m)
+    assert set(done) == on_lstm, (done, on_lstm)
+    ov.Core().compile_model(q, "CPU")            # raises if the plugin refuses it
+    lstm = next(op for op in q.get_ops() if op.get_friendly_name() == "lstm")
+    assert all(lstm.input_value(p).get_node().get_type_name() == "Constant" for p in (4, 5))
