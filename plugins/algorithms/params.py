@@ -98,7 +98,7 @@ class QuantizationParams(AlgorithmParams):
     bias_correction_form: str = "fast"
     auto_activations_granularity: str = "auto"
     #: "auto": ActivationRangeChoice picks each activation's clipping range and sign; "no": MinMax's ranges
-    activation_range_choice: str = "auto"
+    activation_range_choice: str = "no"
     first_layer_rounding: bool = False
     use_smooth_quant: Optional[bool] = None
     smooth_quant_alpha: Optional[float] = None

@@ -59,7 +59,7 @@ MIN_GAIN = 0.02
 
 def enabled(params) -> bool:
     """Whether the config leaves the activations' clipping ranges to the measured choice."""
-    return getattr(params, "activation_range_choice", "auto") == "auto"
+    return getattr(params, "activation_range_choice", "no") == "auto"
 
 
 def record(minmax, graph: Graph) -> None:
