@@ -230,9 +230,14 @@ class Engine:
         if missing:
             n, n_req, reductions = self._infer(model, missing, estimators, aggs, samples, subset_size, n_expected,
                                                stage, store)
+        if stage == 1:
+            self._warned = set()   # a run's later stages do not repeat the first stage's warnings
         if self.nonfinite:
-            names = ", ".join(sorted({str(t) for t in self.nonfinite}))
-            warnings.warn(f"NaN or Inf in the activations of node(s) {names}; their ranges ignore non-finite values")
+            new = sorted({str(t) for t in self.nonfinite} - getattr(self, "_warned", set()))
+            if new:
+                warnings.warn(f"NaN or Inf in the activations of node(s) {', '.join(new)}; their ranges ignore "
+                              "non-finite values")
+            self._warned = getattr(self, "_warned", set()) | set(new)
             redo = {k: v for k, v in missing.items() if k[0] in self.nonfinite}
             if redo and self.inplace_statistics:   # in-graph reductions do not skip NaN/Inf: redo in numpy
                 for stats_ in redo.values():
@@ -251,7 +256,8 @@ class Engine:
                     _update(aggs[st], st, rows)
         if n == 0:
             raise DataError("the calibration dataset is empty")
-        warn_short(n, subset_size)
+        if stage == 1:
+            warn_short(n, subset_size)
         out = {}
         for st, agg in aggs.items():
             out[st] = _result(agg, st)

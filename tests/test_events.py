@@ -109,8 +109,9 @@ def _run_cli(site, tmp_path, *extra):
         np.save(tmp_path / "d.npy", np.stack(random_samples(model, N_SAMPLES)))
     cfg = {"model": {"model_name": "m", "model": str(tmp_path / "m.xml")},
            "engine": {"type": "simplified", "data_source": str(tmp_path / "d.npy")},
-           "compression": {"algorithms": [{"name": "DefaultQuantization", "params": {"stat_subset_size": 4}},
-                                          {"name": "ProbeNoop"}]}}
+           "compression": {"algorithms": [{"name": "DefaultQuantization", "params": {"stat_subset_size": 4,
+                                                                                    "activation_range_choice": "no"}},
+                                          {"name": "ProbeNoop"}]}}   # one stage
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     env = {k: v for k, v in os.environ.items() if k != "OVQUANT_DISABLE_PLUGIN_AUTOLOAD"}
     env.update(PYTHONPATH=os.pathsep.join([str(site)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),

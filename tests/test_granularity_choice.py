@@ -78,7 +78,7 @@ def fq_range(fq):
 def test_choice_matches_numpy_reference(make, expect):
     m = depthwise_net()
     samples = make(HELD_BACK + 96, seed=3)
-    q, report = quantize_with_report(m, samples, subset_size=len(samples))
+    q, report = quantize_with_report(m, samples, subset_size=len(samples), activation_range_choice="no")
     (entry,) = [a for a in report["algorithms"] if a["name"] == "ActivationGranularityChoice"]
     (choice,) = entry["choices"]
     s_pt, s_pc = reference_choice(m, samples)
@@ -103,16 +103,18 @@ def test_config_that_fixes_the_granularity_is_obeyed():
     m = depthwise_net()
     samples = samples_scaled(HELD_BACK + 96, seed=3)
     for auto in ("pertensor", "perchannel"):
-        _, report = quantize_with_report(m, samples, subset_size=len(samples), auto_activations_granularity=auto)
+        _, report = quantize_with_report(m, samples, subset_size=len(samples), activation_range_choice="no",
+                                         auto_activations_granularity=auto)
         assert "ActivationGranularityChoice" not in [a["name"] for a in report["algorithms"]]
-    _, report = quantize_with_report(m, samples, subset_size=len(samples), activations={"granularity": "pertensor"})
+    _, report = quantize_with_report(m, samples, subset_size=len(samples), activation_range_choice="no",
+                                     activations={"granularity": "pertensor"})
     assert "ActivationGranularityChoice" not in [a["name"] for a in report["algorithms"]]
 
 
 def test_too_few_samples_leave_the_quantizer_per_tensor():
     m = depthwise_net()
     samples = samples_scaled(HELD_BACK // 2, seed=3)
-    q, report = quantize_with_report(m, samples, subset_size=len(samples))
+    q, report = quantize_with_report(m, samples, subset_size=len(samples), activation_range_choice="no")
     (entry,) = [a for a in report["algorithms"] if a["name"] == "ActivationGranularityChoice"]
     assert entry["n_scored"] == 0
     fq = next(n for n in q.get_ordered_ops() if n.get_type_name() == "FakeQuantize")

@@ -372,8 +372,8 @@ def test_first_layer_rounding_in_default_quantization():
     saturation_fix "no", it is left out."""
     m = models.conv_net()
     cal, held = models.random_samples(m, 32, seed=1), models.random_samples(m, 24, seed=2)
-    q0, r0 = build_pipeline(None).run(m.clone(), cal)
-    q1, r1 = build_pipeline(None, first_layer_rounding=True).run(m.clone(), cal)
+    q0, r0 = build_pipeline(None, activation_range_choice="no").run(m.clone(), cal)   # the rounding alone
+    q1, r1 = build_pipeline(None, first_layer_rounding=True, activation_range_choice="no").run(m.clone(), cal)
     assert "FirstLayerRounding" not in [a["name"] for a in r0["algorithms"]]
     (rep,) = [a for a in r1["algorithms"] if a["name"] == "FirstLayerRounding"]
     assert [a["name"] for a in r1["algorithms"]][-3:] == ["FirstLayerRounding", "ActivationGranularityChoice", "SlowInt8Check"]

@@ -9,7 +9,7 @@ from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
 from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
-from . import granularity_choice
+from . import granularity_choice, range_choice
 
 from .fast_bias_correction import FastBiasCorrection
 
@@ -29,7 +29,8 @@ class DefaultQuantization(Algorithm):
         ``first_layer_rounding`` (default off; it does something only where the target uses the saturation
         fix) appends FirstLayerRounding to the first stage; ``auto_activations_granularity: "auto"`` (the
         default, where ``activations.granularity`` is unset) appends ActivationGranularityChoice (a short
-        stage of its own); ``skip_slow_int8`` (default: on, acting where the target is the CPU) then appends
+        stage of its own); ``activation_range_choice: "auto"`` (default "no") appends ActivationRangeChoice to
+        that stage (ActivationGranularityChoice then opens it also where the granularity is fixed); ``skip_slow_int8`` (default: on, acting where the target is the CPU) then appends
         SlowInt8Check, which times the model the steps before it made (which ops run in int8 does not change
         after it); ``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm, as POT
         does."""
@@ -41,8 +42,10 @@ class DefaultQuantization(Algorithm):
             steps = ("SmoothQuant",) + steps
         if getattr(params, "first_layer_rounding", False) and getattr(params, "saturation_fix", "first_layer") != "no":
             steps = steps + ("FirstLayerRounding",)
-        if granularity_choice.enabled(params):
-            steps = steps + ("ActivationGranularityChoice",)
+        if granularity_choice.enabled(params) or range_choice.enabled(params):
+            steps = steps + ("ActivationGranularityChoice",)   # opens the choice stage (scores nothing if fixed)
+        if range_choice.enabled(params):
+            steps = steps + ("ActivationRangeChoice",)
         if getattr(params, "skip_slow_int8", None) is not False:
             steps = steps + ("SlowInt8Check",)
         if getattr(params, "use_layerwise_tuning", False):

@@ -5,6 +5,8 @@ theirs. Each key is read by these algorithms (the others ignore it):
 
 * MinMaxQuantization: ``preset``, ``ignored``, ``weights``, ``activations``, ``range_estimator``,
   ``saturation_fix``, ``auto_activations_granularity``, ``inplace_statistics``;
+* ActivationGranularityChoice, ActivationRangeChoice: ``auto_activations_granularity``,
+  ``activation_range_choice`` (DefaultQuantization appends them);
 * ActivationChannelAlignment: ``ignored``;
 * FastBiasCorrection: ``threshold``, ``apply_for_all_nodes``, ``use_fast_bias``, ``bias_correction_form``;
 * SmoothQuant: ``use_smooth_quant``, ``smooth_quant_alpha``;
@@ -95,6 +97,8 @@ class QuantizationParams(AlgorithmParams):
     use_fast_bias: bool = True
     bias_correction_form: str = "fast"
     auto_activations_granularity: str = "auto"
+    #: "auto": ActivationRangeChoice picks each activation's clipping range and sign; "no": MinMax's ranges
+    activation_range_choice: str = "no"
     first_layer_rounding: bool = False
     use_smooth_quant: Optional[bool] = None
     smooth_quant_alpha: Optional[float] = None
@@ -109,6 +113,7 @@ def validate_quantization_params(p: QuantizationParams, path: str) -> None:
     _choice(f"{path}.bias_correction_form", p.bias_correction_form, BIAS_CORRECTION_FORMS, "bias correction form")
     _choice(f"{path}.auto_activations_granularity", p.auto_activations_granularity, GRANULARITIES + ("auto",),
             "granularity")
+    _choice(f"{path}.activation_range_choice", p.activation_range_choice, ("auto", "no"), "range choice")
     if p.smooth_quant_alpha is not None and not 0 <= p.smooth_quant_alpha <= 1:
         _bad(f"{path}.smooth_quant_alpha", f"must be in [0, 1], got {p.smooth_quant_alpha}")
     if p.threshold is not None and not p.threshold > 0:

@@ -21,7 +21,9 @@ class FqChannelErrorEstimator(Estimator):
     stride-2 grids of convolutions).
 
     In graph: one StridedSlice, then per candidate the FakeQuantize written out (Maximum, Minimum,
-    Subtract, Multiply, Round half to even as numpy rounds, Multiply, Add), Subtract, Multiply, ReduceMean.
+    Subtract, Multiply, Round half to even as numpy rounds, Multiply, Add), Subtract, Multiply, ReduceMean;
+    where every candidate is per tensor, those ops once, on the tensor reshaped to ``[B, C, P, 1]`` against
+    borders of shape ``[K]`` (broadcast), then ReduceMean over ``P``.
     """
 
     name = "fq_channel_error"
@@ -81,6 +83,10 @@ class FqChannelErrorEstimator(Estimator):
                                            [0] * rank, [0] * rank).output(0)
         elif self.max_positions is not None:
             return None
+        ax = self.axis % rank
+        if all(len(v) == 1 for v in self.lows + self.highs) and len(self.lows) > 1 and \
+                sorted(axes or ()) == [a for a in range(1, rank) if a != ax]:
+            return self._graph_per_tensor(output, rank, ax)
         errs = []
         for lo, hi in zip(self.lows, self.highs):
             lo, hi = self._border(lo, rank), self._border(hi, rank)
@@ -98,6 +104,22 @@ class FqChannelErrorEstimator(Estimator):
                 e = ops.reduce_mean(e, np.array(axes, np.int64), keep_dims=False)
             errs.append(ops.unsqueeze(e, np.array([-1], np.int64)))
         return (ops.concat(errs, -1) if len(errs) > 1 else errs[0]).output(0)
+
+    def _graph_per_tensor(self, output, rank: int, ax: int):
+        """Every candidate per tensor: the tensor as ``[B, C, P, 1]`` against borders of shape ``[K]``, one
+        broadcast FakeQuantize (written out as above) for all candidates, mean over ``P``: ``[B, C, K]``."""
+        i64 = lambda v: ops.constant(np.array(v, np.int64))
+        if ax != 1:
+            output = ops.transpose(output, i64([0, ax] + [a for a in range(1, rank) if a != ax])).output(0)
+        x = ops.unsqueeze(ops.reshape(output, i64([0, 0, -1]), True), i64([-1]))
+        lo = np.array([v[0] for v in self.lows], np.float64)
+        hi = np.array([v[0] for v in self.highs], np.float64)
+        step = np.where(hi > lo, hi - lo, 1.0) / (self.levels - 1)
+        f32 = lambda v: ops.constant(np.asarray(v, np.float32))
+        c = ops.minimum(ops.maximum(x, f32(np.minimum(lo, hi))), f32(np.maximum(lo, hi)))
+        r = ops.round(ops.multiply(ops.subtract(c, f32(lo)), f32(1.0 / step)), "half_to_even")
+        d = ops.subtract(ops.add(ops.multiply(r, f32(step)), f32(lo)), x)
+        return ops.reduce_mean(ops.multiply(d, d), i64([2]), keep_dims=False).output(0)
 
 
 @hookimpl

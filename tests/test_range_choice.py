@@ -1,0 +1,105 @@
+"""ActivationRangeChoice (clipping range and sign per activation quantizer by held-back consumer error)
+and the per-tensor in-graph path of ``fq_channel_error``: against numpy references on real OpenVINO
+inference of small opset-built models."""
+import numpy as np
+import openvino.opset13 as ops
+
+import models
+from ovquant.api import quantize_with_report
+from ovquant.engine import Engine
+from ovquant.plugins.algorithms import range_choice as rc
+from ovquant.statistics import Statistic, TensorRef
+
+
+def np_fq(x, lo, hi, levels=256):
+    q = np.round((np.clip(x, lo, hi) - lo) / (hi - lo) * (levels - 1))
+    return q / (levels - 1) * (hi - lo) + lo
+
+
+def test_fq_channel_error_per_tensor_candidates_match_numpy_per_sample():
+    m = models.conv_net()
+    samples = models.random_samples(m, 5, seed=4)
+    x = models.activations(m, ["relu2"], samples)["relu2"].astype(np.float64)
+    x = x.reshape(len(samples), *x.shape[2:])                          # [N, C, H, W]
+    lows, highs = ((-1.0,), (0.0,), (0.0,)), ((1.0,), (0.5,), (3.0,))
+    st = Statistic.make(TensorRef("relu2"), "fq_channel_error", None, 1,
+                        {"lows": lows, "highs": highs, "levels": 256, "axis": 1})
+    value = Engine().collect(m, [st], samples)[st].reshape(len(samples), x.shape[1], 3)
+    ref = np.stack([((np_fq(x, lo[0], hi[0]) - x) ** 2).mean(axis=(2, 3)) for lo, hi in zip(lows, highs)], -1)
+    np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-10)
+    assert len({round(float(v), 9) for v in ref.sum(axis=(0, 1))}) == 3   # the candidates differ
+
+
+def test_fq_channel_error_per_tensor_candidates_last_axis_matches_numpy():
+    m = models.matmul_net()
+    samples = models.random_samples(m, 4, seed=2)
+    name = next(n.get_friendly_name() for n in m.get_ordered_ops() if n.get_type_name() == "Parameter")
+    x = models.activations(m, [name], samples)[name].astype(np.float64)
+    x = x.reshape(len(samples), *x.shape[2:])                          # [N, T, H]
+    lows, highs = ((-2.0,), (-0.5,)), ((2.0,), (0.5,))
+    st = Statistic.make(TensorRef(name), "fq_channel_error", None, 2,
+                        {"lows": lows, "highs": highs, "levels": 256, "axis": 2})
+    value = Engine().collect(m, [st], samples)[st].reshape(len(samples), x.shape[2], 2)
+    ref = np.stack([((np_fq(x, lo[0], hi[0]) - x) ** 2).mean(axis=1) for lo, hi in zip(lows, highs)], -1)
+    np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-10)
+
+
+def test_candidates_and_paired_choice():
+    c = rc.candidates(-2.0, 1.0, True)
+    assert (c[rc.FACTORS.index(1.0)][:2]) == (-2.0, 1.0)
+    assert len(c) == 2 * len(rc.FACTORS) and all(k[0] == 0.0 and k[3] for k in c[len(rc.FACTORS):])
+    assert len(rc.candidates(0.0, 1.0, True)) == len(rc.FACTORS)   # already unsigned: no duplicates
+    rng = np.random.default_rng(0)
+    base = 1.0 + rng.random((64, 1))
+    s = np.hstack([base, base * 0.5, base * 0.97 + rng.normal(0, 0.2, (64, 1))])
+    k, gain = rc.choose(s, 0)
+    assert k == 1 and np.isclose(gain[1], np.mean(base * 0.5))
+    noisy = np.hstack([base, base + rng.normal(-0.01, 0.5, (64, 1))])   # not measurably better
+    assert rc.choose(noisy, 0)[0] == 0
+
+
+def outlier_dw_net(seed=0):
+    """x -> ReLU -> conv 1x1 (8 -> 8): the conv's input has one rare huge value per sample (column 0)."""
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, 8, 6, 6], np.float32, name="x")
+    r = ops.relu(x, name="relu")
+    w = ops.constant(rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3, name="conv/weights")
+    y = ops.convolution(r, w, [1, 1], [0, 0], [0, 0], [1, 1], name="conv")
+    import openvino as ov
+    return ov.Model([y.output(0)], [x], "outlier")
+
+
+def _samples(n, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        v = np.abs(rng.standard_normal((1, 8, 6, 6))).astype(np.float32)
+        v[0, :, 0, 0] = 0
+        v[0, rng.integers(8), 0, 0] = 60.0 * rng.random()      # a rare outlier sets the max
+        out.append({"x": v})
+    return out
+
+
+def test_range_choice_changes_the_range_where_the_consumer_error_says_so_and_matches_numpy():
+    m = outlier_dw_net()
+    data = _samples(200, 1)
+    q, rep = quantize_with_report(m, data, preset="performance", subset_size=200, activation_range_choice="auto")
+    e = next(a for a in rep["algorithms"] if a["name"] == "ActivationRangeChoice")
+    fq = next(n for n in q.get_ordered_ops() if n.get_type_name() == "FakeQuantize"
+              and n.input_value(0).get_node().get_type_name() == "Relu")
+    hi = float(fq.input_value(2).get_node().get_data())
+    q0, rep0 = quantize_with_report(outlier_dw_net(), data, preset="performance", subset_size=200)   # default: off
+    fq0 = next(n for n in q0.get_ordered_ops() if n.get_type_name() == "FakeQuantize"
+               and n.input_value(0).get_node().get_type_name() == "Relu")
+    hi0 = float(fq0.input_value(2).get_node().get_data())
+    # numpy reference: the consumer-weighted error of every candidate on the first HELD_BACK samples
+    x = np.concatenate([d["x"] for d in data[:rc.HELD_BACK]]).astype(np.float64)
+    w = fq.output(0).get_target_inputs().pop().get_node().input_value(1).get_node()
+    energy = rc.consumer_energy(fq, 1, 8)
+    assert energy.shape == (8,) and np.all(energy > 0)
+    cands = rc.candidates(0.0, hi0, True)
+    scores = np.stack([((np_fq(x, lo, h) - x) ** 2).mean(axis=(2, 3)) @ energy for lo, h, _, _ in cands], -1)
+    k, _ = rc.choose(scores, rc.FACTORS.index(1.0))
+    assert np.isclose(hi, cands[k][1], rtol=1e-5)
+    assert k != rc.FACTORS.index(1.0) and not np.isclose(hi, hi0) and e["n_changed"] == 1   # widened: outliers
+    assert not any(a["name"] == "ActivationRangeChoice" for a in rep0["algorithms"])
