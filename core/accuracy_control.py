@@ -25,6 +25,8 @@ from .dataset import FeedBuilder
 from .revert_order import guided_fewest, speed_aware_order
 from .sensitivity import bias_edits, find_quantizers
 from .errors import ConfigError
+from .float_twin import dequantized
+from .graph import Graph
 
 
 def fewest(n: int, passes: Callable[[int], bool], start: int = 0) -> tuple:
@@ -62,7 +64,7 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
     import openvino.opset13 as ops
 
     found = find_quantizers(model, fp32)
-    wanted, done = _with_sequence_peers(found, set(names)), []
+    wanted, done, touched = _with_sequence_peers(found, set(names)), [], set()
     gone = {q["name"] for q in found if q["name"] in wanted}
     for e in bias_edits(model, fp32, found):   # a layer with no quantizer left gets its FP32 bias back
         if all(found[i]["name"] in gone for i in e["owners"]):
@@ -73,9 +75,17 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
         alt = qz["float"]
         if isinstance(alt, np.ndarray):
             alt = ops.constant(alt, name=f"{qz['name']}/float").output(0)
+        touched |= {r.get_node() for r in qz["quantized"].get_target_inputs()
+                    if r.get_node().get_type_name() in SEQUENCE_OPS}
         for r in list(qz["quantized"].get_target_inputs()):
             r.replace_source_output(alt)
         done.append(qz["name"])
+    for op in touched:   # int8 weights with no FP32 twin found: their dequantized value as a Constant
+        for port in range(op.get_input_size()):
+            v = dequantized(op.input_value(port)) if Graph.constant_node(op.input_value(port)) is None else None
+            if v is not None:
+                dt = op.input_value(port).get_element_type().to_dtype()
+                op.input(port).replace_source_output(ops.constant(v.astype(dt)).output(0))
     return done
 
 

@@ -178,3 +178,27 @@ def test_reverting_one_quantizer_of_a_recurrent_op_reverts_them_all_and_the_mode
     ov.Core().compile_model(q, "CPU")            # raises if the plugin refuses it
     lstm = next(op for op in q.get_ops() if op.get_friendly_name() == "lstm")
     assert all(lstm.input_value(p).get_node().get_type_name() == "Constant" for p in (4, 5))
+
+
+def test_a_recurrent_op_whose_int8_weights_have_no_float_twin_gets_them_as_constants():
+    """Without the FP32 model (or where its twin is not found, as on ocr-common's LSTM) revert cannot put
+    a compressed weight back to its float value; the sequence op then gets the dequantized weight as a
+    Constant, so the CPU plugin still takes it (it refused "expects Constant for port 5")."""
+    from ovquant.accuracy_control import find_quantizers, revert
+    from ovquant.float_twin import dequantized
+
+    m = _lstm_net()
+    rng = np.random.default_rng(1)
+    q = ovquant.quantize(m.clone(), [{"x": rng.normal(0, 1, (1, 6, 8)).astype(np.float32)} for _ in range(16)])
+    lstm = next(op for op in q.get_ops() if op.get_friendly_name() == "lstm")
+    assert lstm.input_value(4).get_node().get_type_name() == "Multiply"      # int8 weights, decompressed
+    want = {p: dequantized(lstm.input_value(p)) for p in (4, 5)}
+    (act,) = [qz["name"] for qz in find_quantizers(q) if qz["kind"] == "activations" and any(
+        r.get_node().get_friendly_name() == "lstm" and r.get_index() == 0 for r in qz["quantized"].get_target_inputs())]
+    assert revert(q, [act]) == [act]
+    for p in (4, 5):
+        node = lstm.input_value(p).get_node()
+        assert node.get_type_name() == "Constant"
+        np.testing.assert_allclose(node.get_data(), want[p], rtol=1e-6, atol=1e-7)
+    r = ov.Core().compile_model(q, "CPU")({"x": np.ones((1, 6, 8), np.float32)})[0]   # raises if refused
+    assert np.all(np.isfinite(r))
