@@ -230,14 +230,11 @@ class Engine:
         if missing:
             n, n_req, reductions = self._infer(model, missing, estimators, aggs, samples, subset_size, n_expected,
                                                stage, store)
-        if stage == 1:
-            self._warned = set()   # a run's later stages do not repeat the first stage's warnings
+        warned = set() if stage == 1 else getattr(self, "_warned", set())   # later stages: no repeats
         if self.nonfinite:
-            new = sorted({str(t) for t in self.nonfinite} - getattr(self, "_warned", set()))
-            if new:
-                warnings.warn(f"NaN or Inf in the activations of node(s) {', '.join(new)}; their ranges ignore "
-                              "non-finite values")
-            self._warned = getattr(self, "_warned", set()) | set(new)
+            if new := sorted({str(t) for t in self.nonfinite} - warned):
+                warnings.warn(f"NaN or Inf in the activations of node(s) {', '.join(new)}; their ranges ignore non-finite values")
+            self._warned = warned | set(new)
             redo = {k: v for k, v in missing.items() if k[0] in self.nonfinite}
             if redo and self.inplace_statistics:   # in-graph reductions do not skip NaN/Inf: redo in numpy
                 for stats_ in redo.values():
