@@ -359,7 +359,8 @@ def main(argv=None) -> int:
 def _catch_termination() -> dict:
     """SIGTERM and SIGHUP end the run like Ctrl-C does: temporaries are removed, one line, exit code 143.
     Returns the handlers found (SIGINT's included), to be restored after an in-process call."""
-    def handler(signum, frame):
+    def handler(signum, frame, owner=os.getpid()):
+        if os.getpid() != owner: os._exit(128 + signum)   # a forked child (openvino_telemetry's): no traceback
         _RECEIVED.append(signum)
         raise _Terminated()
 
