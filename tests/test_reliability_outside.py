@@ -876,6 +876,8 @@ def test_signals_at_random_moments_exit_cleanly_and_keep_the_earlier_output(worl
     kinds = [("SIGINT", signal.SIGINT, 130, "interrupted"), ("SIGTERM", signal.SIGTERM, 143, "terminated"),
              ("double", signal.SIGINT, 130, "interrupted"), ("SIGHUP", signal.SIGHUP, 143, "terminated")]
     want = {"SIGINT": 2, "SIGTERM": 2, "double": 1, "SIGHUP": 1}
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:   # under nohup: ovquant keeps ignoring SIGHUP, as asked
+        kinds, want = kinds[:3], {k: n for k, n in want.items() if k != "SIGHUP"}
     seen = collections.Counter()
     late = 1.0   # shrinks when a run finished before its signal (a warm run is faster than the timed one)
     for attempt in range(16):
