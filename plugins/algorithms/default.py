@@ -30,7 +30,8 @@ class DefaultQuantization(Algorithm):
         fix) appends FirstLayerRounding to the first stage; ``auto_activations_granularity: "auto"`` (the
         default, where ``activations.granularity`` is unset) appends ActivationGranularityChoice (a short
         stage of its own); ``activation_range_choice: "auto"`` (default "no") appends ActivationRangeChoice to
-        that stage (ActivationGranularityChoice then opens it also where the granularity is fixed); ``skip_slow_int8`` (default: on, acting where the target is the CPU) then appends
+        that stage (ActivationGranularityChoice then opens it also where the granularity is fixed);
+        ``skip_slow_int8`` (default: on, acting where the target is the CPU) then appends
         SlowInt8Check, which times the model the steps before it made (which ops run in int8 does not change
         after it); ``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm, as POT
         does."""

@@ -131,8 +131,6 @@ def _kernel_energy(graph: Graph, q, channels: int) -> np.ndarray:
 
 def record(minmax, graph: Graph, reqs: dict, stats, activation_range) -> None:
     """After MinMax placed its quantizers: the candidates of each free one, for the choice step."""
-    from . import range_choice
-    range_choice.record(minmax, graph)
     state = minmax.context.state(STATE, dict)
     for q in minmax.quantizers:
         r = reqs.get(q.name)

@@ -41,7 +41,7 @@ from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
 from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
-from . import derived, fragile_ops, granularity_choice
+from . import derived, fragile_ops, granularity_choice, range_choice
 from .fragile_ops import TRANSFORMER_IGNORED_TYPES
 from .derived import DERIVABLE
 from .layers import FIRST_LAYER_TYPES, first_layers
@@ -239,6 +239,7 @@ class MinMaxQuantization(Algorithm):
         first = self._first_layer_weights(graph)
         report, skipped = self._quantize_activations(graph, acts, values)
         granularity_choice.record(self, graph, self.choice_requests, stats, activation_range)
+        range_choice.record(self, graph)
         report += self._quantize_weights(graph, qs, first)
         if skipped:
             warnings.warn(f"no finite calibration value for node(s) {', '.join(skipped)}; left in float",
