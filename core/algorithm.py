@@ -33,6 +33,8 @@ class Algorithm:
     steps: ClassVar[tuple] = ()
     #: start a new statistics pass on the model as the previous algorithms left it
     new_stage: ClassVar[bool] = False
+    #: keep the model as the run received it in ``context.float_model`` (for whole-model output errors)
+    needs_float_model: ClassVar[bool] = False
     #: the algorithm ``ovquant.quantize`` runs when no config names one (POT: DefaultQuantization)
     is_default: ClassVar[bool] = False
     #: a keyword of ``ovquant.quantize`` that, set to None, leaves this algorithm out of the pipeline

@@ -168,7 +168,7 @@ class Engine:
             red = _Reduction(estimators[key], axes, stats)
             red.key = key
             graph_out = None
-            if self.inplace_statistics and ps.is_static:
+            if self.inplace_statistics and (ps.is_static or getattr(red.estimator, "graph_dynamic", False)):
                 graph_out = guarded("estimators", red.estimator.name, f"graph_reduce (tensor {tensor})",
                                     red.estimator.graph_reduce, out, axes, passthrough=(OVQuantError, KeyError))
             if graph_out is not None and graph_out.get_partial_shape().is_static:

@@ -96,12 +96,17 @@ class ChannelTransforms:
 class Context:
     """What every algorithm of a run shares, and all of it (docs/plugins.md): the hardware target, the
     engine, ``strict`` (a placement rule that matches nothing is an error), the stage's channel
-    transforms, and per-run state an algorithm keeps across stages (it gets a new instance per stage)."""
+    transforms, and per-run state an algorithm keeps across stages (it gets a new instance per stage);
+    ``calibration`` (the run's calibration subset, in the order the stages read it) and ``float_model``
+    (the model as the run received it, kept only when a step declares ``needs_float_model``) for
+    algorithms that judge the whole model's output error (:mod:`ovquant.output_probe`)."""
 
     target: "HardwareTarget"
     engine: Engine
     strict: bool = False
     transforms: ChannelTransforms = attrs.Factory(ChannelTransforms)
+    calibration: Any = None
+    float_model: Optional[ov.Model] = None
     _state: dict = attrs.Factory(dict)
 
     def state(self, key: str, factory: Callable[[], Any]) -> Any:
@@ -217,6 +222,9 @@ class Pipeline:
                 stages.append([])
             stages[-1].append((step, cls))
         data = self._subset(data, subset_size)
+        ctx.calibration = data
+        if any(getattr(cls, "needs_float_model", False) for stage in stages for _, cls in stage):
+            ctx.float_model = model.clone()
         for i, stage in enumerate(stages, start=1):
             ctx.transforms.next_stage()
             algos = [(step, _guard(step.name, "__init__", cls, step.params, ctx)) for step, cls in stage]

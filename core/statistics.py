@@ -42,6 +42,8 @@ class Estimator:
     #: names (they are part of :meth:`key`); None: it takes none. An optional
     #: ``validate_params(params, path)`` static method checks their values (see docs/plugins.md)
     params_class: ClassVar[Optional[type]] = None
+    #: :meth:`graph_reduce` also takes tensors whose shape is not static (its output's shape is)
+    graph_dynamic: ClassVar[bool] = False
 
     def __init__(self, side: str = "max", outlier_prob: float = 1e-4):
         if side not in SIDES:
@@ -57,7 +59,8 @@ class Estimator:
     # in-graph form -------------------------------------------------------------------------------
     def graph_reduce(self, output, axes: tuple[int, ...]):
         """Append OpenVINO ops computing :meth:`reduce` on ``output`` (an ``openvino.Output`` with a
-        static shape) and return the output to expose, or ``None`` to use the numpy form."""
+        static shape, or any shape where the class sets ``graph_dynamic``) and return the output to expose
+        (its shape static), or ``None`` to use the numpy form."""
         return None
 
     def from_graph(self, value: np.ndarray) -> np.ndarray:

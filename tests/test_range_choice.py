@@ -88,7 +88,8 @@ def test_range_choice_changes_the_range_where_the_consumer_error_says_so_and_mat
     fq = next(n for n in q.get_ordered_ops() if n.get_type_name() == "FakeQuantize"
               and n.input_value(0).get_node().get_type_name() == "Relu")
     hi = float(fq.input_value(2).get_node().get_data())
-    q0, rep0 = quantize_with_report(outlier_dw_net(), data, preset="performance", subset_size=200)   # default: off
+    q0, rep0 = quantize_with_report(outlier_dw_net(), data, preset="performance", subset_size=200,
+                                    activation_range_choice="no")
     fq0 = next(n for n in q0.get_ordered_ops() if n.get_type_name() == "FakeQuantize"
                and n.input_value(0).get_node().get_type_name() == "Relu")
     hi0 = float(fq0.input_value(2).get_node().get_data())
@@ -103,3 +104,75 @@ def test_range_choice_changes_the_range_where_the_consumer_error_says_so_and_mat
     assert np.isclose(hi, cands[k][1], rtol=1e-5)
     assert k != rc.FACTORS.index(1.0) and not np.isclose(hi, hi0) and e["n_changed"] == 1   # widened: outliers
     assert not any(a["name"] == "ActivationRangeChoice" for a in rep0["algorithms"])
+
+
+def _fq_net(hi: float, seed=0):
+    """x -> ReLU -> FakeQuantize [0, hi] -> conv 1x1 (8 -> 8), and the same net without the FakeQuantize."""
+    import openvino as ov
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3
+    nets = []
+    for quantized in (True, False):
+        x = ops.parameter([1, 8, 6, 6], np.float32, name="x")
+        t = ops.relu(x, name="relu")
+        if quantized:
+            c = [ops.constant(np.float32(v)) for v in (0.0, hi, 0.0, hi)]
+            t = ops.fake_quantize(t, *c, 256, name="fq")
+        y = ops.convolution(t, ops.constant(w), [1, 1], [0, 0], [0, 0], [1, 1], name="conv")
+        nets.append(ov.Model([y.output(0)], [x], "fq_net"))
+    return nets
+
+
+def _check(new_hi: float, old_hi: float, data):
+    from ovquant.graph import Graph
+    from ovquant.pipeline import Context
+    from ovquant.registry import lookup
+    q, fp32 = _fq_net(new_hi)
+    ctx = Context(target=lookup("hw_targets", "CPU"), engine=Engine(), calibration=data, float_model=fp32)
+    graph = Graph(q)
+    entry = {"names": ["fq"], "changed": True}
+    out = rc.ActivationRangeChoice(None, ctx)._check(graph, [(entry, [("fq", 0.0, old_hi)])])
+    return out, entry, float(graph.node("fq").input_value(2).get_node().get_data())
+
+
+def test_check_keeps_a_range_only_where_the_model_output_error_falls_and_matches_numpy():
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.random((1, 8, 6, 6)).astype(np.float32)} for _ in range(rc.HELD_BACK + rc.CHECK_SAMPLES)]
+    out, entry, hi = _check(0.2, 1.0, data)       # the new range clips most values: reverted
+    assert out["n_reverted"] == 1 and entry["reverted"] and not entry["changed"] and np.isclose(hi, 1.0)
+    assert out["samples"] == rc.CHECK_SAMPLES and out["probe_runs"] == 2 and out["error_chosen"] < out["groups"][0]["error_with"]
+    out, entry, hi = _check(1.0, 100.0, data)     # the old range wastes the grid: the new one kept
+    assert out["n_reverted"] == 0 and entry["changed"] and np.isclose(hi, 1.0)
+    # numpy reference of the whole-model error of both ranges on the check samples (after the scored ones)
+    q, fp32 = _fq_net(1.0)
+    w = next(n for n in fp32.get_ordered_ops() if n.get_type_name() == "Constant").get_data().astype(np.float64)
+    xs = np.concatenate([d["x"] for d in data[rc.HELD_BACK:]]).astype(np.float64)
+    conv = lambda t: np.einsum("oc,nchw->nohw", w[:, :, 0, 0], t)
+    ref = conv(xs)
+    den = np.mean(np.sum(ref.reshape(len(xs), -1) ** 2, axis=1))
+    for h, key in ((100.0, "error_unchanged"), (1.0, "error_chosen")):
+        e = np.sum((conv(np_fq(xs, 0.0, h)) - ref).reshape(len(xs), -1) ** 2, axis=1) / den
+        assert np.isclose(out[key], e.mean(), rtol=1e-3), (key, out[key], e.mean())
+
+
+def test_float_model_of_the_context_is_the_model_as_received():
+    """The run keeps the model it was given, untouched by the quantization edits (constants included)."""
+    import openvino as ov
+    m = models.conv_net()
+    samples = models.random_samples(m, 8, seed=1)
+    before = ov.Core().compile_model(m.clone(), "CPU").create_infer_request().infer(samples[0])[0].copy()
+    seen = {}
+    orig = rc.ActivationRangeChoice._check
+
+    def spy(self, graph, changed):
+        seen["float"] = self.context.float_model
+        return orig(self, graph, changed)
+
+    rc.ActivationRangeChoice._check = spy
+    try:
+        quantize_with_report(m, samples, preset="performance", activation_range_choice="auto")
+    finally:
+        rc.ActivationRangeChoice._check = orig
+    after = ov.Core().compile_model(seen["float"], "CPU").create_infer_request().infer(samples[0])[0]
+    np.testing.assert_array_equal(before, after)
+    assert not any(n.get_type_name() == "FakeQuantize" for n in seen["float"].get_ordered_ops())

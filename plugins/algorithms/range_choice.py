@@ -34,6 +34,14 @@ candidates the one with the largest mean gain is taken. The held-back samples ar
 fit (a mean of per-sample extremes over every calibration sample); what is scored on them is a rescaling
 of that fit, not a range fit to them. Quantizers that ActivationGranularityChoice turned per channel
 are left as they are.
+
+Check: a change that lowers its consumers' error can raise the model's output error. So the changes are
+sorted in graph order and cut into at most ``CHECK_GROUPS`` groups, and the whole model's output error
+``E = mean_s e_s`` (:mod:`ovquant.output_probe`: per sample, the outputs' squared error against the float
+model, each over its mean squared norm) is measured on ``CHECK_SAMPLES`` calibration samples after the
+scored ones, one probe model compiled once with a switch per group. Starting from no change, each group in
+turn is kept when it lowers the error by more than ``CHECK_Z`` standard errors of the paired per-sample
+gain ``e_s(without) - e_s(with)``; the changes of the other groups are undone.
 """
 import numpy as np
 
@@ -43,6 +51,9 @@ from ovquant.float_twin import dequantized
 from ovquant.graph import Graph, type_of
 from ovquant.quant_math import weights_of
 from ovquant.statistics import Statistic, TensorRef
+
+from ovquant.dataset import open_source, take
+from ovquant.output_probe import OutputProbe, add_switches
 
 from .granularity_choice import HELD_BACK
 
@@ -55,6 +66,9 @@ MAX_POSITIONS = 64
 Z = 2.0
 #: ... and by this fraction of the current range's score
 MIN_GAIN = 0.02
+#: the check: samples (after the HELD_BACK scored ones, where at least CHECK_MIN more exist), groups of
+#: changes tried in graph order, and the standard errors a group must lower the output error by
+CHECK_SAMPLES, CHECK_MIN, CHECK_GROUPS, CHECK_Z = 32, 16, 8, 1.0
 
 
 def enabled(params) -> bool:
@@ -133,6 +147,7 @@ class ActivationRangeChoice(Algorithm):
     Runs in ActivationGranularityChoice's stage (DefaultQuantization puts it right after that step)."""
 
     name = "ActivationRangeChoice"
+    needs_float_model = True
 
     def __init__(self, params, context):
         super().__init__(params, context)
@@ -179,7 +194,7 @@ class ActivationRangeChoice(Algorithm):
         return list(groups.values())
 
     def apply(self, graph: Graph, stats) -> dict:
-        report = []
+        report, changed = [], []
         for names in self._units():
             rs = [self.requests[n] for n in names]
             if any(_scalar(graph.node(n), 1) is None for n in names) or len({len(r["cands"]) for r in rs}) > 1:
@@ -192,16 +207,85 @@ class ActivationRangeChoice(Algorithm):
             k, gain = choose(total, rs[0]["current"])
             lo, hi, f, uns = rs[0]["cands"][k]
             cur = float(np.mean(total[:, rs[0]["current"]]))
-            report.append({"names": names, "factor": f, "unsigned": bool(uns), "changed": k != rs[0]["current"],
-                           "relative_gain": float(gain[k] / cur) if cur > 0 else 0.0})
+            entry = {"names": names, "factor": f, "unsigned": bool(uns), "changed": k != rs[0]["current"],
+                     "relative_gain": float(gain[k] / cur) if cur > 0 else 0.0}
+            report.append(entry)
             if k != rs[0]["current"]:
+                old = [(n, _scalar(graph.node(n), 1), _scalar(graph.node(n), 2)) for n in names]
+                changed.append((entry, old))
                 for n in names:
                     _set_range(graph, graph.node(n), lo, hi)
+        check = self._check(graph, changed)
         n = sum(e["changed"] for e in report)
+        chosen = n + check["n_reverted"]
         return {"choices": report, "n_changed": n, "n_scored": len(report),
-                "n_unsigned": sum(e["changed"] and e["unsigned"] for e in report),
-                "summary": f"{n} of {len(report)} activation range(s) changed by their held-back consumer error "
-                           f"({HELD_BACK} samples)"}
+                "n_unsigned": sum(e["changed"] and e["unsigned"] for e in report), "check": check,
+                "summary": f"{chosen} of {len(report)} activation range(s) chosen by their held-back consumer error "
+                           f"({HELD_BACK} samples); {n} kept, {check['n_reverted']} reverted by the model's output "
+                           f"error ({check['samples']} other samples)"}
+
+    def _check(self, graph: Graph, changed: list) -> dict:
+        """Keep a change only where the whole model's output error falls (module docstring, "Check")."""
+        import time
+
+        t0 = time.perf_counter()
+        out = {"n_reverted": 0, "samples": 0, "probe_runs": 0, "groups": []}
+        data, ref = self.context.calibration, self.context.float_model
+        if not changed or data is None or ref is None:
+            return out
+        rows = list(take(open_source(data, list(ref.inputs)), HELD_BACK + CHECK_SAMPLES))
+        rows = rows[HELD_BACK:] if len(rows) >= HELD_BACK + CHECK_MIN else rows[:CHECK_SAMPLES]
+        order = {nd.get_friendly_name(): i for i, nd in enumerate(graph.model.get_ordered_ops())}
+        changed = sorted(changed, key=lambda c: min(order.get(n, 0) for n, _, _ in c[1]))
+        groups = np.array_split(np.arange(len(changed)), min(len(changed), CHECK_GROUPS))
+        probe = _probe_model(graph.model, [old for _, old in changed], groups)
+        board = OutputProbe(probe, len(groups), ref, rows)
+        cfg = np.zeros(len(groups), bool)
+        base = board.errors(cfg)
+        first = float(base.mean())
+        for g in range(len(groups)):
+            trial = cfg.copy()
+            trial[g] = True
+            e = board.errors(trial)
+            gain = base - e
+            se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else np.inf
+            keep = bool(gain.mean() > CHECK_Z * se and gain.mean() > 0)
+            out["groups"].append({"size": len(groups[g]), "kept": keep, "error_before": float(base.mean()),
+                                  "error_with": float(e.mean())})
+            if keep:
+                cfg, base = trial, e
+        for g in np.flatnonzero(~cfg):
+            for j in groups[g]:
+                entry, old = changed[j]
+                entry["changed"], entry["reverted"] = False, True
+                for n, lo, hi in old:
+                    _set_range(graph, graph.node(n), lo, hi)
+                out["n_reverted"] += 1
+        out.update(samples=board.samples, probe_runs=board.runs, error_unchanged=first,
+                   error_chosen=float(base.mean()), seconds=round(time.perf_counter() - t0, 3))
+        return out
+
+
+def _probe_model(model, olds: list, groups: list):
+    """A clone of ``model`` in which switch ``g`` selects, for the quantizers of the changes in group ``g``,
+    the new range (True) or the old one (False)."""
+    import openvino.opset13 as ops
+
+    probe = model.clone()
+    g2 = Graph(probe)
+    sws = add_switches(probe, len(groups))
+    for g, members in enumerate(groups):
+        for j in members:
+            for n, lo, hi in olds[j]:
+                fq = g2.node(n)
+                readers = list(fq.output(0).get_target_inputs())
+                consts = [ops.constant(np.full(fq.input_value(p).get_shape(), v, np.float32))
+                          for p, v in ((1, lo), (2, hi), (3, lo), (4, hi))]
+                old = ops.fake_quantize(fq.input_value(0), *consts, int(fq.get_attributes()["levels"]))
+                sel = ops.select(sws[g], fq.output(0), old.output(0))
+                for r in readers:
+                    r.replace_source_output(sel.output(0))
+    return probe
 
 
 def _set_range(graph: Graph, fq, lo: float, hi: float) -> None:

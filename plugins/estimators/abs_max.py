@@ -16,6 +16,7 @@ class AbsMaxEstimator(Estimator):
     """
 
     name = "abs_max"
+    graph_dynamic = True   # exact: the same value in graph and in numpy whatever the shape
 
     def reduce(self, x, axes):
         x = np.abs(np.asarray(x, dtype=np.float32))

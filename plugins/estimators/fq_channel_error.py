@@ -8,6 +8,10 @@ from ovquant.quant_math import fake_quantize
 from ovquant.statistics import Estimator
 
 
+#: the positions a dynamic dimension counts as when the stride is planned
+DYNAMIC_NOMINAL = 64
+
+
 class FqChannelErrorEstimator(Estimator):
     """``e[c, k] = mean over the reduced axes of (FQ_k(x) - x)^2`` in channel ``c``, for every candidate
     range ``k``: ``FQ_k`` is a FakeQuantize with ``levels`` levels on ``[lows[k], highs[k]]``, each a tuple
@@ -18,7 +22,8 @@ class FqChannelErrorEstimator(Estimator):
     ``max_positions`` (default: all) bounds the cost on large tensors: the error is computed on every
     ``s``-th position along each axis but the batch and channel axes, ``s`` the smallest odd stride that
     leaves at most ``max_positions`` positions per channel (odd, so that it does not alias with the
-    stride-2 grids of convolutions).
+    stride-2 grids of convolutions). A dimension unknown when the graph is planned (a dynamic width) counts
+    as ``DYNAMIC_NOMINAL`` positions, and the stride planned for the graph is the one numpy uses too.
 
     In graph: one StridedSlice, then per candidate the FakeQuantize written out (Maximum, Minimum,
     Subtract, Multiply, Round half to even as numpy rounds, Multiply, Add), Subtract, Multiply, ReduceMean;
@@ -28,6 +33,7 @@ class FqChannelErrorEstimator(Estimator):
 
     name = "fq_channel_error"
     range_estimator = False   # requested by algorithms, not named in a config
+    graph_dynamic = True
 
     def __init__(self, side="max", outlier_prob=1e-4, lows=((0.0,),), highs=((1.0,),), levels=256, axis=1,
                  max_positions=None):
@@ -62,7 +68,8 @@ class FqChannelErrorEstimator(Estimator):
 
     def reduce(self, x, axes):
         x = np.asarray(x, np.float64)
-        x = x[tuple(slice(None, None, st) for st in self._steps(x.ndim, self.stride(x.shape)))]
+        s = getattr(self, "planned_stride", None) or self.stride(x.shape)
+        x = x[tuple(slice(None, None, st) for st in self._steps(x.ndim, s))]
         x = np.where(np.isfinite(x), x, 0.0)
         out = []
         for lo, hi in zip(self.lows, self.highs):
@@ -73,16 +80,16 @@ class FqChannelErrorEstimator(Estimator):
     def graph_reduce(self, output, axes):
         if output.get_element_type().to_dtype() != np.float32 or not output.get_partial_shape().rank.is_static:
             return None
-        rank = output.get_partial_shape().rank.get_length()
-        if output.get_partial_shape().is_static:
-            shape = [int(n) for n in output.get_shape()]
-            s = self.stride(shape)
-            if s > 1:
-                i64 = lambda v: np.array(v, np.int64)
-                output = ops.strided_slice(output, i64([0] * rank), i64(shape), i64(self._steps(rank, s)),
-                                           [0] * rank, [0] * rank).output(0)
-        elif self.max_positions is not None:
-            return None
+        ps = output.get_partial_shape()
+        rank = ps.rank.get_length()
+        shape = [d.get_length() if d.is_static else DYNAMIC_NOMINAL for d in ps]
+        s = self.stride(shape)
+        if not ps.is_static:
+            self.planned_stride = s
+        if s > 1:
+            i64 = lambda v: np.array(v, np.int64)
+            output = ops.strided_slice(output, i64([0] * rank), i64([0] * rank), i64(self._steps(rank, s)),
+                                       [1] * rank, [1] * rank).output(0)   # masks: every axis from start to end
         ax = self.axis % rank
         if all(len(v) == 1 for v in self.lows + self.highs) and len(self.lows) > 1 and \
                 sorted(axes or ()) == [a for a in range(1, rank) if a != ax]:

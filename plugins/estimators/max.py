@@ -12,6 +12,7 @@ class MaxEstimator(Estimator):
     """
 
     name = "max"
+    graph_dynamic = True   # exact: the same value in graph and in numpy whatever the shape
     #: the NaN-skipping reduction and the matching in-graph reduction (the min estimator mirrors them)
     extreme = np.fmax
     graph_kind = "max"

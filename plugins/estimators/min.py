@@ -13,6 +13,7 @@ class MinEstimator(MaxEstimator):
     """
 
     name = "min"
+    graph_dynamic = True   # exact: the same value in graph and in numpy whatever the shape
     extreme = np.fmin
     graph_kind = "min"
 
