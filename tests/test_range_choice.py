@@ -176,3 +176,31 @@ def test_float_model_of_the_context_is_the_model_as_received():
     after = ov.Core().compile_model(seen["float"], "CPU").create_infer_request().infer(samples[0])[0]
     np.testing.assert_array_equal(before, after)
     assert not any(n.get_type_name() == "FakeQuantize" for n in seen["float"].get_ordered_ops())
+
+
+def test_dynamic_width_tensors_reduce_in_graph_and_match_numpy():
+    """min, max and fq_channel_error on a tensor of dynamic width: in graph (engine counts them) and equal to
+    the numpy form with the stride planned for the graph (a dynamic dimension counts as DYNAMIC_NOMINAL)."""
+    import openvino as ov
+    from ovquant.plugins.estimators import fq_channel_error as fce
+    x = ops.parameter(ov.PartialShape([1, 4, 8, -1]), np.float32, name="x")
+    r = ops.relu(x, name="relu")
+    m = ov.Model([ops.multiply(r, np.float32(2.0)).output(0)], [x], "dyn")
+    rng = np.random.default_rng(5)
+    samples = [rng.standard_normal((1, 4, 8, 40)).astype(np.float32) for _ in range(6)]
+    lows, highs = ((0.0,), (0.0,)), ((1.0,), (2.5,))
+    sts = [Statistic.make(TensorRef("relu"), "min", None, 1), Statistic.make(TensorRef("relu"), "max", None, 1),
+           Statistic.make(TensorRef("relu"), "fq_channel_error", None, 1,
+                          {"lows": lows, "highs": highs, "levels": 256, "axis": 1, "max_positions": 16})]
+    eng = Engine()
+    got = eng.collect(m, sts, samples)
+    assert eng.last_run["n_in_graph"] == eng.last_run["n_reductions"] == 3
+    xs = np.maximum(np.concatenate(samples), 0).astype(np.float64)            # [N, C, H, W]
+    np.testing.assert_array_equal(got[sts[0]].reshape(6, 4), xs.min(axis=(2, 3)))
+    np.testing.assert_array_equal(got[sts[1]].reshape(6, 4), xs.max(axis=(2, 3)))
+    est = fce.FqChannelErrorEstimator(lows=lows, highs=highs, max_positions=16)
+    s = est.stride([1, 4, 8, fce.DYNAMIC_NOMINAL])
+    assert s > 1 and s != est.stride(xs.shape)      # the planned stride, not the one of the actual width
+    sub = xs[:, :, ::s, ::s]
+    ref = np.stack([((np_fq(sub, lo[0], hi[0]) - sub) ** 2).mean(axis=(2, 3)) for lo, hi in zip(lows, highs)], -1)
+    np.testing.assert_allclose(got[sts[2]].reshape(6, 4, 2), ref, rtol=1e-4, atol=1e-9)
