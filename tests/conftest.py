@@ -4,6 +4,12 @@ import signal  # noqa: E402
 
 import pytest  # noqa: E402
 
+# A suite started as a background job (``cmd &`` in a script) inherits SIGINT ignored, and so would every
+# ovquant subprocess of the signal tests; a Python handler here is reset to the default in those children
+# (exec), so they see Ctrl-C as a user's shell delivers it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture(autouse=True)
 def _sigint_as_in_a_fresh_process():
