@@ -18,7 +18,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from .feeds import FeedBuilder
-from .sensitivity import BATCH, _F32, _batched
+from .sensitivity import BATCH, _F32, _batched, chunks
 
 
 def add_switches(model: ov.Model, n: int, prefix: str = "ovquant_probe") -> list:
@@ -45,13 +45,7 @@ class OutputProbe:
                                _batched(r, self.n_inputs, self.batch) != self.batch):
             p, r, self.batch = probe.clone(), reference.clone(), 1   # a failed reshape may leave a model half done
         probe, reference = p, r
-        self.chunks = []
-        for start in range(0, len(rows), self.batch):
-            part = rows[start:start + self.batch]
-            real = len(part)
-            part = part + [part[-1]] * (self.batch - real)
-            self.chunks.append(({i: np.concatenate([p[i] for p in part], axis=0) if self.batch > 1 else part[0][i]
-                                 for i in range(self.n_inputs)}, real))
+        self.chunks = chunks(rows, self.batch, self.n_inputs)
         self.n_outputs = len(reference.outputs)
         ref = core.compile_model(reference, "CPU", _F32).create_infer_request()
         self.reference = [[np.array(ref.infer(feed)[k], np.float64)[:real] for k in range(self.n_outputs)]

@@ -186,6 +186,18 @@ def _batched(model: ov.Model, n_inputs: int, batch: int) -> int:
     return batch
 
 
+def chunks(feeds: Sequence, batch: int, n_inputs: int) -> list:
+    """``[(feed, real)]``: feeds of ``batch`` samples each (the last padded by repeating its last sample),
+    with the number of real samples in each."""
+    out = []
+    for start in range(0, len(feeds), batch):
+        part = feeds[start:start + batch]
+        real = len(part)
+        part = part + [part[-1]] * (batch - real)
+        out.append(({i: np.concatenate([p[i] for p in part], axis=0) for i in range(n_inputs)}, real))
+    return out
+
+
 class Switchboard:
     """The quantized model with a switch per quantizer, compiled once; :meth:`errors` runs one
     configuration over all samples."""
@@ -223,16 +235,7 @@ class Switchboard:
         return model, qz
 
     def _chunks(self) -> list:
-        """Feeds of ``batch`` samples each (the last padded by repeating its last sample), with the
-        number of real samples in each."""
-        out = []
-        for start in range(0, len(self.samples), self.batch):
-            part = self.samples[start:start + self.batch]
-            real = len(part)
-            part = part + [part[-1]] * (self.batch - real)
-            feed = {i: np.concatenate([p[i] for p in part], axis=0) for i in range(self.n_inputs)}
-            out.append((feed, real))
-        return out
+        return chunks(self.samples, self.batch, self.n_inputs)
 
     def _infer(self, request, config: np.ndarray, n_out: int, n_chunks: Optional[int] = None) -> list:
         """Per chunk (the first ``n_chunks``, default all), the first ``n_out`` outputs (real samples
