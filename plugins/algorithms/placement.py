@@ -9,7 +9,10 @@ asked of the target (:mod:`ovquant.hwtarget_rules`); this module adds the placem
 2. Every other node the target has a rule for gets a quantizer request on each float, non-constant
    input its rule quantizes, and a weight quantizer on each constant input its rule gives weight
    schemes. Element-wise ops with fewer than two activation inputs (a bias Add, a scale-shift Multiply)
-   are part of a fused pattern and get none, unless their rule names ``ports``. Requests on the inputs
+   are part of a fused pattern and get none, unless their rule names ``ports``. A tensor with one value
+   per sample (static shape of 1s, e.g. the scale and zero point a dynamically quantized ONNX model
+   computes with ReduceMax/ReduceMin) counts as no activation input and is never quantized: no int8
+   kernel reads it, and its error rescales a whole tensor. Requests on the inputs
    of an op with ``unified_scales`` form a unified-scale group (one range).
 3. Requests on the same producer output are served by one quantizer.
 4. A quantizer moves up through quantization-agnostic ops (MaxPool, Reshape, Transpose, Concat, ...)
@@ -83,6 +86,13 @@ def _quantized(out: ov.Output) -> bool:
 
 def _is_float(out: ov.Output) -> bool:
     return out.get_element_type() in FLOAT_TYPES
+
+
+def _scalar(out: ov.Output) -> bool:
+    """One value per sample by its static shape (rank 0, or every dimension 1): the scale or zero point
+    a model computes for its own dynamic quantization, a normalization statistic, a temperature."""
+    ps = out.get_partial_shape()
+    return ps.rank.is_static and all(d.is_static and d.get_length() == 1 for d in ps)
 
 
 def resolve_ignored(graph: Graph, ignored, extra_types=()) -> tuple:
@@ -254,7 +264,8 @@ def request_inputs(plan: _Plan, node: ov.Node) -> None:
     ``unified_scales`` form one unified-scale group."""
     ports = [p for p in plan.target.quantized_ports(node) if not _quantized(node.input_value(p))]
     const_ports = [p for p in ports if port_kind(node, p) == "weights"]
-    act_ports = [p for p in ports if p not in const_ports and _is_float(node.input_value(p))]
+    act_ports = [p for p in ports if p not in const_ports and _is_float(node.input_value(p))
+                 and not _scalar(node.input_value(p))]
     if not ports or type_of(node) in ELEMENTWISE and plan.target.rule_for(node).ports is None and len(act_ports) < 2:
         return
     for p in const_ports:
