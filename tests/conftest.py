@@ -1,4 +1,8 @@
 import os; os.environ.setdefault("OVQUANT_DISABLE_PLUGIN_AUTOLOAD", "1")
+# The default times INT8 against FP32 on this host and keeps FP32 where INT8 is slower: on the tests' tiny
+# models it often is, so outputs would depend on the host's load. Tests of placement and ranges run with
+# the timing off (tests/test_slow_int8.py turns it back on with monkeypatch.delenv).
+os.environ.setdefault("OVQUANT_SKIP_SLOW_INT8", "false")
 
 import signal  # noqa: E402
 

@@ -416,7 +416,7 @@ def test_quantize_after_default_quantization_with_4bit_weight_ranges(plugin, net
     cfg = _config("DefaultQuantization", weights={"range_estimator": {"max": {"type": "mse_range_w4"}}})
     q, report = ovquant.quantize_with_report(m, samples, cfg)
     assert report["pipeline"] == ["ActivationChannelAlignment", "MinMaxQuantization", "FastBiasCorrection",
-                                  "ActivationGranularityChoice", "SlowInt8Check", "SQNRReport"]
+                                  "ActivationGranularityChoice", "SQNRReport"]   # timing off in tests (conftest)
     sq = report["algorithms"][-1]
     use = sq["example_plugin_usage"]
     assert use["mse_range_w4"]["slices_numpy"] > 0 and use["trimmed_mean"]["aggregations"] > 0

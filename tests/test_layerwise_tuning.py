@@ -307,7 +307,7 @@ def test_pipeline_appends_layerwise_tuning_and_reports():
     assert [e["hessian"] for e in rep["layers"]] == ["27x27", "72x72", "9x9 shared", "16x16"]
     assert rep["activations"] and all(a["mse_ratio"] <= 1.0 for a in rep["activations"])
     _, plain = quantize_with_report(m, samples)
-    assert plain["pipeline"][-2:] == ["ActivationGranularityChoice", "SlowInt8Check"]   # the default's last steps (no tuning)
+    assert plain["pipeline"][-2:] == ["FastBiasCorrection", "ActivationGranularityChoice"]   # the default's last steps (no tuning; SlowInt8Check off in tests)
 
 
 def test_large_layers_are_skipped_and_reported(lt_settings):
@@ -376,7 +376,7 @@ def test_first_layer_rounding_in_default_quantization():
     q1, r1 = build_pipeline(None, first_layer_rounding=True, activation_range_choice="no").run(m.clone(), cal)
     assert "FirstLayerRounding" not in [a["name"] for a in r0["algorithms"]]
     (rep,) = [a for a in r1["algorithms"] if a["name"] == "FirstLayerRounding"]
-    assert [a["name"] for a in r1["algorithms"]][-3:] == ["FirstLayerRounding", "ActivationGranularityChoice", "SlowInt8Check"]
+    assert [a["name"] for a in r1["algorithms"]][-2:] == ["FirstLayerRounding", "ActivationGranularityChoice"]
     assert [e["layer"] for e in rep["layers"]] == ["conv1"]
     assert rep["layers"][0]["rows_tuned"] > 0
     assert rep["layers"][0]["relative_error_after"] < rep["layers"][0]["relative_error_before"]

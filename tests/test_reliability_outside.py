@@ -86,6 +86,7 @@ def passed(case: str) -> None:
 def base_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVQUANT_")}
     env.update({"OVQUANT_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONWARNINGS": "", "PYTHONDONTWRITEBYTECODE": "1"})
+    env["OVQUANT_SKIP_SLOW_INT8"] = "false"   # these tests are about files: the tiny models stay INT8 (conftest)
     env.update({k: str(v) for k, v in extra.items() if v is not None})
     for k in [k for k, v in extra.items() if v is None]:
         env.pop(k, None)

@@ -73,7 +73,8 @@ def avx2_target(tmp_path):
     plugins.unregister_plugin(name)
 
 
-def test_target_file_keeps_its_listed_ops_in_float(avx2_target):
+def test_target_file_keeps_its_listed_ops_in_float(avx2_target, monkeypatch):
+    monkeypatch.delenv(S.ENV, raising=False)
     m = models.aca_net()
     samples = models.random_samples(m, 8)
     full = ovquant.quantize(m, samples, subset_size=8, skip_slow_int8=False)
@@ -91,19 +92,89 @@ def test_target_file_keeps_its_listed_ops_in_float(avx2_target):
     assert set(_fq_readers(off)) == set(before)
 
 
-def test_default_on_a_vnni_host_times_nothing_and_changes_nothing():
-    if not S.native_int8():
-        pytest.skip("this CPU has no VNNI: the default times the model")
-    m = models.aca_net()
+def test_default_times_this_host_and_never_returns_a_slower_model(monkeypatch):
+    """With the config and $OVQUANT_SKIP_SLOW_INT8 unset the default times INT8 against FP32 on this host
+    (VNNI or not); whatever it keeps, the report says what and how fast it measured it."""
+    monkeypatch.delenv(S.ENV, raising=False)
+    m = models.big_conv_net()
     samples = models.random_samples(m, 8)
     q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
-    assert "SlowInt8Check" in rep["pipeline"] and _entry(rep)["how"].startswith("not timed: this CPU has native")
+    e = _entry(rep)
+    assert "SlowInt8Check" in rep["pipeline"] and e["how"] == "timed on this host"
+    assert e["isa"] == (S.native_int8() or "no VNNI")
+    r = e["int8_over_fp32"]
+    assert r["min"] <= r["median"] <= r["max"]
+    n_fq = sum(op.get_type_name() == "FakeQuantize" for op in q.get_ops())
+    if e.get("candidate") == "fp32":
+        assert n_fq == 0 and "INT8 does not pay" in e["summary"]
+    else:
+        assert n_fq > 0
+
+
+def _fake_timer(monkeypatch, speeds):
+    """time_models answering ``speeds[name]`` seconds per inference in every round (compiling for real)."""
+    def fake(models, feed, budget, rounds=S.ROUNDS):
+        S.compile_all(models)
+        return {k: [speeds.get(k, speeds["other"]) * (1 + 0.01 * (i % 3)) for i in range(rounds)] for k in models}, 0.2
+    monkeypatch.setattr(S, "time_models", fake)
+    monkeypatch.delenv(S.ENV, raising=False)
+
+
+def test_fp32_clearly_faster_gives_back_the_float_model(monkeypatch):
+    _fake_timer(monkeypatch, {"fp32": 1.0, "int8": 1.3, "other": 1.2})
+    m = models.residual_net()
+    samples = models.random_samples(m, 8)
+    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
+    e = _entry(rep)
+    assert e["candidate"] == "fp32" and "float_over_int8" not in e      # decided without timing a mix
+    assert not [op for op in q.get_ops() if op.get_type_name() == "FakeQuantize"]
+    assert not [op for op in q.get_ops() if op.get_type_name() == "Convert"
+                and op.input_value(0).get_element_type() == ov.Type.i8]           # float weights too
+    core = ov.Core()
+    a, b = (core.compile_model(x, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for x in (m, q))
+    np.testing.assert_allclose(b(samples[0])[0], a(samples[0])[0], rtol=1e-5, atol=1e-6)
+    assert "INT8 does not pay" in e["summary"] and "skip_slow_int8=false" in e["summary"]
+
+
+def test_int8_clearly_faster_changes_nothing(monkeypatch):
+    _fake_timer(monkeypatch, {"fp32": 1.3, "int8": 1.0, "other": 1.2})
+    m = models.residual_net()
+    samples = models.random_samples(m, 8)
+    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
+    e = _entry(rep)
+    assert e["kept_in_float"] == [] and "float_over_int8" not in e
     off = ovquant.quantize(m, samples, subset_size=8, skip_slow_int8=False)
     req = [ov.Core().compile_model(x, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
            for x in (q, off)]
     assert np.array_equal(req[0].infer({0: samples[0]})[0], req[1].infer({0: samples[0]})[0])
-    _, rep_off = ovquant.quantize_with_report(m, samples, subset_size=8, skip_slow_int8=False)
-    assert "SlowInt8Check" not in rep_off["pipeline"]
+
+
+def test_within_noise_times_each_compute_type_and_keeps_the_fastest(monkeypatch):
+    """INT8 and FP32 tie; keeping the MatMul readers in float is 20% faster than full INT8: only those go."""
+    _fake_timer(monkeypatch, {"fp32": 1.0, "int8": 1.0, "MatMul": 0.8, "other": 0.99})
+    m = models.aca_net()
+    samples = models.random_samples(m, 8)
+    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
+    e = _entry(rep)
+    assert set(e["float_over_int8"]) >= {"Convolution", "MatMul", "fp32"}
+    assert e["candidate"] == "MatMul" and all("MatMul" in g for g in e["kept_in_float"])
+    readers = set().union(*_fq_readers(q).values())
+    assert "Convolution" in readers and "MatMul" not in readers
+
+
+def test_environment_variable_sets_the_default(tmp_path, monkeypatch):
+    m = models.conv_net()
+    monkeypatch.setenv(S.ENV, "false")
+    _, rep = ovquant.quantize_with_report(m, models.random_samples(m, 8), subset_size=8)
+    assert "SlowInt8Check" not in rep["pipeline"]
+    xml = tmp_path / "m.xml"
+    ov.save_model(m, str(xml), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", np.stack(models.random_samples(m, 8, seed=2)))
+    bad = subprocess.run([sys.executable, "-m", "ovquant.cli", "quantize", "-m", str(xml), "--data",
+                          str(tmp_path / "d.npy"), "-o", str(tmp_path / "o"), "--no-progress"],
+                         capture_output=True, text=True, env={**ENV, S.ENV: "sometimes"}, timeout=300)
+    assert bad.returncode == 2 and S.ENV in bad.stderr and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_forced_timing_reports_rounds_and_noise():
@@ -114,7 +185,8 @@ def test_forced_timing_reports_rounds_and_noise():
     r = e["int8_over_fp32"]
     assert r["min"] <= r["median"] <= r["max"] and 0 <= r["rounds_faster"] <= 1
     assert e["check_seconds"] < 30
-    assert set(e["kept_in_float"]) <= set(e.get("float_over_int8", {}))   # only what was timed is kept
+    if e["kept_in_float"]:                                          # only what was timed is kept
+        assert e["candidate"] == "fp32" or e["candidate"] in e["float_over_int8"]
 
 
 def test_cli_option(tmp_path):

@@ -9,7 +9,7 @@ from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
 from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
 
-from . import granularity_choice, range_choice
+from . import granularity_choice, range_choice, slow_int8
 
 from .fast_bias_correction import FastBiasCorrection
 
@@ -31,9 +31,10 @@ class DefaultQuantization(Algorithm):
         default, where ``activations.granularity`` is unset) appends ActivationGranularityChoice (a short
         stage of its own); ``activation_range_choice: "auto"`` (default "no") appends ActivationRangeChoice to
         that stage (ActivationGranularityChoice then opens it also where the granularity is fixed);
-        ``skip_slow_int8`` (default: on, acting where the target is the CPU) then appends
-        SlowInt8Check, which times the model the steps before it made (which ops run in int8 does not change
-        after it); ``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm, as POT
+        ``skip_slow_int8`` (default: on, acting where the target is the CPU) appends SlowInt8Check before
+        those choices, which times the model the steps before it made (which ops run in int8 is placed by
+        then; the choices only tune ranges and granularity, and have nothing to do where it put every
+        quantizer back to float); ``use_layerwise_tuning`` appends the registered ``LayerwiseTuning`` algorithm, as POT
         does."""
         steps = cls.steps
         smooth = getattr(params, "use_smooth_quant", None)
@@ -43,12 +44,12 @@ class DefaultQuantization(Algorithm):
             steps = ("SmoothQuant",) + steps
         if getattr(params, "first_layer_rounding", False) and getattr(params, "saturation_fix", "first_layer") != "no":
             steps = steps + ("FirstLayerRounding",)
+        if slow_int8.setting(params) is not False:
+            steps = steps + ("SlowInt8Check",)   # before the choices: what runs in int8 is placed by now
         if granularity_choice.enabled(params) or range_choice.enabled(params):
             steps = steps + ("ActivationGranularityChoice",)   # opens the choice stage (scores nothing if fixed)
         if range_choice.enabled(params):
             steps = steps + ("ActivationRangeChoice",)
-        if getattr(params, "skip_slow_int8", None) is not False:
-            steps = steps + ("SlowInt8Check",)
         if getattr(params, "use_layerwise_tuning", False):
             steps = steps + ("LayerwiseTuning",)
         return steps

@@ -1,30 +1,35 @@
 """SlowInt8Check: keep in float the ops whose int8 form is slower than float on the CPU that runs them.
 
-On CPUs without VNNI (AVX2 only) oneDNN's int8 matrix products are emulated (``jit_gemm_i8`` instead
-of ``brgemm``), and a whole op type can be slower in int8 than in float. The quantizers are grouped by
-the op type that reads them (``MatMul``, ``Convolution``, ``ScaledDotProductAttention``, ...; a quantizer
-read by several types forms its own group ``A+B``). Two ways to pick the groups kept in float:
+An INT8 model is not always faster: on CPUs without VNNI (AVX2 only) oneDNN emulates int8 matrix products
+(``jit_gemm_i8`` instead of ``brgemm``), and even with VNNI small models with many depthwise convolutions
+run slower in int8 (dequantize and reorder nodes around convolutions the plugin keeps in f32: face mesh
+and BlazeFace at 0.8x FP32's speed). The quantizers are grouped by the op types that read them
+(``MatMul``, ``Convolution``, ...; a quantizer read by several types forms its own group ``A+B``). Two
+ways to pick what is kept in float:
 
-* the target file lists them (``slow_int8_operations``: op types, for deployment on another CPU), or
-* the host is timed (the target is the CPU plugin, ``skip_slow_int8`` not false, and the CPU has no
-  native int8 dot product, :func:`native_int8`; ``skip_slow_int8=True`` times it anyway): FP32 and
-  full INT8 are compiled (latency hint, f32 inference precision) and run on one synthetic input in
-  ``R`` interleaved rounds of ``n`` inferences each. When INT8 is not faster (test below), so are, per
-  group ``g``, INT8 with ``g`` in float, and INT8 with every timed group in float; the fastest
-  candidate that passes is kept. With ``t_m(r)`` the mean time per inference of model ``m`` in round
-  ``r``, candidate ``g`` passes when
+* the target file lists op types (``slow_int8_operations``, for deployment on another CPU), or
+* the host is timed (the target is the CPU plugin and ``skip_slow_int8`` is not false), with or without
+  VNNI. The FP32 model (the model as the run received it) and full INT8 are compiled (latency hint, f32
+  inference precision) and run on the first calibration sample in ``R`` interleaved rounds of ``n``
+  inferences each. When INT8 is faster (test below) nothing changes; when FP32 is faster by the same
+  test, every quantizer goes back to float (mixes of int8 and float ops were slower than full INT8
+  wherever FP32 beat it on the zoo: float islands between int8 convolutions add reorders). Between the
+  two (within noise), candidates are timed against full INT8: per
+  compute op type ``T`` of the model (``COMPUTE``: convolutions, MatMul, attention, recurrent sequences),
+  INT8 with every group that ``T`` reads in float; and FP32 itself (every quantizer in float). The
+  fastest candidate that passes is kept. With ``t_m(r)`` the mean time per inference of model ``m`` in
+  round ``r``, candidate ``g`` passes when
 
   ``median_r t_g(r) / t_int8(r) <= 1 - margin``,  ``min_r t_g(r) / min_r t_int8(r) <= 1 - margin``
 
   (paired per round, and on the least disturbed round: other processes only ever add time) and
-  ``t_g(r) < t_int8(r)`` in at least ``AGREE`` of the rounds. Only groups read by a compute op
-  (``COMPUTE``: convolutions, MatMul, attention, recurrent sequences) are timed. ``n`` is
-  chosen so that all rounds take about ``budget`` seconds (a share of one FP32 pass over the
-  calibration subset). The report gives each group's ratios (median, min, max over the rounds) and,
-  when groups were kept, the speed of the result against FP32 and full INT8, measured the same way.
+  ``t_g(r) < t_int8(r)`` in at least ``AGREE`` of the rounds; INT8 is "faster" than FP32 by the same
+  test. ``n`` is chosen so that all rounds take about ``budget`` seconds (a share of one FP32 pass over
+  the calibration subset). The report gives each ratio (median, min, max over the rounds) and, when
+  something was kept in float, the speed of the result against FP32 and full INT8, measured the same way.
 
-Keeping a group in float removes its FakeQuantizes (the readers read their input again); a bias
-corrected for the quantized weights stays.
+Keeping a group in float removes its FakeQuantizes (the readers read their input again, weights get their
+FP32 values back, and a layer left with no quantizer its FP32 bias).
 """
 import time
 from collections import defaultdict
@@ -46,6 +51,31 @@ COMPUTE = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData
                      "MatMul", "ScaledDotProductAttention", "LSTMSequence", "GRUSequence", "RNNSequence"})
 _CFG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 _PASS = ("Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze", "FakeQuantize")
+
+
+#: environment variable giving the default of ``skip_slow_int8`` where the config leaves it unset
+ENV = "OVQUANT_SKIP_SLOW_INT8"
+
+
+def setting(params) -> Optional[bool]:
+    """``skip_slow_int8`` as the run uses it: the config's value, else ``$OVQUANT_SKIP_SLOW_INT8``
+    (``false``: never time, for outputs that do not depend on the host's speed; ``true``), else None (time
+    where the target is the CPU)."""
+    v = getattr(params, "skip_slow_int8", None)
+    if v is not None:
+        return v
+    import os
+
+    env = os.environ.get(ENV, "").strip().lower()
+    if env in ("", "auto", "none", "null"):
+        return None
+    if env in ("0", "false", "no", "off"):
+        return False
+    if env in ("1", "true", "yes", "on"):
+        return True
+    from ovquant.errors import ConfigError
+
+    raise ConfigError(f"environment variable {ENV}={os.environ[ENV]!r}: expected true or false")
 
 
 def _reader_types(out: ov.Output) -> set:
@@ -70,12 +100,12 @@ def quantizer_groups(model: ov.Model) -> dict:
     return dict(groups)
 
 
-def without(model: ov.Model, names) -> ov.Model:
-    """A copy of ``model`` with the FakeQuantizes ``names`` removed."""
+def without(model: ov.Model, names, fp32: Optional[ov.Model] = None) -> ov.Model:
+    """A copy of ``model`` with the FakeQuantizes ``names`` removed (weights and biases from ``fp32``)."""
     from ovquant.accuracy_control import revert
 
     m = model.clone()
-    revert(m, list(names))
+    revert(m, list(names), fp32)
     return m
 
 
@@ -108,11 +138,22 @@ def synthetic_feed(model: ov.Model) -> Optional[dict]:
     return feed
 
 
+def compile_all(models: dict) -> dict:
+    """``{name: compiled model}`` for the CPU with the timing config, two at a time (compiling releases
+    the GIL); values already compiled are kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    core = ov.Core()
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(models, pool.map(lambda m: m if isinstance(m, ov.CompiledModel) else
+                                         core.compile_model(m, "CPU", _CFG), models.values())))
+
+
 def time_models(models: dict, feed: dict, budget, rounds: int = ROUNDS) -> tuple:
     """``({name: [seconds per inference in each round]}, budget used)``, the models interleaved within
-    every round; ``budget`` is seconds, or a function of the first model's time per inference."""
-    core = ov.Core()
-    reqs = {k: core.compile_model(m, "CPU", _CFG).create_infer_request() for k, m in models.items()}
+    every round; ``budget`` is seconds, or a function of the first model's time per inference. A value of
+    ``models`` is an ``ov.Model`` (compiled here) or an already compiled model."""
+    reqs = {k: c.create_infer_request() for k, c in compile_all(models).items()}
     one = {}
     for k, r in reqs.items():
         r.infer(feed)
@@ -150,55 +191,74 @@ class SlowInt8Check(Algorithm):
     """Keeps in float the op groups whose int8 form is slower on the target CPU (module docstring)."""
 
     name = "SlowInt8Check"
+    needs_float_model = True
 
     def apply(self, graph, stats) -> dict:
         t0 = time.perf_counter()
         model = graph.model
-        groups = {g: v for g, v in quantizer_groups(model).items() if set(g.split("+")) & COMPUTE}
+        every = quantizer_groups(model)
+        groups = {g: v for g, v in every.items() if set(g.split("+")) & COMPUTE}
         listed = tuple(getattr(self.context.target, "slow_int8_operations", ()) or ())
         if listed:
             keep = [g for g in groups if set(g.split("+")) & set(listed)]
             entry = {"how": "target file (slow_int8_operations)", "listed": list(listed)}
         else:
-            entry = self._time_host(model, groups)
+            entry = self._time_host(model, groups, every)
             keep = entry.pop("keep", [])
-        names = [n for g in keep for n in groups[g]]
+        names = [n for g in keep for n in every[g]]
         if names:
             from ovquant.accuracy_control import revert
 
-            revert(model, names)
+            revert(model, names, self.context.float_model)
         entry.update(kept_in_float=keep, n_kept_in_float=len(names), check_seconds=round(time.perf_counter() - t0, 3))
         entry["summary"] = _summary(entry)
         if keep or "int8_over_fp32" in entry:
             entry["notice"] = entry["summary"]   # printed by the CLI
         return entry
 
-    def _time_host(self, model: ov.Model, groups: dict) -> dict:
+    def _feed(self, model: ov.Model) -> Optional[dict]:
+        """The first calibration sample as the model's feed, else :func:`synthetic_feed`."""
+        from ovquant.dataset import FeedBuilder, open_source, take
+
+        try:
+            first = next(iter(take(open_source(self.context.calibration, list(model.inputs)), 1)))
+            return FeedBuilder(model.inputs)(first, 0)
+        except Exception:
+            return synthetic_feed(model)
+
+    def _time_host(self, model: ov.Model, groups: dict, every: dict) -> dict:
         if getattr(self.context.target, "name", None) != "CPU":
             return {"how": "not timed: the target is not this host's CPU"}
         isa = native_int8()
-        if isa and getattr(self.params, "skip_slow_int8", None) is None:
-            return {"how": f"not timed: this CPU has native int8 ({isa})", "isa": isa}
-        feed = synthetic_feed(model)
+        feed = self._feed(model)
         if feed is None or not groups:
-            return {"how": "not timed: " + ("dynamic input shapes" if feed is None else "no quantizers")}
-        fp32 = without(model, [n for g in groups.values() for n in g])
-        times, budget = time_models({"fp32": fp32, "int8": model}, feed, self._budget)
+            return {"how": "not timed: " + ("no input to time with" if feed is None else "no quantizers")}
+        fp32 = self.context.float_model
+        if fp32 is None:
+            fp32 = without(model, [n for g in every.values() for n in g])
+        base = compile_all({"fp32": fp32, "int8": model})
+        times, budget = time_models(base, feed, self._budget)
         entry = {"how": "timed on this host", "isa": isa or "no VNNI", "budget_seconds": round(budget, 3),
                  "rounds": ROUNDS, "margin": MARGIN, "int8_over_fp32": compare(times, "int8", "fp32"), "keep": []}
-        if entry["int8_over_fp32"]["median"] <= 1 - MARGIN and entry["int8_over_fp32"]["rounds_faster"] >= AGREE:
-            return entry                       # INT8 pays as a whole: no op group is timed
-        cands = {g: [g] for g in groups}
-        if len(groups) > 1:
-            cands["all timed groups"] = list(groups)
-        models = {"int8": model, **{c: without(model, [n for g in gs for n in groups[g]]) for c, gs in cands.items()}}
-        again, _ = time_models({"fp32": fp32, **models}, feed, budget)
+        if pays_off(compare(times, "int8", "fp32")):
+            return entry                       # INT8 pays as a whole: no candidate is timed
+        if pays_off(compare(times, "fp32", "int8")):   # FP32 clearly faster: no mix of int8 and float is timed
+            entry.update(keep=list(every), candidate="fp32", result_over_fp32=compare(times, "fp32", "fp32"))
+            return entry
+        types = sorted({t for g in groups for t in g.split("+") if t in COMPUTE})
+        cands = {t: [g for g in groups if t in g.split("+")] for t in types}
+        if len(types) == 1:
+            cands = {}                         # its only candidate is FP32 (every quantizer in float)
+        cands["fp32"] = list(every)
+        models = {**base, **{c: without(model, [n for g in gs for n in every[g]], fp32)
+                             for c, gs in cands.items() if c != "fp32"}}
+        again, _ = time_models(models, feed, budget)
         ratios = {c: compare(again, c, "int8") for c in cands}
         good = [c for c in cands if pays_off(ratios[c])]
         entry.update(float_over_int8=ratios, int8_over_fp32=compare(again, "int8", "fp32"))
         if good:
             best = min(good, key=lambda c: ratios[c]["median"])
-            entry["keep"] = cands[best]
+            entry["keep"], entry["candidate"] = cands[best], best
             entry["result_over_fp32"] = compare(again, best, "fp32")
         return entry
 
@@ -214,6 +274,11 @@ def _summary(entry: dict) -> str:
         r = entry.get("int8_over_fp32")
         tail = f"; INT8 at {1 / r['median']:.2f}x FP32's speed (rounds {1 / r['max']:.2f}-{1 / r['min']:.2f})" if r else ""
         return f"every int8 op group pays ({entry['how']}){tail}"
+    if entry.get("candidate") == "fp32":
+        q = entry["int8_over_fp32"]
+        return (f"INT8 does not pay on this CPU (full INT8 at {1 / q['median']:.2f}x FP32's speed, rounds "
+                f"{1 / q['max']:.2f}-{1 / q['min']:.2f}; {entry['how']}): every quantizer ({entry['n_kept_in_float']}) "
+                f"kept in float, the model stays FP32 (skip_slow_int8=false keeps INT8)")
     s = f"kept in float {entry['n_kept_in_float']} quantizer(s) of {', '.join(entry['kept_in_float'])} ({entry['how']})"
     r = entry.get("result_over_fp32")
     if r:
