@@ -29,7 +29,8 @@ ways to pick what is kept in float:
   something was kept in float, the speed of the result against FP32 and full INT8, measured the same way.
 
 Keeping a group in float removes its FakeQuantizes (the readers read their input again, weights get their
-FP32 values back, and a layer left with no quantizer its FP32 bias).
+FP32 values back, and a layer left with no quantizer its FP32 bias); keeping FP32 makes the model the FP32
+model as the run received it.
 """
 import time
 from collections import defaultdict
@@ -206,7 +207,9 @@ class SlowInt8Check(Algorithm):
             entry = self._time_host(model, groups, every)
             keep = entry.pop("keep", [])
         names = [n for g in keep for n in every[g]]
-        if names:
+        if entry.get("candidate") == "fp32" and self.context.float_model is not None:
+            graph.model = self.context.float_model.clone()   # exactly the FP32 model (channel alignment too)
+        elif names:
             from ovquant.accuracy_control import revert
 
             revert(model, names, self.context.float_model)
