@@ -24,7 +24,7 @@ GRANULARITIES = ("pertensor", "perchannel")
 _TOP_KEYS = {"name", "aliases", "description", "schemes", "operations", "agnostic_operations",
              "saturation_fix", "preset_aliases", "$schema_version", "slow_int8_operations"}
 _SCHEME_KEYS = {"bits", "mode", "granularity", "level_low", "level_high", "unified_zeropoint"}
-_OP_KEYS = {"activations", "weights", "ports", "unified_scales", "attributes"}
+_OP_KEYS = {"activations", "weights", "ports", "unified_scales", "attributes", "requires_activations"}
 SCHEMA_VERSION = 1
 
 
@@ -61,6 +61,7 @@ class OpRule:
     ports: Optional[tuple[int, ...]] = None     # input ports to quantize, activations or weights (None: all)
     unified_scales: bool = False                # inputs share one scale (Concat)
     attributes: tuple = ()                      # (name, value) pairs the op must have to match
+    requires_activations: tuple[int, ...] = ()  # ports that must be activations, else the op gets no quantizer
 
 
 @attrs.frozen
@@ -195,8 +196,15 @@ def _parse(data: Any, path: str) -> HardwareTarget:
             attrs_ = spec.get("attributes", {})
             if not isinstance(attrs_, dict):
                 _fail(f"{where}.attributes", "expected an object")
+            req = spec.get("requires_activations", [])
+            if not isinstance(req, list) or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0
+                                                    for p in req):
+                _fail(f"{where}.requires_activations", "expected a list of input port numbers")
+            if ports is not None and set(req) - set(ports):
+                _fail(f"{where}.requires_activations", f"port {sorted(set(req) - set(ports))[0]} is not in ports")
             operations.setdefault(op_type, []).append(
-                OpRule(acts, wts, tuple(ports) if ports is not None else None, us, tuple(sorted(attrs_.items()))))
+                OpRule(acts, wts, tuple(ports) if ports is not None else None, us, tuple(sorted(attrs_.items())),
+                       tuple(req)))
     agn = data.get("agnostic_operations", [])
     if not isinstance(agn, list) or not all(isinstance(a, str) for a in agn):
         _fail("agnostic_operations", "expected a list of op types")

@@ -148,7 +148,10 @@ def _lstm_net(seed=0, t=6, i=8, h=16):
     rng = np.random.default_rng(seed)
     x = ops.parameter([1, t, i], np.float32, name="x")
     pre = ops.relu(ops.matmul(x, ops.constant(rng.normal(0, 0.3, (i, i)).astype(np.float32)), False, False), name="pre")
-    h0 = ops.constant(np.zeros((1, 1, h), np.float32))
+    # the initial state is computed (as in exported recognizers): with a constant one the CPU runs the LSTM
+    # in f32 and the target leaves it unquantized (requires_activations)
+    h0 = ops.matmul(ops.reduce_mean(pre, ops.constant(np.array([1], np.int64)), True),
+                    ops.constant(rng.normal(0, 0.3, (i, h)).astype(np.float32)), False, False)
     c0 = ops.constant(np.zeros((1, 1, h), np.float32))
     lens = ops.constant(np.array([t], np.int32))
     w = ops.constant(rng.normal(0, 0.3, (1, 4 * h, i)).astype(np.float32))
@@ -195,7 +198,7 @@ def test_a_recurrent_op_whose_int8_weights_have_no_float_twin_gets_them_as_const
     want = {p: dequantized(lstm.input_value(p)) for p in (4, 5)}
     (act,) = [qz["name"] for qz in find_quantizers(q) if qz["kind"] == "activations" and any(
         r.get_node().get_friendly_name() == "lstm" and r.get_index() == 0 for r in qz["quantized"].get_target_inputs())]
-    assert revert(q, [act]) == [act]
+    assert act in revert(q, [act])        # with its sequence peers (the initial state's quantizer)
     for p in (4, 5):
         node = lstm.input_value(p).get_node()
         assert node.get_type_name() == "Constant"

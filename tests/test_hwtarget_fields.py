@@ -250,6 +250,20 @@ def test_attributes_select_the_nodes_a_rule_applies_to(acme):
     assert input_fq(q, "fc", 0) is not None and input_fq(q, "fc", 1) is not None
 
 
+def test_requires_activations_leaves_an_op_fed_a_constant_in_float(acme):
+    """MatMul rule with ``requires_activations: [0, 1]``: the MatMuls with constant weights (q, k) get no
+    quantizer at all, the MatMul of two activations (qk) gets both; without the key all are quantized."""
+    m = models.matmul_net()
+    q, _ = run(m, acme(edit(("operations", "MatMul"), {**CONV, "requires_activations": [0, 1]})))
+    for name in ("q", "k"):
+        assert input_fq(q, name, 0) is None
+        assert q.get_ordered_ops()[0] is not None and next(
+            n for n in q.get_ordered_ops() if n.get_friendly_name() == name).input_value(1).get_node().get_type_name() == "Constant"
+    assert input_fq(q, "qk", 0) is not None and input_fq(q, "qk", 1) is not None
+    q, _ = run(m, acme(edit(("operations", "MatMul"), {**CONV})))
+    assert input_fq(q, "q", 0) is not None
+
+
 def test_depthwise_convolution_follows_group_convolution_without_its_own_rule(acme):
     per_channel = {"bits": 8, "mode": "symmetric", "granularity": "perchannel"}
 
@@ -388,6 +402,7 @@ FIELD_TESTS = {
     "OpRule.ports": test_ports_limit_the_quantized_inputs,
     "OpRule.unified_scales": test_unified_scales_on_add_gives_its_inputs_one_range,
     "OpRule.attributes": test_attributes_select_the_nodes_a_rule_applies_to,
+    "OpRule.requires_activations": test_requires_activations_leaves_an_op_fed_a_constant_in_float,
     "Scheme.bits": test_bits_set_the_levels,
     "Scheme.mode": test_mode_asymmetric_only_convolution_activations,
     "Scheme.granularity": test_granularity_pertensor_only_matmul_weights,

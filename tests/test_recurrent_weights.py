@@ -69,3 +69,26 @@ def test_per_row_recurrent_scales_would_raise_the_cpu_output_error(monkeypatch):
     monkeypatch.setattr(placement, "_weight_channel_axes", lambda n, p, r: (0, 1) if n.get_type_name().endswith(
         "Sequence") else orig(n, p, r))
     assert per_direction < err(ovquant.quantize(m.clone(), data))
+
+
+def test_a_constant_initial_state_leaves_the_sequence_op_in_float():
+    """The CPU target's ``requires_activations: [0, 1]``: with a constant H the plugin runs the LSTM in f32,
+    so neither X nor the weights get a quantizer (X's would be pure error); the model still compiles and
+    the op is exactly float. With H an activation (the tests above) everything is quantized."""
+    rng = np.random.default_rng(0)
+    t, i, h = 6, 8, 16
+    x = ops.parameter([1, t, i], np.float32, name="x")
+    pre = ops.relu(ops.matmul(x, ops.constant(rng.normal(0, 0.3, (i, i)).astype(np.float32)), False, False), name="pre")
+    zeros = ops.constant(np.zeros((1, 1, h), np.float32))
+    w = rng.normal(0, 0.3, (1, 4 * h, i)).astype(np.float32)
+    seq = ops.lstm_sequence(pre, zeros, zeros, ops.constant(np.array([t], np.int32)), ops.constant(w),
+                            ops.constant(rng.normal(0, 0.3, (1, 4 * h, h)).astype(np.float32)),
+                            ops.constant(np.zeros((1, 4 * h), np.float32)), h, "forward", name="rnn")
+    m = ov.Model([ops.result(seq.output(0))], [x])
+    q = ovquant.quantize(m.clone(), [rng.normal(0, 1, (1, t, i)).astype(np.float32) for _ in range(16)])
+    rnn = next(op for op in q.get_ops() if op.get_friendly_name() == "rnn")
+    assert all(rnn.input_value(p).get_node().get_type_name() != "FakeQuantize" for p in range(rnn.get_input_size()))
+    np.testing.assert_array_equal(rnn.input_value(4).get_node().get_data(), w)          # float weights
+    mm = next(op for op in q.get_ops() if op.get_type_name() == "MatMul")
+    assert mm.input_value(0).get_node().get_type_name() == "FakeQuantize"           # the MatMul before stays int8
+    ov.Core().compile_model(q, "CPU")

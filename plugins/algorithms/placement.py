@@ -262,14 +262,17 @@ def request_inputs(plan: _Plan, node: ov.Node) -> None:
     that is quantized already, nor on integer ones): a weight quantizer on each constant input whose
     port allows weight schemes, a request on the producer's output of each other input. An element-wise
     op whose rule names no ``ports`` and that has fewer than two activation inputs (a bias Add, a
-    scale-shift Multiply) is fused into its producer and asks for nothing. The requests of an op with
-    ``unified_scales`` form one unified-scale group."""
+    scale-shift Multiply) is fused into its producer and asks for nothing, and so does an op whose rule's
+    ``requires_activations`` ports are not all activations it quantizes (an LSTMSequence with a constant
+    initial state). The requests of an op with ``unified_scales`` form one unified-scale group."""
     ports = [p for p in plan.target.quantized_ports(node) if not _quantized(node.input_value(p))]
     const_ports = [p for p in ports if port_kind(node, p) == "weights"]
     act_ports = [p for p in ports if p not in const_ports and _is_float(node.input_value(p))
                  and not _scalar(node.input_value(p))]
     if not ports or type_of(node) in ELEMENTWISE and plan.target.rule_for(node).ports is None and len(act_ports) < 2:
         return
+    if set(plan.target.rule_for(node).requires_activations) - set(act_ports):
+        return   # the device runs the op in int8 only with all of these quantized (LSTM: X and H)
     for p in const_ports:
         _weight_quantizer(plan, node, p)
     keys = []
