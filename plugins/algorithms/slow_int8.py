@@ -281,7 +281,7 @@ def _summary(entry: dict) -> str:
         q = entry["int8_over_fp32"]
         return (f"INT8 does not pay on this CPU (full INT8 at {1 / q['median']:.2f}x FP32's speed, rounds "
                 f"{1 / q['max']:.2f}-{1 / q['min']:.2f}; {entry['how']}): every quantizer ({entry['n_kept_in_float']}) "
-                f"kept in float, the model stays FP32 (skip_slow_int8=false keeps INT8)")
+                f"kept in float, the model stays FP32 (skip_slow_int8=false or --no-skip-slow-int8 keeps INT8)")
     s = f"kept in float {entry['n_kept_in_float']} quantizer(s) of {', '.join(entry['kept_in_float'])} ({entry['how']})"
     r = entry.get("result_over_fp32")
     if r:
