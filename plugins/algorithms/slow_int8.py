@@ -267,9 +267,9 @@ class SlowInt8Check(Algorithm):
 
     def _budget(self, one: float) -> float:
         """Seconds of timed rounds: a twentieth of one FP32 pass (``one`` s per sample) over the
-        calibration subset, 0.2 s to 2 s."""
+        calibration subset, 0.1 s to 2 s."""
         n = getattr(self.params, "stat_subset_size", None) or 300
-        return float(min(2.0, max(0.2, 0.05 * n * one)))
+        return float(min(2.0, max(0.1, 0.05 * n * one)))
 
 
 def _summary(entry: dict) -> str:
