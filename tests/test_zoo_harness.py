@@ -181,9 +181,11 @@ def test_tiny_case_end_to_end(tmp_path):
     (d / "meta.json").write_text(json.dumps({"case": "tiny", "licence": "made in code"}))
     spec = {"kind": "landmarks", "family": "landmarks", "primary": "nme", "higher_better": False, "size": 8,
             "points": [(0, 3, 2)]}
-    res = run.run_case("tiny", str(zoo), None, str(tmp_path / "runs"), rounds=2, spec=spec, tools=("ovquant",))
+    res = run.run_case("tiny", str(zoo), None, str(tmp_path / "runs"), rounds=2, spec=spec, tools=("ovquant",),
+                       time_repeats=3)
     r = res["tools"]["ovquant"]
     assert "error" not in r, r
+    assert len(r["quantize_s_runs"]) == 3 and r["quantize_s"] == float(np.median(r["quantize_s_runs"]))
     assert res["fp32"]["metrics"]["nme"] == 0.0
     assert 0.0 < r["metrics"]["nme"] < 0.2                     # INT8 moves the points, a little
     assert r["n_fq"] >= 2 and r["compute_ops"] == 2 and 0 <= r["int8_ops"] <= 2
