@@ -149,6 +149,17 @@ def test_int8_clearly_faster_changes_nothing(monkeypatch):
     assert np.array_equal(req[0].infer({0: samples[0]})[0], req[1].infer({0: samples[0]})[0])
 
 
+def test_within_noise_with_no_faster_candidate_keeps_int8_and_says_so(monkeypatch):
+    _fake_timer(monkeypatch, {"fp32": 1.0, "int8": 1.0, "other": 1.05})
+    m = models.aca_net()
+    samples = models.random_samples(m, 8)
+    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
+    e = _entry(rep)
+    assert e["kept_in_float"] == [] and set(e["float_over_int8"]) >= {"Convolution", "MatMul", "fp32"}
+    assert e["summary"].startswith("INT8 kept: neither it nor FP32 is clearly faster")
+    assert [op for op in q.get_ops() if op.get_type_name() == "FakeQuantize"]
+
+
 def test_within_noise_times_each_compute_type_and_keeps_the_fastest(monkeypatch):
     """INT8 and FP32 tie; keeping the MatMul readers in float is 20% faster than full INT8: only those go."""
     _fake_timer(monkeypatch, {"fp32": 1.0, "int8": 1.0, "MatMul": 0.8, "other": 0.99})

@@ -278,6 +278,9 @@ def _summary(entry: dict) -> str:
     if not entry["kept_in_float"]:
         r = entry.get("int8_over_fp32")
         tail = f"; INT8 at {1 / r['median']:.2f}x FP32's speed (rounds {1 / r['max']:.2f}-{1 / r['min']:.2f})" if r else ""
+        if "float_over_int8" in entry:
+            return (f"INT8 kept: neither it nor FP32 is clearly faster, and no op type in float was faster "
+                    f"than full INT8 ({entry['how']}){tail}")
         return f"every int8 op group pays ({entry['how']}){tail}"
     if entry.get("candidate") == "fp32":
         q = entry["int8_over_fp32"]
