@@ -1052,10 +1052,13 @@ def long_run(tmp_path_factory):
     (old / "extra" / "readme.md").write_text("another one\n")
     p = subprocess.run(cmd(new_cmd, d / "new"), env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    t0 = time.perf_counter()   # the tests' runs find the statistics cached: time one of those
-    p = subprocess.run(cmd(new_cmd, d / "new"), env=env, capture_output=True, text=True, timeout=300)
-    seconds = time.perf_counter() - t0
-    assert p.returncode == 0, p.stderr
+    times = []
+    for _ in range(2):   # the tests' runs find the statistics cached: time two of those, keep the shorter
+        t0 = time.perf_counter()   # (a signal at 70% of a slow timing can land after a faster run ended)
+        p = subprocess.run(cmd(new_cmd, d / "new"), env=env, capture_output=True, text=True, timeout=300)
+        times.append(time.perf_counter() - t0)
+        assert p.returncode == 0, p.stderr
+    seconds = min(times)
     new = snapshot(d / "new")
     assert new["net.xml"] != snapshot(old)["net.xml"] or new["net.bin"] != snapshot(old)["net.bin"], \
         "the interrupted command must write something else than the earlier output"
