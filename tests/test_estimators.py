@@ -133,3 +133,19 @@ def test_graph_quantile_falls_back_on_dynamic_shape(name):
     param = ops.parameter(ov.PartialShape([-1, 16, 8]), np.float32)
     est = registry.make_estimator(name, side="min", outlier_prob=1e-4)
     assert est.graph_reduce(param.output(0), (1, 2)) is None
+
+
+@pytest.mark.parametrize("name", ["min", "max", "abs_max", "mean"])
+def test_graph_dynamic_estimators_match_numpy_on_dynamic_shapes(name):
+    """The estimators that declare ``graph_dynamic`` reduce in graph on a tensor with dynamic dims (width
+    here, as an OCR model's): one compiled model, inputs of two widths, each equal to the numpy form."""
+    est = registry.make_estimator(name)
+    assert type(est).graph_dynamic
+    param = ops.parameter(ov.PartialShape([1, 16, 8, -1]), np.float32)
+    axes = (0, 2, 3)                                  # per channel: the dynamic width is reduced
+    out = est.graph_reduce(param.output(0), axes)
+    assert out is not None and out.get_partial_shape().is_static
+    compiled = ov.Core().compile_model(ov.Model([ops.result(out)], [param]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for w, seed in ((13, 1), (40, 2)):
+        x = data((1, 16, 8, w), seed=seed) - 0.5
+        np.testing.assert_allclose(est.from_graph(compiled(x)[0]), est.reduce(x, axes), rtol=1e-5, atol=1e-6)

@@ -11,11 +11,13 @@ class MeanEstimator(Estimator):
     """``y = sum(x) / count(x)`` over the reduced axes, finite values only, summed in float64 (NaN for a
     slice without any finite value).
 
-    In graph: ``ReduceMean`` (float32, does not skip NaN/Inf).
+    In graph: ``ReduceMean`` (float32, does not skip NaN/Inf), also on dynamic shapes (the reduced axes
+    may be dynamic; the kept channel axis is static in the layers that request it).
     """
 
     name = "mean"
     range_estimator = False   # requested by algorithms, not named in a config
+    graph_dynamic = True
 
     def reduce(self, x, axes):
         x = np.asarray(x)
