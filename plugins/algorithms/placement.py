@@ -269,9 +269,12 @@ def request_inputs(plan: _Plan, node: ov.Node) -> None:
     const_ports = [p for p in ports if port_kind(node, p) == "weights"]
     act_ports = [p for p in ports if p not in const_ports and _is_float(node.input_value(p))
                  and not _scalar(node.input_value(p))]
-    if not ports or type_of(node) in ELEMENTWISE and plan.target.rule_for(node).ports is None and len(act_ports) < 2:
+    if not ports:
         return
-    if set(plan.target.rule_for(node).requires_activations) - set(act_ports):
+    rule = plan.target.rule_for(node)
+    if type_of(node) in ELEMENTWISE and rule.ports is None and len(act_ports) < 2:
+        return
+    if set(rule.requires_activations) - set(act_ports):
         return   # the device runs the op in int8 only with all of these quantized (LSTM: X and H)
     for p in const_ports:
         _weight_quantizer(plan, node, p)

@@ -208,7 +208,7 @@ class SlowInt8Check(Algorithm):
             entry = self._time_host(model, groups, every)
             keep = entry.pop("keep", [])
         names = [n for g in keep for n in every[g]]
-        if entry.get("candidate") == "fp32" and self.context.float_model is not None:
+        if entry.get("candidate") == "fp32":
             graph.model = self.context.float_model.clone()   # exactly the FP32 model (channel alignment too)
         elif names:
             from ovquant.accuracy_control import revert
@@ -237,9 +237,7 @@ class SlowInt8Check(Algorithm):
         feed = self._feed(model)
         if feed is None or not groups:
             return {"how": "not timed: " + ("no input to time with" if feed is None else "no quantizers")}
-        fp32 = self.context.float_model
-        if fp32 is None:
-            fp32 = without(model, [n for g in every.values() for n in g])
+        fp32 = self.context.float_model   # kept by the pipeline: the step declares needs_float_model
         base = compile_all({"fp32": fp32, "int8": model})
         times, budget = time_models(base, feed, self._budget)
         entry = {"how": "timed on this host", "isa": isa or "no VNNI", "budget_seconds": round(budget, 3),
