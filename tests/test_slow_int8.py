@@ -120,12 +120,18 @@ def _fake_timer(monkeypatch, speeds):
     monkeypatch.delenv(S.ENV, raising=False)
 
 
-def test_fp32_clearly_faster_gives_back_the_float_model(monkeypatch):
-    _fake_timer(monkeypatch, {"fp32": 1.0, "int8": 1.3, "other": 1.2})
-    m = models.residual_net()
+def _timed_default(monkeypatch, speeds, build):
+    """``(model, samples, quantized, SlowInt8Check entry)`` of the default run on ``build()`` under
+    :func:`_fake_timer` with ``speeds``."""
+    _fake_timer(monkeypatch, speeds)
+    m = build()
     samples = models.random_samples(m, 8)
     q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
-    e = _entry(rep)
+    return m, samples, q, _entry(rep)
+
+
+def test_fp32_clearly_faster_gives_back_the_float_model(monkeypatch):
+    m, samples, q, e = _timed_default(monkeypatch, {"fp32": 1.0, "int8": 1.3, "other": 1.2}, models.residual_net)
     assert e["candidate"] == "fp32" and "float_over_int8" not in e      # decided without timing a mix
     assert not [op for op in q.get_ops() if op.get_type_name() == "FakeQuantize"]
     assert not [op for op in q.get_ops() if op.get_type_name() == "Convert"
@@ -137,11 +143,7 @@ def test_fp32_clearly_faster_gives_back_the_float_model(monkeypatch):
 
 
 def test_int8_clearly_faster_changes_nothing(monkeypatch):
-    _fake_timer(monkeypatch, {"fp32": 1.3, "int8": 1.0, "other": 1.2})
-    m = models.residual_net()
-    samples = models.random_samples(m, 8)
-    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
-    e = _entry(rep)
+    m, samples, q, e = _timed_default(monkeypatch, {"fp32": 1.3, "int8": 1.0, "other": 1.2}, models.residual_net)
     assert e["kept_in_float"] == [] and "float_over_int8" not in e
     off = ovquant.quantize(m, samples, subset_size=8, skip_slow_int8=False)
     req = [ov.Core().compile_model(x, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
@@ -150,11 +152,7 @@ def test_int8_clearly_faster_changes_nothing(monkeypatch):
 
 
 def test_within_noise_with_no_faster_candidate_keeps_int8_and_says_so(monkeypatch):
-    _fake_timer(monkeypatch, {"fp32": 1.0, "int8": 1.0, "other": 1.05})
-    m = models.aca_net()
-    samples = models.random_samples(m, 8)
-    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
-    e = _entry(rep)
+    m, samples, q, e = _timed_default(monkeypatch, {"fp32": 1.0, "int8": 1.0, "other": 1.05}, models.aca_net)
     assert e["kept_in_float"] == [] and set(e["float_over_int8"]) >= {"Convolution", "MatMul", "fp32"}
     assert e["summary"].startswith("INT8 kept: neither it nor FP32 is clearly faster")
     assert [op for op in q.get_ops() if op.get_type_name() == "FakeQuantize"]
@@ -162,11 +160,7 @@ def test_within_noise_with_no_faster_candidate_keeps_int8_and_says_so(monkeypatc
 
 def test_within_noise_times_each_compute_type_and_keeps_the_fastest(monkeypatch):
     """INT8 and FP32 tie; keeping the MatMul readers in float is 20% faster than full INT8: only those go."""
-    _fake_timer(monkeypatch, {"fp32": 1.0, "int8": 1.0, "MatMul": 0.8, "other": 0.99})
-    m = models.aca_net()
-    samples = models.random_samples(m, 8)
-    q, rep = ovquant.quantize_with_report(m, samples, subset_size=8)
-    e = _entry(rep)
+    m, samples, q, e = _timed_default(monkeypatch, {"fp32": 1.0, "int8": 1.0, "MatMul": 0.8, "other": 0.99}, models.aca_net)
     assert set(e["float_over_int8"]) >= {"Convolution", "MatMul", "fp32"}
     assert e["candidate"] == "MatMul" and all("MatMul" in g for g in e["kept_in_float"])
     readers = set().union(*_fq_readers(q).values())
