@@ -24,7 +24,8 @@ GRANULARITIES = ("pertensor", "perchannel")
 _TOP_KEYS = {"name", "aliases", "description", "schemes", "operations", "agnostic_operations",
              "saturation_fix", "preset_aliases", "$schema_version", "slow_int8_operations"}
 _SCHEME_KEYS = {"bits", "mode", "granularity", "level_low", "level_high", "unified_zeropoint"}
-_OP_KEYS = {"activations", "weights", "ports", "unified_scales", "attributes", "requires_activations"}
+_OP_KEYS = {"activations", "weights", "ports", "unified_scales", "attributes", "requires_activations",
+            "unified_weight_scales"}
 SCHEMA_VERSION = 1
 
 
@@ -62,6 +63,7 @@ class OpRule:
     unified_scales: bool = False                # inputs share one scale (Concat)
     attributes: tuple = ()                      # (name, value) pairs the op must have to match
     requires_activations: tuple[int, ...] = ()  # ports that must be activations, else the op gets no quantizer
+    unified_weight_scales: bool = False         # weight inputs share one scale per channel (CPU RNN sequences)
 
 
 @attrs.frozen
@@ -193,6 +195,9 @@ def _parse(data: Any, path: str) -> HardwareTarget:
             us = spec.get("unified_scales", False)
             if not isinstance(us, bool):
                 _fail(f"{where}.unified_scales", f"expected true or false, got {us!r}")
+            uws = spec.get("unified_weight_scales", False)
+            if not isinstance(uws, bool):
+                _fail(f"{where}.unified_weight_scales", f"expected true or false, got {uws!r}")
             attrs_ = spec.get("attributes", {})
             if not isinstance(attrs_, dict):
                 _fail(f"{where}.attributes", "expected an object")
@@ -204,7 +209,7 @@ def _parse(data: Any, path: str) -> HardwareTarget:
                 _fail(f"{where}.requires_activations", f"port {sorted(set(req) - set(ports))[0]} is not in ports")
             operations.setdefault(op_type, []).append(
                 OpRule(acts, wts, tuple(ports) if ports is not None else None, us, tuple(sorted(attrs_.items())),
-                       tuple(req)))
+                       tuple(req), uws))
     agn = data.get("agnostic_operations", [])
     if not isinstance(agn, list) or not all(isinstance(a, str) for a in agn):
         _fail("agnostic_operations", "expected a list of op types")

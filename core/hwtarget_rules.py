@@ -119,6 +119,12 @@ class TargetRules:
         rule = self.rule_for(node)
         return bool(rule is not None and rule.unified_scales)
 
+    def unified_weight_scales(self, node: ov.Node) -> bool:
+        """Whether the weight inputs of ``node`` share one scale per output channel (its rule's
+        ``unified_weight_scales``)."""
+        rule = self.rule_for(node)
+        return bool(rule is not None and rule.unified_weight_scales)
+
     def is_agnostic(self, op: Union[str, ov.Node]) -> bool:
         """Whether quantizers move up through ``op`` (an op type, or a node: its OpenVINO or virtual type
         is in ``agnostic_operations``)."""

@@ -9,7 +9,9 @@ POT's schema::
 
 maps to ovquant's (docs/hw_targets.md): the named ``config.quantization`` schemes become ``schemes``; an
 operation with ``quantization`` becomes an ``operations`` rule, one without becomes quantization-agnostic;
-``attributes.unified_scales: "all"`` (Concat) becomes ``unified_scales: true``; other attributes filter
+``attributes.unified_scales: "all"`` (Concat) becomes ``unified_scales: true``, and LSTM/GRUSequence's port
+groups ``[[0, 1], [4, 5]]`` become ``unified_scales`` (X and H) and ``unified_weight_scales`` (W and R);
+other attributes filter
 the op (POT matches them the same way). POT's own rules that its files do not spell out are added:
 the quantizable ports of LSTMSequence/GRUSequence, the single quantized input of Power, AvgPool, ...,
 the saturation fix on CPU and ANY, and the preset renaming per device (``accuracy`` runs ``mixed`` on
@@ -26,6 +28,8 @@ _TYPE_NAMES = {"DepthWiseConvolution": "DepthwiseConvolution"}
 #: input ports POT quantizes (its TYPES_TO_QUANTIZABLE_PORTS, and the ops whose other inputs are not data)
 _PORTS = {"LSTMSequence": [0, 1, 4, 5], "GRUSequence": [0, 1, 3, 4], "Power": [0], "AvgPool": [0],
           "NormalizeL2": [0], "ReduceMean": [0], "Interpolate": [0], "MVN": [0]}
+#: the weight ports of the ops whose POT ``unified_scales`` lists group inputs (the rest are activations)
+_WEIGHT_PORTS = {"LSTMSequence": [4, 5], "GRUSequence": [3, 4]}
 #: POT's preset renaming per target_device (configs/config.py); other devices: accuracy runs mixed
 _PRESET_ALIASES = {"NPU": {}, "VPU": {}, "GNA": {"mixed": "accuracy"}, "GNA3": {"mixed": "accuracy"},
                    "GNA3.5": {"mixed": "accuracy"}}
@@ -103,7 +107,11 @@ def convert_pot_target(data: Any, name: str | None = None, device: str | None = 
         unified = attributes.pop("unified_scales", None)
         if unified == "all":
             rule["unified_scales"] = True
-        # LSTM/GRU unified_scales lists pair the inputs POT quantizes; ovquant's ports cover them
+        elif isinstance(unified, list) and t in _WEIGHT_PORTS:   # LSTM/GRU: [[X, H], [W, R]]
+            for group in unified:
+                if isinstance(group, list) and len(group) > 1:
+                    key = "unified_weight_scales" if set(group) <= set(_WEIGHT_PORTS[t]) else "unified_scales"
+                    rule[key] = True
         q = op.get("quantization")
         if q is not None:
             if not isinstance(q, dict):

@@ -183,7 +183,12 @@ def test_op_sets(name):
         assert rule.ports == (0,) and rule.activations and not rule.weights, op
     concat = only_rule(t, "Concat")
     assert concat.unified_scales is True and concat.activations == () and concat.weights == ()
-    assert not any(r.unified_scales for op, rs in t.operations.items() if op != "Concat" for r in rs)
+    sequences = {"LSTMSequence", "GRUSequence"} & set(t.operations)   # CPU: X with H, W with R (POT's lists)
+    assert not any(r.unified_scales for op, rs in t.operations.items() if op != "Concat" and op not in sequences
+                   for r in rs)
+    for op in sequences:
+        assert all(r.unified_scales and r.unified_weight_scales for r in t.operations[op]), op
+    assert not any(r.unified_weight_scales for op, rs in t.operations.items() if op not in sequences for r in rs)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -310,6 +315,8 @@ MALFORMED = [
      "operations.Power.requires_activations", "port 1 is not in ports"),
     ("unified-scales-as-string", _set(("operations", "Concat", "unified_scales"), "all"),
      "operations.Concat.unified_scales", "true or false"),
+    ("unified-weight-scales-as-list", _set(("operations", "Power", "unified_weight_scales"), [4, 5]),
+     "operations.Power.unified_weight_scales", "true or false"),
     ("attributes-not-object", _set(("operations", "GRUSequence", 0, "attributes"), ["linear_before_reset"]),
      "operations.GRUSequence[0].attributes", "expected an object"),
     ("op-rule-not-object", _set(("operations", "Power"), "q8_a"), "operations.Power", "expected an object"),

@@ -12,6 +12,7 @@ import sys
 
 import attrs
 import numpy as np
+import openvino as ov
 import pytest
 
 import models
@@ -264,6 +265,36 @@ def test_requires_activations_leaves_an_op_fed_a_constant_in_float(acme):
     assert input_fq(q, "q", 0) is not None
 
 
+def _lstm_net(r_factor=0.2, t=5, i=8, h=12):
+    """An LSTM with H an input (so X and H are activations) and R's weights smaller than W's."""
+    import openvino.opset13 as ops
+    rng = np.random.default_rng(3)
+    x, h0 = ops.parameter([1, t, i], np.float32, name="x"), ops.parameter([1, 1, h], np.float32, name="h0")
+    w = rng.normal(0, 0.5, (1, 4 * h, i)).astype(np.float32)
+    r = (r_factor * rng.normal(0, 0.5, (1, 4 * h, h))).astype(np.float32)
+    seq = ops.lstm_sequence(x, h0, ops.constant(np.zeros((1, 1, h), np.float32)), ops.constant(np.array([t], np.int32)),
+                            ops.constant(w), ops.constant(r), ops.constant(np.zeros((1, 4 * h), np.float32)), h,
+                            "forward", name="rnn")
+    return ov.Model([ops.result(seq.output(0))], [x, h0])
+
+
+def test_unified_weight_scales_give_an_ops_weights_one_range_per_channel(acme):
+    """LSTMSequence rule with ``unified_weight_scales``: W (port 4) and R (port 5) get one range per output
+    channel (the larger of the two), the report names the group; without it, each keeps its own."""
+    m = _lstm_net()
+    rule = {"activations": "q8_a", "weights": "q8_w", "ports": [0, 1, 4, 5]}
+    q, report = run(m, acme(edit(("operations", "LSTMSequence"), {**rule, "unified_weight_scales": True})))
+    w, r = input_fq(q, "rnn", 4), input_fq(q, "rnn", 5)
+    for x, y in zip(fq_range(w), fq_range(r)):
+        np.testing.assert_array_equal(x, y)
+    e = entries(report)
+    assert e[w.get_friendly_name()]["unified_weight_group"] == e[r.get_friendly_name()]["unified_weight_group"] == "rnn"
+    q, report = run(m, acme(edit(("operations", "LSTMSequence"), rule)))
+    w, r = input_fq(q, "rnn", 4), input_fq(q, "rnn", 5)
+    assert np.all(fq_range(r)[1] < fq_range(w)[1])   # R's weights are smaller: its own, narrower range
+    assert "unified_weight_group" not in entries(report)[w.get_friendly_name()]
+
+
 def test_depthwise_convolution_follows_group_convolution_without_its_own_rule(acme):
     per_channel = {"bits": 8, "mode": "symmetric", "granularity": "perchannel"}
 
@@ -403,6 +434,7 @@ FIELD_TESTS = {
     "OpRule.unified_scales": test_unified_scales_on_add_gives_its_inputs_one_range,
     "OpRule.attributes": test_attributes_select_the_nodes_a_rule_applies_to,
     "OpRule.requires_activations": test_requires_activations_leaves_an_op_fed_a_constant_in_float,
+    "OpRule.unified_weight_scales": test_unified_weight_scales_give_an_ops_weights_one_range_per_channel,
     "Scheme.bits": test_bits_set_the_levels,
     "Scheme.mode": test_mode_asymmetric_only_convolution_activations,
     "Scheme.granularity": test_granularity_pertensor_only_matmul_weights,

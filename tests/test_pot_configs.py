@@ -343,7 +343,11 @@ def test_pot_hardware_configs_load_converted(name):
         assert t.rules("Convolution")[0].weights == ours.rules("Convolution")[0].weights[:1] + \
             (t.rules("Convolution")[0].weights[1],)
         assert "MaxPool" in t.agnostic_operations and t.rules("Concat")[0].unified_scales
-        assert t.rules("LSTMSequence")[0].ports == (0, 1, 4, 5) if name == "cpu" else True
+        if name == "cpu":   # POT's [[0, 1], [4, 5]]: X with H, W with R, as the shipped CPU target has them
+            for op in ("LSTMSequence", "GRUSequence"):
+                rule, own = t.rules(op)[0], ours.rules(op)[0]
+                assert (rule.ports, rule.unified_scales, rule.unified_weight_scales) == \
+                    (own.ports, True, True), op
 
 
 def test_pot_gna_config_is_refused_in_one_line():

@@ -25,7 +25,9 @@ Ranges, for a quantizer with ``levels`` integer levels:
 Default estimators (per sample, then aggregator over samples), as POT: symmetric per tensor: min/min and
 abs_max/mean; asymmetric per tensor: min/mean and max/mean; per channel: min/min and (abs_)max/max.
 ``range_estimator.preset: quantile`` uses quantile (abs_quantile for a symmetric max) with outlier_prob
-1e-4. Unified-scale groups (Concat inputs) share the min of their mins and the max of their maxes.
+1e-4. Unified-scale groups (Concat inputs) share the min of their mins and the max of their maxes; so do,
+channel by channel, the weight inputs of an op whose target rule has ``unified_weight_scales`` (the CPU's
+LSTM/GRU sequences: its int8 kernel dequantizes the recurrence weights R with the scales of W).
 """
 import functools
 import warnings
@@ -271,7 +273,7 @@ class MinMaxQuantization(Algorithm):
 
     def _quantize_weights(self, graph: Graph, qs: list, first: set) -> list:
         """Insert the weight FakeQuantizes (``first``: the layers with the saturation fix)."""
-        report = []
+        planned = []
         for q in qs:
             if q.kind != "weights":
                 continue
@@ -279,16 +281,44 @@ class MinMaxQuantization(Algorithm):
             out = node.input_value(q.source[1])
             if Graph.constant_node(out) is None:
                 continue   # quantized meanwhile (an earlier algorithm of this stage)
-            w = Graph.constant_value(out).astype(np.float64)
-            lo, hi = self._weight_range(q, w)
+            planned.append((q, node, self._weight_range(q, Graph.constant_value(out).astype(np.float64))))
+        planned = self._unify_weights(planned)
+        report = []
+        for q, node, (lo, hi) in planned:
             levels = q.scheme.levels
             if q.source[0] in first:
                 lo, hi = self._half_range(q, lo, hi)
             graph.insert_fake_quantize(node.input(q.source[1]), lo, hi, levels, q.name)
             e = self._entry(q, lo, hi)
             e["saturation_fix"] = q.source[0] in first
+            if q.weight_group is not None:
+                e["unified_weight_group"] = q.weight_group
             report.append(e)
         return report
+
+    @staticmethod
+    def _unify_weights(planned: list) -> list:
+        """The weight quantizers of one ``weight_group`` (the target's ``unified_weight_scales``) share one
+        range per channel: the min of their lows and the max of their highs, channel by channel where their
+        ranges have one shape, else over all channels."""
+        groups: dict = {}
+        for i, (q, _, _) in enumerate(planned):
+            if q.weight_group is not None:
+                groups.setdefault(q.weight_group, []).append(i)
+        for idx in groups.values():
+            if len(idx) < 2:
+                continue
+            ranges = [tuple(np.asarray(v, np.float64) for v in planned[i][2]) for i in idx]
+            if len({r[0].shape for r in ranges} | {r[1].shape for r in ranges}) == 1:
+                lo = np.minimum.reduce([r[0] for r in ranges])
+                hi = np.maximum.reduce([r[1] for r in ranges])
+                shared = [(lo, hi)] * len(idx)
+            else:
+                lo, hi = min(float(np.min(r[0])) for r in ranges), max(float(np.max(r[1])) for r in ranges)
+                shared = [(np.full(r[0].shape, lo), np.full(r[1].shape, hi)) for r in ranges]
+            for i, rng in zip(idx, shared):
+                planned[i] = (planned[i][0], planned[i][1], rng)
+        return planned
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _shape_activation(self, graph, q, lo, hi):

@@ -47,6 +47,7 @@ class Quantizer:
     candidates: tuple = ()
     channel_axis: Optional[int] = None
     group: Optional[int] = None     # unified-scale group id (inputs of an op with unified_scales)
+    weight_group: Optional[str] = None   # the op whose weight inputs share one scale (unified_weight_scales)
     name: str = ""
     nonnegative: bool = False       # the tensor is >= 0 by construction (after ReLU, Sigmoid, ...)
 
@@ -264,7 +265,8 @@ def request_inputs(plan: _Plan, node: ov.Node) -> None:
     op whose rule names no ``ports`` and that has fewer than two activation inputs (a bias Add, a
     scale-shift Multiply) is fused into its producer and asks for nothing, and so does an op whose rule's
     ``requires_activations`` ports are not all activations it quantizes (an LSTMSequence with a constant
-    initial state). The requests of an op with ``unified_scales`` form one unified-scale group."""
+    initial state). The requests of an op with ``unified_scales`` form one unified-scale group; the weight
+    quantizers of an op with ``unified_weight_scales`` share its name as their ``weight_group``."""
     ports = [p for p in plan.target.quantized_ports(node) if not _quantized(node.input_value(p))]
     const_ports = [p for p in ports if port_kind(node, p) == "weights"]
     act_ports = [p for p in ports if p not in const_ports and _is_float(node.input_value(p))
@@ -276,8 +278,12 @@ def request_inputs(plan: _Plan, node: ov.Node) -> None:
         return
     if set(rule.requires_activations) - set(act_ports):
         return   # the device runs the op in int8 only with all of these quantized (LSTM: X and H)
+    n_weights = len(plan.weights)
     for p in const_ports:
         _weight_quantizer(plan, node, p)
+    if len(plan.weights) - n_weights > 1 and plan.target.unified_weight_scales(node):
+        for q in plan.weights[n_weights:]:
+            q.weight_group = node.get_friendly_name()
     keys = []
     for p in act_ports:
         candidates = plan.target.port_schemes(node, p, "activations")
