@@ -20,6 +20,7 @@ from .errors import ConfigError, QuantizationFailed
 from .graph import stable_names
 from .io import check_output, read_model, save_outputs
 from .nncf_compat import NNCF_KEYWORDS, nncf_overrides  # noqa: F401 (re-exported)
+from .bodies import if_nodes, quantize_if_bodies
 from .output_check import (CHECK_SAMPLES, SANITY_RELATIVE_L2, check_device, check_output_error,  # noqa: F401
                            output_error)
 from .pipeline import Pipeline
@@ -88,6 +89,15 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         if implicit:   # fewer samples than the default 300 is no news (NNCF says nothing either)
             warnings.filterwarnings("ignore", message=r"stat_subset_size is \d+ but the data has only")
         q, report = pipe.run(model.clone(), data)
+        if if_nodes(q):   # each branch as a model of its own, on the samples that take it (core/bodies.py)
+            body_kw = dict(pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides)
+            body_kw.pop("stat_subset_size", None)
+
+            def quantize_body(body, rows):
+                with writing_files(), warnings.catch_warnings():   # a part of this run: no run_finished of
+                    warnings.filterwarnings("ignore", message="the model has no op that target")   # its own
+                    return quantize_with_report(body, rows, config, subset_size=len(rows), **body_kw)
+            report["if_bodies"] = quantize_if_bodies(model, q, data, subset_size, quantize_body)
     compress_weights(q)
     stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
     if sensitivity or max_output_error is not None:
@@ -245,6 +255,13 @@ def summarize(q: ov.Model, report: dict) -> list:
             lines.append(f"output {e['output']!r} vs FP32 on {e['samples']} {where} samples: relative L2 "
                          f"{'non-finite' if rel is None else f'{rel:.4f}'}, cosine "
                          f"{'non-finite' if cos is None else f'{cos:.5f}'}")
+    bodies = report.get("if_bodies", [])
+    if bodies:
+        fq = sum(e.get("n_fake_quantize", 0) for e in bodies)
+        w = sum(e.get("n_int8_weights", 0) for e in bodies)
+        floats = [f"{e['if']}/{e['branch']}" for e in bodies if not e.get("n_fake_quantize") and not e.get("n_int8_weights")]
+        lines.append(f"If bodies: {fq} FakeQuantize op(s) and {w} int8 weight(s) in {len(bodies) - len(floats)} of "
+                     f"{len(bodies)} branches" + (f"; float: {', '.join(floats[:5])}" if floats else ""))
     if report.get("output_check", {}).get("forced"):
         lines.append(f"warning: {report['output_check']['problem']} (written because of --force)")
     return lines
