@@ -92,6 +92,9 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         if if_nodes(q):   # each branch as a model of its own, on the samples that take it (core/bodies.py)
             body_kw = dict(pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides)
             body_kw.pop("stat_subset_size", None)
+            sat = [s.params.saturation_fix for s in pipe.steps if hasattr(s.params, "saturation_fix")]
+            if sat and "all" not in sat:   # a body's first layers are not the network's (first_layer: no fix)
+                body_kw["saturation_fix"] = "no"
 
             def quantize_body(body, rows):
                 with writing_files(), warnings.catch_warnings():   # a part of this run: no run_finished of
@@ -260,8 +263,8 @@ def summarize(q: ov.Model, report: dict) -> list:
         fq = sum(e.get("n_fake_quantize", 0) for e in bodies)
         w = sum(e.get("n_int8_weights", 0) for e in bodies)
         floats = [f"{e['if']}/{e['branch']}" for e in bodies if not e.get("n_fake_quantize") and not e.get("n_int8_weights")]
-        lines.append(f"If bodies: {fq} FakeQuantize op(s) and {w} int8 weight(s) in {len(bodies) - len(floats)} of "
-                     f"{len(bodies)} branches" + (f"; float: {', '.join(floats[:5])}" if floats else ""))
+        lines.append(f"of those in If bodies: {fq} FakeQuantize op(s) and {w} int8 weight(s), in {len(bodies) - len(floats)} "
+                     f"of {len(bodies)} branches" + (f"; float: {', '.join(floats[:5])}" if floats else ""))
     if report.get("output_check", {}).get("forced"):
         lines.append(f"warning: {report['output_check']['problem']} (written because of --force)")
     return lines

@@ -16,15 +16,19 @@ def _range(fq: ov.Node) -> str:
     return f"[{float(lo.min()):.6g}, {float(hi.max()):.6g}] over {max(lo.size, hi.size)} channels"
 
 
-def quantizers(model: ov.Model) -> list:
-    """One dict per quantizer: FakeQuantize ops, and int8/uint8 weight constants (compressed weights)."""
+def quantizers(model: ov.Model, prefix: str = "") -> list:
+    """One dict per quantizer: FakeQuantize ops, and int8/uint8 weight constants (compressed weights), also
+    inside the bodies of If, Loop and TensorIterator ops (named ``<op>[<body index>]/<name>``)."""
     out = []
     for n in model.get_ordered_ops():
         t = n.get_type_name()
-        if t == "FakeQuantize":
+        if t in ("If", "Loop", "TensorIterator"):
+            for i in range(2 if t == "If" else 1):
+                out += quantizers(n.get_function(i), f"{prefix}{n.get_friendly_name()}[{i}]/")
+        elif t == "FakeQuantize":
             src = n.input_value(0)
             kind = "weights" if Graph.constant_node(src) is not None else "activations"
-            out.append({"name": n.get_friendly_name(), "kind": kind, "levels": int(n.get_attributes()["levels"]),
+            out.append({"name": prefix + n.get_friendly_name(), "kind": kind, "levels": int(n.get_attributes()["levels"]),
                         "input": src.get_node().get_friendly_name(), "range": _range(n),
                         "consumers": [f"{c.get_node().get_type_name()} {c.get_node().get_friendly_name()}"
                                       for c in n.output(0).get_target_inputs()]})
@@ -42,7 +46,7 @@ def quantizers(model: ov.Model) -> list:
                         else:
                             users.append(f"{node.get_type_name()} {node.get_friendly_name()}")
                 frontier = nxt
-            out.append({"name": n.get_friendly_name(), "kind": "int8 weights", "levels": None,
+            out.append({"name": prefix + n.get_friendly_name(), "kind": "int8 weights", "levels": None,
                         "input": n.get_output_element_type(0).get_type_name(), "range": f"int [{int(data.min())}, {int(data.max())}]",
                         "consumers": sorted(set(users))})
     return out

@@ -3,6 +3,7 @@ calibration samples whose condition selects it; a branch no sample takes stays f
 inference throughout, and the installed CLI on an IR with an If."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -96,4 +97,15 @@ def test_cli_quantizes_if_bodies_of_an_ir(tmp_path):
     report = json.loads((out / "if.report.json").read_text())
     assert [(e["branch"], e["n_fake_quantize"], e["n_int8_weights"]) for e in report["if_bodies"]] == \
         [("then", 1, 1), ("else", 1, 1)]
-    assert "If bodies: 2 FakeQuantize op(s) and 2 int8 weight(s) in 2 of 2 branches" in r.stdout, r.stdout
+    assert "of those in If bodies: 2 FakeQuantize op(s) and 2 int8 weight(s), in 2 of 2 branches" in r.stdout, r.stdout
+    assert r.stdout.startswith("6 quantizers") or "\n6 quantizers (" in r.stdout, r.stdout   # 1 + 1 outer, 2 + 2 inner
+    listing = subprocess.run([sys.executable, "-m", "ovquant.cli", "inspect", str(out / "if.xml")],
+                             capture_output=True, text=True, env=env, timeout=120)
+    lines = listing.stdout.splitlines()
+    assert listing.returncode == 0 and "3 FakeQuantize, 3 int8 weight constants" in lines[0], listing.stdout
+    assert any("branch[1]/" in line and "activations" in line for line in lines), listing.stdout
+    # the saturation fix (first_layer, the CPU default) is the network's first convolution's only: a body's
+    # convolution reads a body parameter but is no first layer, so its weights keep the full int8 range
+    grid = {("body" if line.split()[2].startswith("branch[") else "outer", re.search(r"int \[(-?\d+), (-?\d+)\]", line).groups())
+            for line in lines if "int8 weights" in line}
+    assert grid == {("outer", ("-63", "63")), ("body", ("-127", "127"))}, grid
