@@ -17,8 +17,21 @@ def fake_quantize(x: np.ndarray, low, high, levels: int, out_low=None, out_high=
     out_low = low if out_low is None else out_low
     out_high = high if out_high is None else out_high
     width = np.where(high > low, high - low, 1.0)
-    q = np.round((np.clip(x, np.minimum(low, high), np.maximum(low, high)) - low) / width * (levels - 1))
-    return q / (levels - 1) * (out_high - out_low) + out_low
+    q = np.clip(x, np.minimum(low, high), np.maximum(low, high))   # a new array: the steps below work in place
+    if q.shape != np.broadcast_shapes(q.shape, np.shape(low), np.shape(width), np.shape(out_low), np.shape(out_high)) \
+            or q.dtype != np.result_type(q, low, width, out_low, out_high):
+        q = q.astype(np.result_type(q, low, width, out_low, out_high))
+        q = np.broadcast_to(q, np.broadcast_shapes(q.shape, np.shape(low), np.shape(width), np.shape(out_low),
+                                                   np.shape(out_high))).copy()
+    # the same operations in the same order as round((clip(x) - low) / width * (levels - 1)) / (levels - 1) * ...
+    q -= low
+    q /= width
+    q *= levels - 1
+    np.round(q, out=q)
+    q /= levels - 1
+    q *= out_high - out_low
+    q += out_low
+    return q
 
 
 def fake_quantize_value(fq, x: np.ndarray) -> np.ndarray:
