@@ -89,7 +89,10 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         if implicit:   # fewer samples than the default 300 is no news (NNCF says nothing either)
             warnings.filterwarnings("ignore", message=r"stat_subset_size is \d+ but the data has only")
         q, report = pipe.run(model.clone(), data)
-        if if_nodes(q):   # each branch as a model of its own, on the samples that take it (core/bodies.py)
+        floated = [a["name"] for a in report.get("algorithms", []) if a.get("whole_model_float")]
+        if if_nodes(q) and floated:
+            report["if_bodies"] = [{"summary": f"not quantized: {floated[0]} kept the whole model in float"}]
+        elif if_nodes(q):   # each branch as a model of its own, on the samples that take it (core/bodies.py)
             body_kw = dict(pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides)
             body_kw.pop("stat_subset_size", None)
             sat = [s.params.saturation_fix for s in pipe.steps if hasattr(s.params, "saturation_fix")]
@@ -258,7 +261,7 @@ def summarize(q: ov.Model, report: dict) -> list:
             lines.append(f"output {e['output']!r} vs FP32 on {e['samples']} {where} samples: relative L2 "
                          f"{'non-finite' if rel is None else f'{rel:.4f}'}, cosine "
                          f"{'non-finite' if cos is None else f'{cos:.5f}'}")
-    bodies = report.get("if_bodies", [])
+    bodies = [e for e in report.get("if_bodies", []) if "branch" in e]
     if bodies:
         fq = sum(e.get("n_fake_quantize", 0) for e in bodies)
         w = sum(e.get("n_int8_weights", 0) for e in bodies)

@@ -7,7 +7,9 @@ top-level ``If`` (its condition and the values its bodies read). For ``If`` node
 parameter ``j`` gets the ``If`` input that the branch's input description maps to ``j``. The body is then
 quantized with the same config (the same pipeline, target and preset, recursively, so nested ``If`` ops get
 the same treatment) and put back with ``set_function``. A branch that no calibration sample takes stays
-float (the report says so). ``Loop`` and ``TensorIterator`` bodies are not quantized: their parameters take
+float (the report says so), and so does every body when an algorithm kept the whole model in float
+(``whole_model_float`` in its report entry, e.g. where INT8 does not pay on the host). ``Loop`` and
+``TensorIterator`` bodies are not quantized: their parameters take
 values that change from one iteration to the next, which one pass over the outer model does not give.
 """
 from typing import Any, Callable, Optional

@@ -228,3 +228,18 @@ def test_target_field_is_validated(tmp_path):
     data["slow_int8_operations"] = ["MatMul"]
     p.write_text(json.dumps(data), encoding="utf-8")
     assert load_target(p).slow_int8_operations == ("MatMul",)
+
+
+def test_fp32_kept_leaves_the_if_bodies_float_too(monkeypatch):
+    """Where the whole model stays FP32 (``whole_model_float``), its If bodies are not quantized either;
+    where INT8 pays, they are (core/bodies.py)."""
+    from test_if_bodies import branch_fq, if_net
+
+    m, samples, q, e = _timed_default(monkeypatch, {"fp32": 1.0, "int8": 1.3, "other": 1.2}, if_net)
+    assert e["candidate"] == "fp32" and e["whole_model_float"] is True
+    assert all(branch_fq(q, b) == ([], []) for b in (0, 1))
+    rep = ovquant.quantize_with_report(m, samples, subset_size=8)[1]
+    assert rep["if_bodies"] == [{"summary": "not quantized: SlowInt8Check kept the whole model in float"}]
+    _, _, q, e = _timed_default(monkeypatch, {"fp32": 1.3, "int8": 1.0, "other": 1.2}, if_net)
+    assert "whole_model_float" not in e
+    assert any(branch_fq(q, b)[0] for b in (0, 1))

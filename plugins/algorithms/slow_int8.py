@@ -210,6 +210,7 @@ class SlowInt8Check(Algorithm):
         names = [n for g in keep for n in every[g]]
         if entry.get("candidate") == "fp32":
             graph.model = self.context.float_model.clone()   # exactly the FP32 model (channel alignment too)
+            entry["whole_model_float"] = True   # If bodies stay float too (core/bodies.py)
         elif names:
             from ovquant.accuracy_control import revert
 
