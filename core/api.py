@@ -64,7 +64,7 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
                          image: Optional[ImageOptions] = None, check_on: Optional[str] = None,
                          raise_on_failure: bool = False, sensitivity: bool = False,
                          max_output_error: Optional[float] = None, sensitivity_samples: int = 32,
-                         **overrides) -> tuple:
+                         _body: bool = False, **overrides) -> tuple:
     """Like :func:`quantize`, and also return the run report (quantizers, stage times, effective
     settings and, with ``error_samples``, the INT8-vs-FP32 error of each output on that many samples
     that the statistics did not see, where the data has them). ``sensitivity=True`` adds each
@@ -88,22 +88,10 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
     with warnings.catch_warnings():
         if implicit:   # fewer samples than the default 300 is no news (NNCF says nothing either)
             warnings.filterwarnings("ignore", message=r"stat_subset_size is \d+ but the data has only")
-        q, report = pipe.run(model.clone(), data)
-        floated = [a["name"] for a in report.get("algorithms", []) if a.get("whole_model_float")]
-        if if_nodes(q) and floated:
-            report["if_bodies"] = [{"summary": f"not quantized: {floated[0]} kept the whole model in float"}]
-        elif if_nodes(q):   # each branch as a model of its own, on the samples that take it (core/bodies.py)
-            body_kw = dict(pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides)
-            body_kw.pop("stat_subset_size", None)
-            sat = [s.params.saturation_fix for s in pipe.steps if hasattr(s.params, "saturation_fix")]
-            if sat and "all" not in sat:   # a body's first layers are not the network's (first_layer: no fix)
-                body_kw["saturation_fix"] = "no"
-
-            def quantize_body(body, rows):
-                with writing_files(), warnings.catch_warnings():   # a part of this run: no run_finished of
-                    warnings.filterwarnings("ignore", message="the model has no op that target")   # its own
-                    return quantize_with_report(body, rows, config, subset_size=len(rows), **body_kw)
-            report["if_bodies"] = quantize_if_bodies(model, q, data, subset_size, quantize_body)
+        q, report = pipe.run(model.clone(), data, body=_body)
+        if if_nodes(q):
+            report["if_bodies"] = _quantize_bodies(model, q, data, report, config, subset_size, dict(
+                pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides))
     compress_weights(q)
     stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
     if sensitivity or max_output_error is not None:
@@ -125,6 +113,21 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         _fold_image_warnings(data)
     finish_run(report)   # (a run that writes files sends it once they exist)
     return q, report
+
+
+def _quantize_bodies(model: ov.Model, q: ov.Model, data: Any, report: dict, config: Any, subset_size, kw: dict) -> list:
+    """The If bodies of ``q``, each branch through the same pipeline on the samples that take it
+    (core/bodies.py); none where an algorithm kept the whole model in float (``whole_model_float``)."""
+    floated = [a["name"] for a in report.get("algorithms", []) if a.get("whole_model_float")]
+    if floated:
+        return [{"summary": f"not quantized: {floated[0]} kept the whole model in float"}]
+    kw.pop("stat_subset_size", None)
+
+    def quantize_body(body, rows):
+        with writing_files(), warnings.catch_warnings():   # a part of this run: no run_finished of its own
+            warnings.filterwarnings("ignore", message="the model has no op that target")
+            return quantize_with_report(body, rows, config, subset_size=len(rows), _body=True, **kw)
+    return quantize_if_bodies(model, q, data, subset_size, quantize_body)
 
 
 def _describe_source(given: Any, data: Any) -> str:

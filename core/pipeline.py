@@ -99,7 +99,8 @@ class Context:
     transforms, and per-run state an algorithm keeps across stages (it gets a new instance per stage);
     ``calibration`` (the run's calibration subset, in the order the stages read it) and ``float_model``
     (the model as the run received it, kept only when a step declares ``needs_float_model``) for
-    algorithms that judge the whole model's output error (:mod:`ovquant.output_probe`)."""
+    algorithms that judge the whole model's output error (:mod:`ovquant.output_probe`); ``body``: the model is
+    the body of an If (:mod:`ovquant.bodies`), so its Parameters are inner tensors, not the network's inputs."""
 
     target: "HardwareTarget"
     engine: Engine
@@ -107,6 +108,7 @@ class Context:
     transforms: ChannelTransforms = attrs.Factory(ChannelTransforms)
     calibration: Any = None
     float_model: Optional[ov.Model] = None
+    body: bool = False
     _state: dict = attrs.Factory(dict)
 
     def state(self, key: str, factory: Callable[[], Any]) -> Any:
@@ -208,10 +210,10 @@ class Pipeline:
         return {"target_device": self.target_device, "stat_subset_size": self.used_count,
                 "steps": [{"name": s.name, "params": plain(s.params)} for s in self.steps]}
 
-    def run(self, model: ov.Model, data: Any, subset_size: Optional[int] = None) -> tuple:
-        """Quantize ``model`` in place and return ``(model, report)``."""
+    def run(self, model: ov.Model, data: Any, subset_size: Optional[int] = None, body: bool = False) -> tuple:
+        """Quantize ``model`` in place and return ``(model, report)`` (``body``: see :class:`Context`)."""
         target = self._target()
-        ctx = Context(target=target, engine=self.engine, strict=self.strict)
+        ctx = Context(target=target, engine=self.engine, strict=self.strict, body=body)
         graph = Graph(model)
         report = {"algorithms": [], "stages": [], "target_device": target.name}
         t_run = time.perf_counter()

@@ -368,8 +368,8 @@ class MinMaxQuantization(Algorithm):
         mode = self.params.saturation_fix
         if mode == "no" or not self.context.target.saturation_fix:
             return set()
-        if mode == "first_layer":
-            return first_layers(graph) | self.context.transforms.saturation_fix_layers()
+        if mode == "first_layer":   # an If body's first layers are not the network's (context.body)
+            return (set() if self.context.body else first_layers(graph)) | self.context.transforms.saturation_fix_layers()
         return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
 
     @staticmethod
