@@ -238,9 +238,10 @@ def test_the_context_holds_only_its_documented_fields():
     from ovquant.pipeline import Context
 
     assert [f.name for f in attrs.fields(Context)] == ["target", "engine", "strict", "transforms", "calibration",
-                                                   "float_model", "_state"]
+                                                   "float_model", "body", "_state"]
     doc = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
-    for field in ("target", "engine", "strict", "transforms", "calibration", "float_model", "state(key, factory)"):
+    for field in ("target", "engine", "strict", "transforms", "calibration", "float_model", "body",
+                  "state(key, factory)"):
         assert f"| `{field}` |" in doc, field
 
 
