@@ -91,8 +91,6 @@ def save_outputs(model: ov.Model, output_dir: str, name: str, report: dict, over
                     if mode is not None:
                         with contextlib.suppress(OSError):
                             os.fchmod(staged[key].fd, mode)
-                for s in staged.values():
-                    s.publish()
                 _commit(folder, dfd, token, staged, finals, pending, state)
     except OVQuantError:
         raise
