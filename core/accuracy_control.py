@@ -23,7 +23,7 @@ import openvino as ov
 
 from .dataset import FeedBuilder
 from .revert_order import guided_fewest, speed_aware_order
-from .sensitivity import bias_edits, find_quantizers
+from .sensitivity import SEQUENCE_OPS, bias_edits, find_quantizers
 from .errors import ConfigError
 from .float_twin import dequantized
 from .graph import Graph
@@ -89,8 +89,6 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
     return done
 
 
-#: recurrent sequence ops whose weights the CPU plugin takes as constants only while the op is quantized
-SEQUENCE_OPS = ("LSTMSequence", "GRUSequence", "RNNSequence")
 
 
 def _with_sequence_peers(found: list, wanted: set) -> set:

@@ -107,3 +107,20 @@ def test_a_constant_initial_state_leaves_the_sequence_op_in_float():
     mm = next(op for op in q.get_ops() if op.get_type_name() == "MatMul")
     assert mm.input_value(0).get_node().get_type_name() == "FakeQuantize"           # the MatMul before stays int8
     ov.Core().compile_model(q, "CPU")
+
+
+def test_sensitivity_runs_on_an_int8_lstm():
+    """The switch model of the sensitivity analysis feeds the LSTM switched (float) inputs, so the plugin runs it
+    in f32, where it takes only Constant weights: the int8 W and R become their dequantized Constants there and
+    are not switched; X's and H's quantizers are analysed (before, compiling the switch model failed with
+    "LSTMSequence ... expects Constant for port 4")."""
+    m, _ = rnn_net("lstm")
+    rng = np.random.default_rng(1)
+    data = [[rng.normal(0, 1, (1, 6, 8)).astype(np.float32), rng.normal(0, 0.5, (1, 1, 16)).astype(np.float32)]
+            for _ in range(16)]
+    q = ovquant.quantize(m.clone(), data)
+    assert dequantized(next(op for op in q.get_ops() if op.get_friendly_name() == "rnn").input_value(4)) is not None
+    s = ovquant.analyze_sensitivity(m, q, data, n=8)
+    kinds = sorted(e["kind"] for e in s["quantizers"])
+    assert kinds == ["activations", "activations"], kinds
+    assert 0 < s["error_all_quantized"] < 1, s["error_all_quantized"]
