@@ -23,10 +23,9 @@ import openvino as ov
 
 from .dataset import FeedBuilder
 from .revert_order import guided_fewest, speed_aware_order
-from .sensitivity import SEQUENCE_OPS, bias_edits, find_quantizers
+from .sensitivity import bias_edits, find_quantizers
+from .sequence_ops import SEQUENCE_OPS, constant_weights
 from .errors import ConfigError
-from .float_twin import dequantized
-from .graph import Graph
 
 
 def fewest(n: int, passes: Callable[[int], bool], start: int = 0) -> tuple:
@@ -81,11 +80,7 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
             r.replace_source_output(alt)
         done.append(qz["name"])
     for op in touched:   # int8 weights with no FP32 twin found: their dequantized value as a Constant
-        for port in range(op.get_input_size()):
-            v = dequantized(op.input_value(port)) if Graph.constant_node(op.input_value(port)) is None else None
-            if v is not None:
-                dt = op.input_value(port).get_element_type().to_dtype()
-                op.input(port).replace_source_output(ops.constant(v.astype(dt)).output(0))
+        constant_weights(op)
     return done
 
 

@@ -29,8 +29,9 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from .dataset import FeedBuilder, open_source, take
-from .float_twin import dequantized, float_value
+from .float_twin import float_value
 from .graph import Graph
+from .sequence_ops import constant_sequence_weights, feeds_sequence_weights
 from .histogram import HIST_BINS, _edges, _hist, _merge  # noqa: F401
 
 #: samples per inference of the switch model (the model is reshaped to this batch where it can be)
@@ -39,8 +40,6 @@ BATCH = 8
 #: screened errors make up SCREEN_COVER of the total (at least SCREEN_KEEP) are scored on all samples
 SCREEN_ABOVE, SCREEN_COVER, SCREEN_KEEP = 16, 0.9, 8
 _F32 = {"INFERENCE_PRECISION_HINT": "f32"}
-#: recurrent sequence ops: the CPU plugin takes their weights as constants only (in f32 as well)
-SEQUENCE_OPS = ("LSTMSequence", "GRUSequence", "RNNSequence")
 
 
 def _weight_chain(c: ov.Node) -> Optional[ov.Output]:
@@ -139,27 +138,6 @@ def bias_edits(model: ov.Model, fp32: Optional[ov.Model], quantizers: list) -> l
     return list(edits.values())
 
 
-def _feeds_sequence_weights(qz: dict) -> bool:
-    """Whether a weight quantizer feeds a recurrent sequence op (whose weights cannot be switched)."""
-    return qz["kind"] != "activations" and any(r.get_node().get_type_name() in SEQUENCE_OPS
-                                               for r in qz["quantized"].get_target_inputs())
-
-
-def _constant_sequence_weights(model: ov.Model) -> None:
-    """Give every recurrent sequence op its int8 weights as dequantized Constants, in place: with its
-    inputs switched it runs in f32, where the CPU plugin takes only Constant weights. Those weights stay
-    quantized in every configuration (their error is not analysed)."""
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in SEQUENCE_OPS:
-            continue
-        for port in range(op.get_input_size()):
-            src = op.input_value(port)
-            if Graph.constant_node(src) is None:
-                v = dequantized(src)
-                if v is not None:
-                    op.input(port).replace_source_output(ops.constant(v.astype(src.get_element_type().to_dtype())).output(0))
-
-
 def add_switches(model: ov.Model, quantizers: list, fp32: Optional[ov.Model] = None) -> list:
     """Put ``Select(switch_i, quantized_i, float_i)`` in front of every quantizer's readers, in place,
     and ``Select(any owner's switch, corrected bias, FP32 bias)`` on the biases of :func:`bias_edits`;
@@ -251,9 +229,9 @@ class Switchboard:
     @staticmethod
     def _build(q: ov.Model, fp32, batch: int) -> tuple:
         model = q.clone()
-        qz = [x for x in find_quantizers(model, fp32) if not _feeds_sequence_weights(x)]
+        qz = [x for x in find_quantizers(model, fp32) if not feeds_sequence_weights(x)]
         add_switches(model, qz, fp32)
-        _constant_sequence_weights(model)
+        constant_sequence_weights(model)
         if batch > 1 and _batched(model, len(q.inputs), batch) != batch:
             return None, qz
         return model, qz

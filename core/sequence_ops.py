@@ -1,0 +1,34 @@
+"""Recurrent sequence ops (LSTMSequence, GRUSequence, RNNSequence) in models that tools edit: the CPU plugin
+takes their weights (W, R, B) as Constants only, whenever it runs the op in f32 (its int8 kernel is
+the only one that reads a decompression subgraph)."""
+import openvino as ov
+import openvino.opset13 as ops
+
+from .float_twin import dequantized
+from .graph import Graph
+
+SEQUENCE_OPS = ("LSTMSequence", "GRUSequence", "RNNSequence")
+
+
+def feeds_sequence_weights(qz: dict) -> bool:
+    """Whether a weight quantizer feeds a recurrent sequence op (whose weights cannot be switched)."""
+    return qz["kind"] != "activations" and any(r.get_node().get_type_name() in SEQUENCE_OPS
+                                               for r in qz["quantized"].get_target_inputs())
+
+
+def constant_weights(op: ov.Node) -> None:
+    """Replace every input of ``op`` that is a decompression subgraph (int8 Constant, Convert, Multiply) by
+    its dequantized value as a Constant, in place."""
+    for port in range(op.get_input_size()):
+        src = op.input_value(port)
+        v = dequantized(src) if Graph.constant_node(src) is None else None
+        if v is not None:
+            op.input(port).replace_source_output(ops.constant(v.astype(src.get_element_type().to_dtype())).output(0))
+
+
+def constant_sequence_weights(model: ov.Model) -> None:
+    """:func:`constant_weights` of every recurrent sequence op of ``model`` (the sensitivity's switch model:
+    with its inputs switched the op runs in f32; those weights stay quantized in every configuration)."""
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in SEQUENCE_OPS:
+            constant_weights(op)
