@@ -79,8 +79,9 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
         for r in list(qz["quantized"].get_target_inputs()):
             r.replace_source_output(alt)
         done.append(qz["name"])
-    for op in touched:   # int8 weights with no FP32 twin found: their dequantized value as a Constant
-        constant_weights(op)
+    twins = {n.get_friendly_name(): n for n in fp32.get_ordered_ops()} if fp32 is not None and touched else {}
+    for op in touched:   # the op goes back to float whole: the FP32 model's weights, else the dequantized ones
+        constant_weights(op, twins.get(op.get_friendly_name()))
     return done
 
 

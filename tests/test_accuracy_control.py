@@ -144,7 +144,7 @@ def test_pot_config_file_on_the_cli(task, tmp_path):
     assert bad.stderr.strip().count("\n") == 0
 
 
-def _lstm_net(seed=0, t=6, i=8, h=16):
+def _lstm_net(seed=0, t=6, i=8, h=16, r_scale=1.0):
     rng = np.random.default_rng(seed)
     x = ops.parameter([1, t, i], np.float32, name="x")
     pre = ops.relu(ops.matmul(x, ops.constant(rng.normal(0, 0.3, (i, i)).astype(np.float32)), False, False), name="pre")
@@ -155,7 +155,7 @@ def _lstm_net(seed=0, t=6, i=8, h=16):
     c0 = ops.constant(np.zeros((1, 1, h), np.float32))
     lens = ops.constant(np.array([t], np.int32))
     w = ops.constant(rng.normal(0, 0.3, (1, 4 * h, i)).astype(np.float32))
-    r = ops.constant(rng.normal(0, 0.3, (1, 4 * h, h)).astype(np.float32))
+    r = ops.constant((r_scale * rng.normal(0, 0.3, (1, 4 * h, h))).astype(np.float32))
     b = ops.constant(rng.normal(0, 0.1, (1, 4 * h)).astype(np.float32))
     seq = ops.lstm_sequence(pre, h0, c0, lens, w, r, b, h, "forward", name="lstm")
     y = ops.matmul(ops.squeeze(seq.output(0), ops.constant(np.array([1], np.int64))),
@@ -181,6 +181,29 @@ def test_reverting_one_quantizer_of_a_recurrent_op_reverts_them_all_and_the_mode
     ov.Core().compile_model(q, "CPU")            # raises if the plugin refuses it
     lstm = next(op for op in q.get_ops() if op.get_friendly_name() == "lstm")
     assert all(lstm.input_value(p).get_node().get_type_name() == "Constant" for p in (4, 5))
+    ref = next(op for op in m.get_ops() if op.get_friendly_name() == "lstm")
+    for p in (4, 5):   # back to float whole: the FP32 model's weights, not their int8 values
+        np.testing.assert_array_equal(lstm.input_value(p).get_node().get_data(), ref.input_value(p).get_node().get_data())
+
+
+def test_a_reverted_recurrent_op_gets_the_fp32_weights_even_where_the_twin_search_fails():
+    """With R 20x W, W is quantized on R's (shared) scale and its int8 value is too far from W for the
+    twin search (5% tolerance): the op goes back to float whole all the same, so revert gives it the FP32
+    model's W and R by the op's name, not their int8 values."""
+    from ovquant.accuracy_control import find_quantizers, revert
+
+    m = _lstm_net(r_scale=20.0)
+    rng = np.random.default_rng(1)
+    q = ovquant.quantize(m.clone(), [{"x": rng.normal(0, 1, (1, 6, 8)).astype(np.float32)} for _ in range(16)])
+    found = find_quantizers(q, m)
+    reads = lambda qz, port: any(r.get_node().get_friendly_name() == "lstm" and r.get_index() == port
+                                 for r in qz["quantized"].get_target_inputs())
+    assert not [qz for qz in found if reads(qz, 4)]   # W: no twin found
+    revert(q, [next(qz["name"] for qz in found if reads(qz, 0))], m)
+    lstm, ref = (next(op for op in x.get_ops() if op.get_friendly_name() == "lstm") for x in (q, m))
+    for p in (4, 5):
+        np.testing.assert_array_equal(lstm.input_value(p).get_node().get_data(), ref.input_value(p).get_node().get_data())
+    ov.Core().compile_model(q, "CPU")
 
 
 def test_a_recurrent_op_whose_int8_weights_have_no_float_twin_gets_them_as_constants():
