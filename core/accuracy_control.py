@@ -85,8 +85,6 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
     return done
 
 
-
-
 def _with_sequence_peers(found: list, wanted: set) -> set:
     """``wanted`` plus every other quantizer read by a recurrent sequence op that one of them feeds: such
     an op goes back to float whole (with some of its inputs in float and its int8 weights kept, the CPU

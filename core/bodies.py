@@ -19,6 +19,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from .dataset import FeedBuilder, take
+from .inspect import quantizers
 
 
 def if_nodes(model: ov.Model) -> list:
@@ -43,11 +44,10 @@ def _inputs_per_sample(model: ov.Model, names: list, samples, subset_size: Optio
     out: dict = {name: [] for name in names}
     for i, sample in enumerate(take(samples, subset_size)):
         req.infer(feeds(sample, i))
-        row: dict = {name: {} for name in names}
-        for j, (name, k) in enumerate(slots):
-            row[name][k] = np.array(req.get_output_tensor(j).data)
         for name in names:
-            out[name].append([row[name][k] for k in range(len(row[name]))])
+            out[name].append([])
+        for j, (name, _) in enumerate(slots):   # slots run through each If's inputs in order
+            out[name][-1].append(np.array(req.get_output_tensor(j).data))
     return out
 
 
@@ -78,15 +78,15 @@ def quantize_if_bodies(float_model: ov.Model, quantized: ov.Model, samples: Any,
                 body_samples = [[r[source[j]] for j in range(len(params))] for r in chosen]
                 q_body, rep = quantize(body, body_samples)
                 node.set_function(branch, q_body)
-                types = [op.get_type_name() for op in q_body.get_ordered_ops()]
-                n_int8 = sum(op.get_type_name() == "Constant" and op.get_output_element_type(0) in
-                             (ov.Type.i8, ov.Type.u8) for op in q_body.get_ordered_ops())
-                entry.update(n_fake_quantize=types.count("FakeQuantize"), n_int8_weights=n_int8,
-                             algorithms=rep.get("algorithms", []), bodies=rep.get("if_bodies", []),
-                             summary=f"quantized on {len(chosen)} sample(s): {types.count('FakeQuantize')} "
-                                     f"FakeQuantize op(s), {n_int8} int8 weight(s)" if types.count("FakeQuantize") + n_int8
-                             else f"left float by its pipeline ({len(chosen)} sample(s)): "
-                                  + "; ".join(a.get("summary", "") for a in rep.get("algorithms", []) if a.get("summary")))
+                kinds = [x["kind"] for x in quantizers(q_body)]
+                n_fq, n_int8 = len(kinds) - kinds.count("int8 weights"), kinds.count("int8 weights")
+                entry.update(n_fake_quantize=n_fq, n_int8_weights=n_int8, algorithms=rep.get("algorithms", []),
+                             bodies=rep.get("if_bodies", []))
+                if n_fq + n_int8:
+                    entry["summary"] = f"quantized on {len(chosen)} sample(s): {n_fq} FakeQuantize op(s), {n_int8} int8 weight(s)"
+                else:
+                    why = "; ".join(a["summary"] for a in rep.get("algorithms", []) if a.get("summary"))
+                    entry["summary"] = f"left float by its pipeline ({len(chosen)} sample(s)): {why}"
             entries.append(entry)
     quantized.validate_nodes_and_infer_types()
     return entries

@@ -17,12 +17,11 @@ def fake_quantize(x: np.ndarray, low, high, levels: int, out_low=None, out_high=
     out_low = low if out_low is None else out_low
     out_high = high if out_high is None else out_high
     width = np.where(high > low, high - low, 1.0)
+    shape = np.broadcast_shapes(np.shape(x), np.shape(low), np.shape(width), np.shape(out_low), np.shape(out_high))
     q = np.clip(x, np.minimum(low, high), np.maximum(low, high))   # a new array: the steps below work in place
-    if q.shape != np.broadcast_shapes(q.shape, np.shape(low), np.shape(width), np.shape(out_low), np.shape(out_high)) \
-            or q.dtype != np.result_type(q, low, width, out_low, out_high):
-        q = q.astype(np.result_type(q, low, width, out_low, out_high))
-        q = np.broadcast_to(q, np.broadcast_shapes(q.shape, np.shape(low), np.shape(width), np.shape(out_low),
-                                                   np.shape(out_high))).copy()
+    dtype = np.result_type(q, low, width, out_low, out_high)
+    if q.shape != shape or q.dtype != dtype:
+        q = np.broadcast_to(q.astype(dtype), shape).copy()
     # the same operations in the same order as round((clip(x) - low) / width * (levels - 1)) / (levels - 1) * ...
     q -= low
     q /= width
