@@ -138,8 +138,8 @@ def _signals_held():
 def _commit(folder: str, dfd, token: str, staged: dict, finals: dict, pending: list, state: dict) -> None:
     """Journal the renames of the staged files, name them, publish the journal (the commit point), rename,
     drop it."""
-    renames = [(os.path.basename(staged[k].path), os.path.basename(finals[k]))
-               for k in ("bin", "xml", "html", "report") if k in finals]
+    keys = [k for k in ("bin", "xml", "html", "report") if k in finals]
+    renames = [(os.path.basename(staged[k].path), os.path.basename(finals[k])) for k in keys]
     body = json.dumps([list(r) for r in renames], sort_keys=True)
     journal = _Staged(folder, token, "journal")
     staged["journal"] = journal
@@ -148,9 +148,8 @@ def _commit(folder: str, dfd, token: str, staged: dict, finals: dict, pending: l
     os.fsync(journal.fd)
     if pending:   # a signal came while the journal was written: do not commit
         raise KeyboardInterrupt
-    for k in ("bin", "xml", "html", "report"):   # name the staged files only now: a kill between these links
-        if k in finals:                          # and the journal's leaves named temporaries for the next run
-            staged[k].publish()                  # to remove, so the window is kept to a few link calls
+    for k in keys:   # name the staged files only now: a kill between these links and the journal's leaves
+        staged[k].publish()   # named temporaries for the next run to remove; the window is a few link calls
     journal.publish()   # the commit point: from here on the new output wins
     state["published"] = True
     _fsync_dir(dfd)
