@@ -58,6 +58,24 @@ def test_per_tensor_statistics_match_numpy(net, inplace):
         np.testing.assert_allclose(out[stats[(n, "q")]], np.median(_per_sample(a, lambda x: np.quantile(x, 0.99))), rtol=1e-5)
 
 
+def test_the_statistics_model_holds_each_small_constant_it_adds_once(net):
+    """Every reduction needs its axes and the packing needs a shape: equal ones are one Constant node (the
+    plugin's compile time grows with the node count), and the model's own constants are left alone."""
+    m, _, _ = net
+    stats = [_st(n, est, "mean", axis, side=side) for n in NAMES for axis in (None, 1)
+             for est, side in (("min", "min"), ("max", "max"), ("abs_max", "max"), ("mean", "max"))]
+    model = m.clone()
+    eng = Engine()
+    groups, estimators = eng._group(stats)
+    original = {op.get_friendly_name() for op in model.get_ordered_ops()}
+    stats_model, _ = eng._plan(model, groups, estimators)
+    added = [op for op in stats_model.get_ordered_ops()
+             if op.get_type_name() == "Constant" and op.get_friendly_name() not in original]
+    values = [(str(op.get_element_type()), op.get_data().shape, op.get_data().tobytes()) for op in added]
+    assert len(values) == len(set(values)) > 3
+    assert len(added) < len(groups)   # without sharing: one per reduction at least
+
+
 def test_per_channel_statistics_match_numpy(net):
     m, samples, acts = net
     st_max = _st("relu1", "max", "max", axis=1, side="max")
