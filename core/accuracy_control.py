@@ -25,7 +25,8 @@ from .dataset import FeedBuilder
 from .revert_order import guided_fewest, speed_aware_order
 from .sensitivity import bias_edits, find_quantizers
 from .sequence_ops import SEQUENCE_OPS, constant_weights
-from .errors import ConfigError
+from .dataset import one_shot, replayable
+from .errors import ConfigError, DataError
 
 
 def fewest(n: int, passes: Callable[[int], bool], start: int = 0) -> tuple:
@@ -321,6 +322,10 @@ def quantize_with_accuracy_control_report(model: Any, calibration_dataset: Any, 
     drop_type = check_drop_type(drop_type)
     if not isinstance(max_drop, (int, float)) or not max_drop >= 0:
         raise ConfigError(f"max_drop: expected a number >= 0, got {max_drop!r}")
+    if one_shot(validation_dataset):
+        raise DataError("validation_dataset: a one-shot iterator (a generator) cannot be read again for each "
+                        "validation run: give a list, a Dataset over a list, or another source that can be read twice")
+    calibration_dataset = replayable(calibration_dataset)   # read by the quantization and the ranking
     t0 = time.perf_counter()
     fp32 = _as_model(model)
     q, report = quantize_with_report(fp32, calibration_dataset, **kwargs)

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import openvino as ov
 
 from .config import Config, load_config, normalize_model_type, unstructure
-from .dataset import ImageFolder, ImageOptions, held_back, open_source, parse_layout, parse_values, preprocessing_warning
+from .dataset import ImageFolder, ImageOptions, held_back, open_source, parse_layout, parse_values, preprocessing_warning, replayable
 from .engine import Engine
 from .events import finish_run, writing_files
 from . import __version__
@@ -82,7 +82,7 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         overrides["stat_subset_size"] = subset_size
     pipe = build_pipeline(config, pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir,
                           disabled=off, **overrides)
-    data = open_source(calibration_dataset, list(model.inputs), image)   # one reader for every stage
+    data = replayable(open_source(calibration_dataset, list(model.inputs), image))   # one reader for every stage
     if isinstance(data, ImageFolder) and preprocessing_warning(data):
         warnings.warn(preprocessing_warning(data), stacklevel=2)
     with warnings.catch_warnings():

@@ -42,6 +42,97 @@ class Dataset:
         return len(self.data_source)
 
 
+class _InferenceData:
+    """An ``nncf.Dataset`` (or any object with its ``get_inference_data()``): each pass reads
+    ``get_inference_data()`` again, the model feeds its transform made."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.dataset.get_inference_data())
+
+
+def _inner_source(source: Any) -> Any:
+    """The source a Dataset-like object reads from (ovquant's ``data_source``, NNCF's ``_data_source``)."""
+    if isinstance(source, Dataset):
+        return source.data_source
+    if isinstance(source, _InferenceData):
+        source = source.dataset
+    return getattr(source, "_data_source", None) if hasattr(source, "get_inference_data") else None
+
+
+def one_shot(source: Any) -> bool:
+    """Whether ``source`` can be read only once: an iterator (a generator, ``iter(list)``, a file object),
+    or a Dataset over one."""
+    if isinstance(source, Iterator):
+        return True
+    inner = _inner_source(source)
+    return inner is not None and inner is not source and one_shot(inner)
+
+
+#: a one-shot source keeps at most this many of its first samples for the passes after the first...
+REPLAY_SAMPLES = 300
+#: ... and at most this many bytes of them
+REPLAY_BYTES = 2 << 30
+
+
+class Replay:
+    """A one-shot source read as a sequence: the first pass reads it, and its first samples (at most
+    :data:`REPLAY_SAMPLES` and :data:`REPLAY_BYTES`) are kept for later passes, which read them again and
+    go on reading the source where nothing was skipped. A pass that needs a sample that was read but not
+    kept raises :class:`~ovquant.errors.DataError`; memory stays bounded whatever the number of samples."""
+
+    def __init__(self, source: Any, what: str = "calibration data"):
+        self._source = iter(source)
+        self.what = what
+        self.kept: list = []
+        self.read = 0
+        self.done = False
+        self._bytes = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        i = 0
+        while True:
+            if i < len(self.kept):
+                yield self.kept[i]
+            elif i == self.read:
+                if self.done:
+                    return
+                try:
+                    item = next(self._source)
+                except StopIteration:
+                    self.done = True
+                    return
+                self.read += 1
+                size = _nbytes(item)
+                if len(self.kept) == i and len(self.kept) < REPLAY_SAMPLES and self._bytes + size <= REPLAY_BYTES:
+                    self.kept.append(item)
+                    self._bytes += size
+                yield item
+            else:
+                raise DataError(
+                    f"{self.what}: a one-shot iterator (a generator) is read once; a later pass needs sample "
+                    f"{i + 1} again and only the first {len(self.kept)} were kept: give a list, an array, a "
+                    "Dataset over a list, or a file")
+            i += 1
+
+
+def _nbytes(item: Any) -> int:
+    if isinstance(item, dict):
+        return sum(_nbytes(v) for v in item.values())
+    if isinstance(item, (list, tuple)):
+        return sum(_nbytes(v) for v in item)
+    return int(getattr(item, "nbytes", 0) or 0)
+
+
+def replayable(source: Any, what: str = "calibration data") -> Any:
+    """``source`` as every pass of a run may read it: a :class:`Replay` of a one-shot source, else itself."""
+    if isinstance(source, Replay) or not one_shot(source):
+        return source
+    return Replay(open_source(source), what)
+
+
 def _npz_member(z, info, path: str) -> np.ndarray:
     """One ``.npy`` member of an ``.npz``, its header checked against its size before anything is allocated."""
     key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
@@ -98,8 +189,10 @@ def _npz_rows(path: str) -> list:
 def open_source(source: Any, inputs: Optional[list] = None, image: Optional[ImageOptions] = None) -> Iterable:
     """Turn a path or an in-memory source into an iterable of samples. ``inputs`` are the model's
     input ports (an image folder is read for its single input); ``image`` says how images are read."""
-    if isinstance(source, Dataset):
+    if isinstance(source, (Dataset, Replay, _InferenceData)):
         return source
+    if callable(getattr(source, "get_inference_data", None)):
+        return _InferenceData(source)   # an nncf.Dataset: its transform applied, as NNCF feeds the model
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path):
