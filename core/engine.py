@@ -5,8 +5,7 @@ estimator's in-graph form to a clone of the model as an extra output, so that on
 Python; estimators without an in-graph form get the raw tensor (exposed once per tensor) and reduce it
 in numpy. Inference runs twice the number of asynchronous infer requests the device suggests, round-robin, and
 per-sample values are folded into the aggregators in sample order, so results do not depend on the
-number of requests, and memory grows with the number of samples only for aggregators that need every
-sample.
+number of requests; memory grows with the number of samples only for aggregators that need every sample.
 """
 import time
 import warnings
@@ -21,7 +20,7 @@ from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError, OVQuantError
 from .events import SampleProcessed, StageStarted, StatisticsCollected, send
 from .registry import guarded, make_aggregator, make_estimator
-from .statistics import Estimator, Statistic, reduction_axes, shared_reductions
+from .statistics import Estimator, Statistic, reduction_axes, share_constants, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 #: per-sample values are folded into the aggregators in blocks of this many samples (in sample order,
@@ -197,7 +196,7 @@ class Engine:
         sinks = list(model.get_sinks())
         stats_model = (ov.Model(results, sinks, list(model.get_parameters()), "ovquant_statistics") if sinks
                        else ov.Model(results, list(model.get_parameters()), "ovquant_statistics"))
-        _share_constants(stats_model, set(nodes))
+        share_constants(stats_model, set(nodes))
         return stats_model, reductions
 
     def collect(self, model: ov.Model, statistics: Sequence[Statistic], data: Any,
@@ -294,35 +293,6 @@ class Engine:
             for w in writers:
                 (w.commit if n else w.abort)()
         return n, n_req, reductions
-
-
-#: constants the planner adds with at most this many elements are merged when equal
-SHARED_CONSTANT_SIZE = 4096
-
-
-def _share_constants(model: ov.Model, original: set) -> int:
-    """Make the small Constants the planner added (axes, shapes, borders: friendly names not in
-    ``original``) one node per (type, shape, value); the number of nodes dropped. The values are
-    unchanged; the plugin's compile time grows with the number of nodes (docs/benchmarks.md)."""
-    seen, dropped = {}, 0
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "Constant" or op.get_friendly_name() in original:
-            continue
-        out = op.output(0)
-        if not out.get_partial_shape().is_static or shape_size(out.get_shape()) > SHARED_CONSTANT_SIZE:
-            continue
-        v = op.get_data()
-        key = (str(out.get_element_type()), tuple(v.shape), v.tobytes())
-        first = seen.setdefault(key, op)
-        if first is not op:
-            for target in list(out.get_target_inputs()):
-                target.replace_source_output(first.output(0))
-            dropped += 1
-    return dropped
-
-
-def shape_size(shape) -> int:
-    return int(np.prod(list(shape), dtype=np.int64))
 
 
 def _run_requests(requests: list, feeds, samples, fold: "_Fold", processed, writers, open_writers) -> int:

@@ -202,3 +202,28 @@ def reduce_op(kind: str, output, axes: tuple):
     if cache is not None:
         cache[key] = out
     return out
+
+
+#: constants the planner adds with at most this many elements are merged when equal
+SHARED_CONSTANT_SIZE = 4096
+
+
+def share_constants(model, original: set) -> int:
+    """Make the small Constants the planner added (axes, shapes, borders: friendly names not in
+    ``original``) one node per (type, shape, value); the number of nodes dropped. The values are
+    unchanged; the plugin's compile time grows with the number of nodes (docs/algorithms.md)."""
+    seen, dropped = {}, 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or op.get_friendly_name() in original:
+            continue
+        out = op.output(0)
+        if not out.get_partial_shape().is_static or int(np.prod(list(out.get_shape()), dtype=np.int64)) > SHARED_CONSTANT_SIZE:
+            continue
+        v = op.get_data()
+        key = (str(out.get_element_type()), tuple(v.shape), v.tobytes())
+        first = seen.setdefault(key, op)
+        if first is not op:
+            for target in list(out.get_target_inputs()):
+                target.replace_source_output(first.output(0))
+            dropped += 1
+    return dropped
