@@ -21,11 +21,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import openvino as ov
 
-from .dataset import FeedBuilder
+from .dataset import FeedBuilder, one_shot, replayable
 from .revert_order import guided_fewest, speed_aware_order
 from .sensitivity import bias_edits, find_quantizers
 from .sequence_ops import SEQUENCE_OPS, constant_weights
-from .dataset import one_shot, replayable
 from .errors import ConfigError, DataError
 
 

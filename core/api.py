@@ -12,7 +12,8 @@ from typing import Any, Optional, Sequence
 import openvino as ov
 
 from .config import Config, load_config, normalize_model_type, unstructure
-from .dataset import ImageFolder, ImageOptions, held_back, open_source, parse_layout, parse_values, preprocessing_warning, replayable
+from .dataset import (DEFAULT_SUBSET_SIZE, ImageFolder, ImageOptions, held_back, open_source, parse_layout,  # noqa: F401
+                      parse_values, preprocessing_warning, replayable)
 from .engine import Engine
 from .events import finish_run, writing_files
 from . import __version__
@@ -28,7 +29,6 @@ from .steps import apply_overrides, default_algorithm, run_steps  # noqa: F401 (
 from .pot_keys import engine_settings, warn_unimplemented
 from .registry import lookup
 
-DEFAULT_SUBSET_SIZE = 300
 
 
 def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = None, strict: bool = False,

@@ -71,8 +71,11 @@ def one_shot(source: Any) -> bool:
     return inner is not None and inner is not source and one_shot(inner)
 
 
-#: a one-shot source keeps at most this many of its first samples for the passes after the first...
-REPLAY_SAMPLES = 300
+#: the samples a run uses unless told otherwise (NNCF's ``subset_size`` and the CLI's default)
+DEFAULT_SUBSET_SIZE = 300
+#: a one-shot source keeps at most this many of its first samples for the passes after the first (all of
+#: a default run's)...
+REPLAY_SAMPLES = DEFAULT_SUBSET_SIZE
 #: ... and at most this many bytes of them
 REPLAY_BYTES = 2 << 30
 
@@ -83,9 +86,8 @@ class Replay:
     go on reading the source where nothing was skipped. A pass that needs a sample that was read but not
     kept raises :class:`~ovquant.errors.DataError`; memory stays bounded whatever the number of samples."""
 
-    def __init__(self, source: Any, what: str = "calibration data"):
+    def __init__(self, source: Any):
         self._source = iter(source)
-        self.what = what
         self.kept: list = []
         self.read = 0
         self.done = False
@@ -112,7 +114,7 @@ class Replay:
                 yield item
             else:
                 raise DataError(
-                    f"{self.what}: a one-shot iterator (a generator) is read once; a later pass needs sample "
+                    f"calibration data: a one-shot iterator (a generator) is read once; a later pass needs sample "
                     f"{i + 1} again and only the first {len(self.kept)} were kept: give a list, an array, a "
                     "Dataset over a list, or a file")
             i += 1
@@ -126,11 +128,11 @@ def _nbytes(item: Any) -> int:
     return int(getattr(item, "nbytes", 0) or 0)
 
 
-def replayable(source: Any, what: str = "calibration data") -> Any:
+def replayable(source: Any) -> Any:
     """``source`` as every pass of a run may read it: a :class:`Replay` of a one-shot source, else itself."""
     if isinstance(source, Replay) or not one_shot(source):
         return source
-    return Replay(open_source(source), what)
+    return Replay(open_source(source))
 
 
 def _npz_member(z, info, path: str) -> np.ndarray:

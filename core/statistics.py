@@ -208,11 +208,11 @@ def reduce_op(kind: str, output, axes: tuple):
 SHARED_CONSTANT_SIZE = 4096
 
 
-def share_constants(model, original: set) -> int:
+def share_constants(model, original: set) -> None:
     """Make the small Constants the planner added (axes, shapes, borders: friendly names not in
-    ``original``) one node per (type, shape, value); the number of nodes dropped. The values are
+    ``original``) one node per (type, shape, value). The values are
     unchanged; the plugin's compile time grows with the number of nodes (docs/algorithms.md)."""
-    seen, dropped = {}, 0
+    seen = {}
     for op in model.get_ordered_ops():
         if op.get_type_name() != "Constant" or op.get_friendly_name() in original:
             continue
@@ -225,5 +225,3 @@ def share_constants(model, original: set) -> int:
         if first is not op:
             for target in list(out.get_target_inputs()):
                 target.replace_source_output(first.output(0))
-            dropped += 1
-    return dropped
