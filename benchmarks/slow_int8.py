@@ -3,6 +3,7 @@
 ``skip_slow_int8`` (SlowInt8Check) makes of the cases where INT8 is slower (issue 15, item 6).
 
     python benchmarks/slow_int8.py [--cases a,b] [--isa native,AVX2] [--requantize auto|all|none] [--out F.jsonl]
+    python benchmarks/slow_int8.py --table F.jsonl          (the markdown table of docs/sensitivity.md)
 
 Each (case, ISA) runs in a process of its own (``ONEDNN_MAX_CPU_ISA`` is read when OpenVINO's CPU plugin
 loads; the exec graph's primitive types show that it is honoured: ``brgemm_avx512_i8`` natively,
@@ -12,6 +13,8 @@ in 7 interleaved rounds (about 1.5 s per model in all); the table gives the medi
 ``t_fp32 / t_int8`` (INT8's speed in FP32's units, > 1 is faster) and its min-max. With ``--requantize``
 (default ``auto``: where ovquant's INT8 is slower than FP32 at that ISA) the case is quantized again with
 ovquant's default in that process, SlowInt8Check times the host, and the result is timed the same way.
+The zoo run's ovquant model already went through SlowInt8Check on the zoo's host: natively, a case whose
+full INT8 model was slower shows up here as FP32 itself (speed 1 within noise, no int8 primitives).
 One JSON line per case and ISA; the machine is shared, so the spread matters.
 """
 import argparse
@@ -21,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -97,8 +101,9 @@ def worker(case: str, requantize: str) -> dict:
     models = {"fp32": fp32}
     for tool in ("ovquant", "nncf"):
         p = os.path.join(ZOO, "runs", case, f"{tool}.xml")
-        if os.path.exists(p):
-            models[tool] = core.read_model(p)
+        if not os.path.exists(p):
+            raise SystemExit(f"{p} is missing: run python benchmarks/zoo/run.py --case {case} first")
+        models[tool] = core.read_model(p)
     feed = first_row(fp32, case)
     res = timed(models, feed)
     out = {"case": case, "isa": host_isa(), "fp32_ms": round(1000 * float(np.median(res["times"]["fp32"])), 3),
@@ -131,14 +136,44 @@ def requantized(case: str, fp32, feed: dict) -> dict:
             "full_speed": speed(res["times"], "full"), "result_speed": speed(res["times"], "result")}
 
 
+def _speed(d: Optional[dict]) -> str:
+    return f"{d['median']:.2f} ({d['min']:.2f}-{d['max']:.2f})" if d else "-"
+
+
+def table(rows: list) -> str:
+    """The markdown table of the JSON lines (one row per case and ISA; the last line of a case and ISA wins)."""
+    last = {(r["case"], r["isa"]): r for r in rows}
+    out = ["| case | ISA | FP32 ms | ovquant INT8 speed (min-max) | NNCF INT8 speed (min-max) | ovquant's int8 primitives "
+           "| default quantized again in that process (SlowInt8Check) |", "|---|---|---|---|---|---|---|"]
+    for (case, isa), r in last.items():
+        if "error" in r:
+            out.append(f"| {case} | {isa} | error: {r['error']} | | | | |")
+            continue
+        prims = ", ".join(sorted({k.split("/")[-1] for k in (r.get("int8_primitives") or {})
+                                  if k.split("/")[1] in ("u8", "i8")})) or "none (float)"
+        q = r.get("requantized")
+        again = "" if not q else (
+            f"kept {q['n_kept_in_float']} in float ({', '.join(q['kept_in_float']) or '-'}); result "
+            f"{_speed(q['result_speed'])} vs full {_speed(q['full_speed'])}; check {q['check_s']:.2f} s of "
+            f"{q['quantize_s']:.2f} s")
+        out.append(f"| {case} | {isa} | {r['fp32_ms']:.2f} | {_speed(r.get('ovquant_speed'))} | "
+                   f"{_speed(r.get('nncf_speed'))} | {prims} | {again} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=None)
     ap.add_argument("--isa", default="native,AVX2")
     ap.add_argument("--requantize", default="auto", choices=["auto", "all", "none"])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--table", default=None, help="print the markdown table of a .jsonl written by --out")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.table:
+        with open(a.table) as f:
+            print(table([json.loads(line) for line in f if line.strip()]))
+        return 0
     if a.worker:
         print(json.dumps(worker(a.worker, a.requantize)), flush=True)
         return 0
@@ -155,7 +190,8 @@ def main(argv=None) -> int:
             p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", case, "--requantize",
                                 a.requantize], capture_output=True, text=True, env=env)
             line = p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout.strip() else \
-                json.dumps({"case": case, "isa": isa, "error": (p.stderr.strip().splitlines() or ["?"])[-1][:300]})
+                json.dumps({"case": case, "isa": isa, "error": f"exit {p.returncode}: "
+                            + (p.stderr.strip().splitlines() or ["(no message)"])[-1][:300]})
             emit(line, a.out)
     return 0
 
