@@ -3,6 +3,7 @@
 
     python benchmarks/accuracy_control_zoo.py [--part control,sensitivity,output-error] [--cases a,b]
                                               [--max-drop 0.01] [--bound 0.05] [--out results.jsonl]
+    python benchmarks/accuracy_control_zoo.py --table results.jsonl   (the control part's markdown table)
 
 Needs the built zoo (``python -m benchmarks.zoo prepare``; cases in ~/.cache/ovquant-zoo/<case>/). Parts:
 
@@ -151,6 +152,28 @@ def output_error_part(case: str, bound: float) -> dict:
     return out
 
 
+def _pts(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def table(rows: list) -> str:
+    """The markdown table of the ``control`` lines (metrics and drops in points; the last line of a case wins)."""
+    last = {r["case"]: r for r in rows if r.get("part") == "control" and "metric_fp32" in r}
+    out = ["| case | FP32 | full INT8 (drop) | result (drop) | within 1 pt | reverted | validation runs "
+           "| time vs plain (without validation) | speed-up FP32->full INT8 / result | share kept |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for case, r in last.items():
+        rev = f"{r['n_reverted']}/{r['n_quantizers'] if r.get('n_quantizers') is not None else '-'}"
+        sp = (f"{r['speedup_full_int8']:.2f}x / {r['speedup_result']:.2f}x" if r.get("speedup_result")
+              else "(nothing reverted)")
+        out.append(f"| {case} | {_pts(r['metric_fp32'])} | {_pts(r['metric_int8_full'])} "
+                   f"({-100 * r['drop_int8_full']:+.2f}) | {_pts(r['metric'])} ({-100 * r['drop']:+.2f}) | "
+                   f"{'yes' if r['within_1_point'] else '**no**'} | {rev} | {r['validation_runs']} | "
+                   f"{r['time_vs_plain_quantization']:.2f}x ({r['time_vs_plain_without_validation']:.2f}x) | {sp} | "
+                   f"{r['kept_share_of_speedup']:.2f} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", default="control,sensitivity,output-error")
@@ -158,7 +181,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--bound", type=float, default=0.05)
     ap.add_argument("--out", default=None, help="append the JSON lines to this file too")
+    ap.add_argument("--table", default=None, help="print the control part's markdown table of a .jsonl from --out")
     a = ap.parse_args(argv)
+    if a.table:
+        with open(a.table) as f:
+            print(table([json.loads(line) for line in f if line.strip()]))
+        return 0
     parts = a.part.split(",")
     for part in parts:
         default = LABELED if part == "control" else ["fashion-cnn", "imagenet-lite0", "minilm", "ocr-common"]
