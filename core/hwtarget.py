@@ -286,3 +286,17 @@ def _from_pot(data: Any, path: str) -> Any:
     except PotFormatError as exc:
         raise ValueError(f"{path}: POT's hardware-config format, and not convertible to an ovquant target: {exc} "
                          "(ovquant's schema: docs/hw_targets.md; `ovquant convert-target` converts POT's files)") from None
+
+
+def native_int8() -> str:
+    """This CPU's native int8 dot-product flag (``amx_int8``, ``avx512_vnni``, ``avx_vnni``), or "" when it
+    has none or oneDNN is capped below it (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``)."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap and cap not in ("ALL", "DEFAULT") and "VNNI" not in cap and "AMX" not in cap:
+        return ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return ""
+    return next((fl for fl in ("amx_int8", "avx512_vnni", "avx_vnni") if fl in flags), "")

@@ -222,6 +222,53 @@ def test_residual_net_first_convolutions_get_the_saturation_fix(residual):
     assert fixed == {"conv1", "conv3"}   # both convolutions fed by the model input
 
 
+@pytest.mark.parametrize("cap,env,want", [
+    ("AVX2", None, "all"),                       # no VNNI: every layer's pair sums can saturate at int16
+    ("AVX512_CORE", None, "all"),                # AVX-512 before VNNI: the same vpmaddubsw path
+    ("AVX2", "first_layer", "first_layer"),      # $OVQUANT_SATURATION_FIX fixes what "auto" resolves to
+])
+def test_auto_saturation_fix_follows_the_host_isa(residual, monkeypatch, cap, env, want):
+    """saturation_fix "auto" (the default): "first_layer" where oneDNN runs int8 with VNNI or AMX, "all"
+    where it cannot (ONEDNN_MAX_CPU_ISA below VNNI stands for such a host); the entry says which and why."""
+    m, samples, _, _ = residual
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    if env is None:
+        monkeypatch.delenv("OVQUANT_SATURATION_FIX", raising=False)
+    else:
+        monkeypatch.setenv("OVQUANT_SATURATION_FIX", env)
+    _, report = run(m, samples)
+    e = minmax_entry(report)["saturation_fix"]
+    fixed = {q["tensor"].split(":")[0] for q in quantizers(report).values()
+             if q["kind"] == "weights" and q["saturation_fix"]}
+    weighted = {q["tensor"].split(":")[0] for q in quantizers(report).values() if q["kind"] == "weights"}
+    assert e["mode"] == want and e["layers"] == len(fixed)
+    assert fixed == ({"conv1", "conv3"} if want == "first_layer" else weighted) and len(weighted) > 2
+    assert ("OVQUANT_SATURATION_FIX" in e["why"]) == (env is not None) and e["why"].startswith("auto")
+
+
+def test_auto_saturation_fix_with_vnni_is_first_layer(residual, monkeypatch):
+    from ovquant.hwtarget import native_int8
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("OVQUANT_SATURATION_FIX", raising=False)
+    if not native_int8():
+        pytest.skip("this host's CPU has no VNNI or AMX")
+    m, samples, _, _ = residual
+    _, report = run(m, samples)
+    e = minmax_entry(report)["saturation_fix"]
+    assert e["mode"] == "first_layer" and native_int8() in e["why"] and e["layers"] == 2
+
+
+def test_saturation_fix_environment_value_is_checked(residual, monkeypatch):
+    m, samples, _, _ = residual
+    monkeypatch.setenv("OVQUANT_SATURATION_FIX", "some")
+    with pytest.raises(ConfigError, match="OVQUANT_SATURATION_FIX='some': expected one of first_layer, all, no"):
+        run(m, samples)
+    monkeypatch.setenv("OVQUANT_SATURATION_FIX", "all")
+    _, report = run(m, samples, saturation_fix="first_layer")   # the config's value wins
+    assert minmax_entry(report)["saturation_fix"] == {"mode": "first_layer", "why": "set in the config", "layers": 2}
+
+
 def test_matmul_net_placement():
     m = models.matmul_net()
     q, report = run(m, models.random_samples(m, 8, seed=3))

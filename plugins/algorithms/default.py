@@ -7,7 +7,7 @@ that pass (SmoothQuant, FirstLayerRounding) or add one (LayerwiseTuning)."""
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
 from ovquant.config import normalize_model_type
-from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
+from ovquant.plugins.algorithms.params import QuantizationParams, saturation_mode, validate_quantization_params
 
 from . import granularity_choice, range_choice, slow_int8
 
@@ -42,7 +42,7 @@ class DefaultQuantization(Algorithm):
             smooth = normalize_model_type(getattr(params, "model_type", None)) == "transformer"
         if smooth:
             steps = ("SmoothQuant",) + steps
-        if getattr(params, "first_layer_rounding", False) and getattr(params, "saturation_fix", "first_layer") != "no":
+        if getattr(params, "first_layer_rounding", False) and saturation_mode(params)[0] != "no":
             steps = steps + ("FirstLayerRounding",)
         if slow_int8.setting(params) is not False:
             steps = steps + ("SlowInt8Check",)   # before the choices: what runs in int8 is placed by now

@@ -23,7 +23,7 @@ runs it with ``first_layer_rounding: true`` (off by default, so that DefaultQuan
 """
 from ovquant import hookimpl
 from ovquant.graph import Graph
-from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
+from ovquant.plugins.algorithms.params import QuantizationParams, saturation_mode, validate_quantization_params
 
 from .layers import first_layers
 from .layerwise_tuning import LayerwiseTuning
@@ -43,7 +43,7 @@ class FirstLayerRounding(LayerwiseTuning):
 
     def statistics(self, graph: Graph):
         self.layers, self.activations, self.skipped = {}, [], []
-        if self.params.saturation_fix == "no" or not self.context.target.saturation_fix:
+        if saturation_mode(self.params)[0] == "no" or not self.context.target.saturation_fix:
             return
         for name in sorted(first_layers(graph)):
             node = graph.node(name)

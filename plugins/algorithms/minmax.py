@@ -41,7 +41,7 @@ from ovquant.engine import aggregate
 from ovquant.graph import Graph
 from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
-from ovquant.plugins.algorithms.params import QuantizationParams, validate_quantization_params
+from ovquant.plugins.algorithms.params import QuantizationParams, saturation_mode, validate_quantization_params
 
 from . import derived, fragile_ops, granularity_choice, range_choice
 from .fragile_ops import TRANSFORMER_IGNORED_TYPES
@@ -249,6 +249,8 @@ class MinMaxQuantization(Algorithm):
         n_w = sum(e.get("kind") == "weights" for e in report)
         return {"quantizers": report, "n_fake_quantize": len(report), "no_finite_values": skipped,
                 "ignored": sorted(self.ignored), "protected": dict(sorted(self.protected.items())),
+                "saturation_fix": {**dict(zip(("mode", "why"), saturation_mode(self.params))), "layers": len(first)}
+                if self.context.target.saturation_fix else {"mode": "no", "why": "the target does not need it"},
                 "summary": f"placed {len(report)} FakeQuantize ops ({n_w} on weights, {len(report) - n_w} on "
                            f"activations); {len(self.ignored)} node(s) ignored, {len(skipped)} left in float for "
                            "lack of finite values"}
@@ -365,7 +367,7 @@ class MinMaxQuantization(Algorithm):
         return lo * factor, hi * factor
 
     def _first_layer_weights(self, graph: Graph) -> set:
-        mode = self.params.saturation_fix
+        mode = saturation_mode(self.params)[0]
         if mode == "no" or not self.context.target.saturation_fix:
             return set()
         if mode == "first_layer":   # an If body's first layers are not the network's (context.body)

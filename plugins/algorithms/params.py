@@ -28,7 +28,9 @@ from ovquant.registry import get_registry
 from ovquant.structure import _bad, _check_plugin, _choice, _show, plugin_params
 
 RANGE_PRESETS = ("default", "quantile")
-SATURATION_FIX = ("first_layer", "all", "no")
+SATURATION_FIX = ("auto", "first_layer", "all", "no")
+#: environment variable that fixes what ``saturation_fix: "auto"`` resolves to (``first_layer``, ``all``, ``no``)
+SATURATION_FIX_ENV = "OVQUANT_SATURATION_FIX"
 BIAS_CORRECTION_FORMS = ("exact", "fast", "mean_blob")
 
 
@@ -91,7 +93,8 @@ class QuantizationParams(AlgorithmParams):
     use_layerwise_tuning: bool = False
     inplace_statistics: Optional[bool] = None
     dump_intermediate_model: Optional[bool] = None
-    saturation_fix: str = "first_layer"
+    #: "auto": "first_layer" on a host whose CPU has VNNI or AMX, "all" on one without (saturation_mode)
+    saturation_fix: str = "auto"
     threshold: Optional[float] = None
     apply_for_all_nodes: bool = False
     use_fast_bias: bool = True
@@ -104,6 +107,32 @@ class QuantizationParams(AlgorithmParams):
     smooth_quant_alpha: Optional[float] = None
     #: keep in float the ops whose int8 form is slower on the CPU (None: on where the target is the CPU)
     skip_slow_int8: Optional[bool] = None
+
+
+def saturation_mode(params) -> tuple:
+    """``(mode, why)``: ``saturation_fix`` as the run applies it. ``"auto"`` (the default) is
+    ``$OVQUANT_SATURATION_FIX`` where set, else ``"first_layer"`` when this host's CPU has a native int8
+    dot product (VNNI, AMX: int32 sums, no overflow) and ``"all"`` when it has none (AVX2: every u8 x s8
+    pair sum saturates at int16, so every layer gets the 7-bit weight grid; docs/algorithms.md, "The
+    saturation fix on hosts without VNNI")."""
+    import os
+
+    from ovquant.errors import ConfigError
+    from ovquant.hwtarget import native_int8
+
+    mode = getattr(params, "saturation_fix", "auto")
+    if mode != "auto":
+        return mode, "set in the config"
+    env = os.environ.get(SATURATION_FIX_ENV, "").strip()
+    if env:
+        if env not in SATURATION_FIX[1:]:
+            raise ConfigError(f"environment variable {SATURATION_FIX_ENV}={env!r}: expected one of "
+                              f"{', '.join(SATURATION_FIX[1:])}")
+        return env, f"auto: ${SATURATION_FIX_ENV}"
+    isa = native_int8()
+    if isa:
+        return "first_layer", f"auto: this host's CPU has {isa} (no int16 overflow)"
+    return "all", "auto: this host's CPU has no VNNI or AMX (int8 pair sums saturate at int16)"
 
 
 def validate_quantization_params(p: QuantizationParams, path: str) -> None:

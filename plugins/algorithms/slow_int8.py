@@ -46,6 +46,7 @@ import openvino as ov
 
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
+from ovquant.hwtarget import native_int8  # noqa: F401 (the host's ISA, also for the tests)
 
 #: a group must be at least this much faster in float (both tests above) to be kept in float
 MARGIN = 0.05
@@ -113,22 +114,6 @@ def without(model: ov.Model, names, fp32: Optional[ov.Model] = None) -> ov.Model
     m = model.clone()
     revert(m, list(names), fp32)
     return m
-
-
-def native_int8() -> str:
-    """The CPU's native int8 dot-product flag (``avx512_vnni``, ``avx_vnni``, ``amx_int8``), or "" when
-    it has none or oneDNN is capped below it (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``)."""
-    import os
-
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    if cap and cap not in ("ALL", "DEFAULT") and "VNNI" not in cap and "AMX" not in cap:
-        return ""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return ""
-    return next((fl for fl in ("amx_int8", "avx512_vnni", "avx_vnni") if fl in flags), "")
 
 
 def synthetic_feed(model: ov.Model) -> Optional[dict]:
