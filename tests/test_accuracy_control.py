@@ -17,6 +17,10 @@ from ovquant.errors import ConfigError
 ENV = {**os.environ, "OVQUANT_DISABLE_PLUGIN_AUTOLOAD": "1", "OVQUANT_CACHE_DIR": ""}
 
 
+#: f32 inference, as ovquant compiles: a bf16 default (CPUs with avx512_bf16 or AMX) would change the numbers
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 def outlier_classifier(seed=0, d_in=32, hidden=128, depth=4, classes=10, outlier=1000.0) -> ov.Model:
     """Fixed random ReLU MLP with one huge hidden unit (layer 1) that the next layer reads with a tiny
     weight: per-tensor activation ranges and per-row weight scales both lose it."""
@@ -45,7 +49,7 @@ def task():
     rng = np.random.default_rng(1)
     calib = list(rng.standard_normal((96, 1, 32)).astype(np.float32))
     val = rng.standard_normal((400, 1, 32)).astype(np.float32)
-    cf = ov.Core().compile_model(m, "CPU")
+    cf = ov.Core().compile_model(m, "CPU", F32)
     logits = np.array([cf(v)[0][0] for v in val])
     top = np.sort(logits, 1)
     keep = (top[:, -1] - top[:, -2]) > np.quantile(top[:, -1] - top[:, -2], 0.25)
@@ -66,10 +70,10 @@ def test_reverts_few_quantizers_and_ends_within_max_drop(task):
 
     vd = ovquant.Dataset(val, lambda item: item[0])
     plain = ovquant.quantize(m, calib, subset_size=64)
-    assert accuracy(ov.Core().compile_model(plain, "CPU"), val) < 0.95      # quantization hurts
+    assert accuracy(ov.Core().compile_model(plain, "CPU", F32), val) < 0.95      # quantization hurts
     q, rep = quantize_with_accuracy_control_report(m, calib, vd, counted, max_drop=0.01, subset_size=64)
     ac = rep["accuracy_control"]
-    final = accuracy(ov.Core().compile_model(q, "CPU"), val)
+    final = accuracy(ov.Core().compile_model(q, "CPU", F32), val)
     assert 1.0 - final <= 0.01 and ac["metric"] == pytest.approx(final) and ac["within_max_drop"]
     assert ac["metric_int8_full"] < 0.95 and ac["metric_fp32"] == 1.0
     assert 1 <= ac["n_reverted"] <= 3 < ac["n_quantizers"]
@@ -85,7 +89,7 @@ def test_nncf_function_returns_the_model_and_relative_drop(task):
     q = ovquant.quantize_with_accuracy_control(m, calib, ovquant.Dataset(val, lambda it: it[0]), accuracy,
                                                max_drop=0.02, drop_type="relative", subset_size=64)
     assert isinstance(q, ov.Model)
-    assert drop_of(1.0, accuracy(ov.Core().compile_model(q, "CPU"), val), "relative") <= 0.02
+    assert drop_of(1.0, accuracy(ov.Core().compile_model(q, "CPU", F32), val), "relative") <= 0.02
     assert drop_of(0.8, 0.7, "relative") == pytest.approx(0.125) and drop_of(0.8, 0.7, "absolute") == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="drop_type"):
         ovquant.quantize_with_accuracy_control(m, calib, val, accuracy, drop_type="percent")
@@ -107,7 +111,7 @@ def test_pot_config_with_a_python_metric(task):
     assert rep["pipeline"][-1] == "AccuracyControl" and "MinMaxQuantization" in rep["pipeline"]
     entry = rep["algorithms"][-1]
     assert 1 <= entry["n_reverted"] <= 3 and "validation runs" in entry["summary"]
-    assert 1.0 - accuracy(ov.Core().compile_model(q, "CPU"), val) <= 0.01
+    assert 1.0 - accuracy(ov.Core().compile_model(q, "CPU", F32), val) <= 0.01
 
 
 METRIC = '''
@@ -178,7 +182,7 @@ def test_reverting_one_quantizer_of_a_recurrent_op_reverts_them_all_and_the_mode
     first = sorted(on_lstm)[0]
     done = revert(q, [first], m)
     assert set(done) == on_lstm, (done, on_lstm)
-    ov.Core().compile_model(q, "CPU")            # raises if the plugin refuses it
+    ov.Core().compile_model(q, "CPU", F32)            # raises if the plugin refuses it
     lstm = next(op for op in q.get_ops() if op.get_friendly_name() == "lstm")
     assert all(lstm.input_value(p).get_node().get_type_name() == "Constant" for p in (4, 5))
     ref = next(op for op in m.get_ops() if op.get_friendly_name() == "lstm")
@@ -203,7 +207,7 @@ def test_a_reverted_recurrent_op_gets_the_fp32_weights_even_where_the_twin_searc
     lstm, ref = (next(op for op in x.get_ops() if op.get_friendly_name() == "lstm") for x in (q, m))
     for p in (4, 5):
         np.testing.assert_array_equal(lstm.input_value(p).get_node().get_data(), ref.input_value(p).get_node().get_data())
-    ov.Core().compile_model(q, "CPU")
+    ov.Core().compile_model(q, "CPU", F32)
 
 
 def test_a_recurrent_op_whose_int8_weights_have_no_float_twin_gets_them_as_constants():
@@ -226,5 +230,5 @@ def test_a_recurrent_op_whose_int8_weights_have_no_float_twin_gets_them_as_const
         node = lstm.input_value(p).get_node()
         assert node.get_type_name() == "Constant"
         np.testing.assert_allclose(node.get_data(), want[p], rtol=1e-6, atol=1e-7)
-    r = ov.Core().compile_model(q, "CPU")({"x": np.ones((1, 6, 8), np.float32)})[0]   # raises if refused
+    r = ov.Core().compile_model(q, "CPU", F32)({"x": np.ones((1, 6, 8), np.float32)})[0]   # raises if refused
     assert np.all(np.isfinite(r))
