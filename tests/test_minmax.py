@@ -244,6 +244,8 @@ def test_auto_saturation_fix_follows_the_host_isa(residual, monkeypatch, cap, en
     assert e["mode"] == want and e["layers"] == len(fixed)
     assert fixed == ({"conv1", "conv3"} if want == "first_layer" else weighted) and len(weighted) > 2
     assert ("OVQUANT_SATURATION_FIX" in e["why"]) == (env is not None) and e["why"].startswith("auto")
+    notice = minmax_entry(report).get("notice", "")   # printed by the CLI where "auto" is not POT's choice
+    assert (f"7-bit weights in all {len(fixed)} weighted layers" in notice) == (want == "all")
 
 
 def test_auto_saturation_fix_with_vnni_is_first_layer(residual, monkeypatch):

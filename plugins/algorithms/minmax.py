@@ -41,7 +41,8 @@ from ovquant.engine import aggregate
 from ovquant.graph import Graph
 from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
-from ovquant.plugins.algorithms.params import QuantizationParams, saturation_mode, validate_quantization_params
+from ovquant.plugins.algorithms.params import (QuantizationParams, saturation_entry, saturation_mode,
+                                               validate_quantization_params)
 
 from . import derived, fragile_ops, granularity_choice, range_choice
 from .fragile_ops import TRANSFORMER_IGNORED_TYPES
@@ -246,14 +247,18 @@ class MinMaxQuantization(Algorithm):
         if skipped:
             warnings.warn(f"no finite calibration value for node(s) {', '.join(skipped)}; left in float",
                           stacklevel=4)
+        sat = saturation_entry(self.params, self.context.target.saturation_fix,
+                               sum(bool(e.get("saturation_fix")) for e in report))
         n_w = sum(e.get("kind") == "weights" for e in report)
-        return {"quantizers": report, "n_fake_quantize": len(report), "no_finite_values": skipped,
-                "ignored": sorted(self.ignored), "protected": dict(sorted(self.protected.items())),
-                "saturation_fix": {**dict(zip(("mode", "why"), saturation_mode(self.params))), "layers": len(first)}
-                if self.context.target.saturation_fix else {"mode": "no", "why": "the target does not need it"},
-                "summary": f"placed {len(report)} FakeQuantize ops ({n_w} on weights, {len(report) - n_w} on "
-                           f"activations); {len(self.ignored)} node(s) ignored, {len(skipped)} left in float for "
-                           "lack of finite values"}
+        entry = {"quantizers": report, "n_fake_quantize": len(report), "no_finite_values": skipped,
+                 "ignored": sorted(self.ignored), "protected": dict(sorted(self.protected.items())),
+                 "saturation_fix": sat,
+                 "summary": f"placed {len(report)} FakeQuantize ops ({n_w} on weights, {len(report) - n_w} on "
+                            f"activations); {len(self.ignored)} node(s) ignored, {len(skipped)} left in float for "
+                            "lack of finite values"}
+        if "notice" in sat:
+            entry["notice"] = sat["notice"]
+        return entry
 
     def _quantize_activations(self, graph: Graph, acts: list, values: dict) -> tuple:
         """Insert the activation FakeQuantizes; (report entries, nodes left in float)."""

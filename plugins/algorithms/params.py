@@ -131,8 +131,21 @@ def saturation_mode(params) -> tuple:
         return env, f"auto: ${SATURATION_FIX_ENV}"
     isa = native_int8()
     if isa:
-        return "first_layer", f"auto: this host's CPU has {isa} (no int16 overflow)"
-    return "all", "auto: this host's CPU has no VNNI or AMX (int8 pair sums saturate at int16)"
+        return "first_layer", f"auto: this host's CPU has {isa}, so int8 sums do not overflow"
+    return "all", "auto: this host's CPU has no VNNI or AMX, so int8 pair sums saturate at int16"
+
+
+def saturation_entry(params, needed: bool, layers: int) -> dict:
+    """MinMaxQuantization's report of the fix: ``{mode, why, layers}`` (``layers``: weights on the 7-bit grid),
+    with a ``notice`` for the console where "auto" chose "all" (not POT's first_layer)."""
+    if not needed:
+        return {"mode": "no", "why": "the target does not need it", "layers": layers}
+    mode, why = saturation_mode(params)
+    e = {"mode": mode, "why": why, "layers": layers}
+    if mode == "all" and why.startswith("auto"):
+        e["notice"] = (f"7-bit weights in all {layers} weighted layers: {why[6:]}; saturation_fix "
+                       "\"first_layer\" keeps POT's choice")
+    return e
 
 
 def validate_quantization_params(p: QuantizationParams, path: str) -> None:
