@@ -76,7 +76,8 @@ def main():
         res["pipeline"] = report.get("pipeline")
         slow = next((e for e in report.get("algorithms", []) if e.get("name") == "SlowInt8Check"), None)
         if slow:   # what the host's timing kept in float (the model's speed and so its metric depend on it)
-            res["slow_int8"] = {k: slow.get(k) for k in ("summary", "n_kept_in_float", "kept_in_float", "check_seconds", "int8_over_fp32")}
+            res["slow_int8"] = {k: slow.get(k) for k in ("summary", "n_kept_in_float", "kept_in_float", "check_seconds", "int8_over_fp32",
+                                                "int8_over_fp32_first", "float_over_int8")}
     else:
         import nncf
 
