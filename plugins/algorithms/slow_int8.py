@@ -26,10 +26,12 @@ ways to pick what is kept in float:
   ``t_g(r) < t_int8(r)`` in at least ``AGREE`` of the rounds; INT8 is "faster" than FP32 by the same
   test. FP32 as a candidate is judged on the rounds of both timings (twice the evidence where the first
   was not decisive). When no candidate passes, INT8 is still not kept where it is slower than FP32: FP32 is
-  kept when the two paired tests alone hold for it on the rounds of both timings (``median_r`` and minima,
-  without the rounds' agreement). Without this rule a model whose INT8 form is 10% slower kept INT8 in about
-  one run of four (face-det-short: one or two of the 7 rounds disturbed on FP32's side break the agreement),
-  so the default's model, and its accuracy, depended on noise. ``n`` is chosen so that all rounds take about
+  kept when the paired test alone holds for it on the rounds of both timings,
+  ``median_r t_fp32(r) / t_int8(r) <= 1 - margin`` over the 14 rounds (in most of them FP32 is faster by the
+  margin), without the minima and the agreement. Without this rule a model whose INT8 form is 10 to 20%
+  slower kept INT8 in about one run of four (face-det-short: one round disturbed on FP32's side breaks the
+  agreement, one undisturbed INT8 round as fast as FP32's best breaks the minima), so the default's model,
+  and its accuracy, depended on noise. ``n`` is chosen so that all rounds take about
   ``budget`` seconds (a share of one FP32 pass over the calibration subset). The report gives each ratio (median, min, max over the rounds) and, when
   something was kept in float, the speed of the result against FP32 and full INT8, measured the same way.
 
@@ -251,7 +253,7 @@ class SlowInt8Check(Algorithm):
         good = [c for c in cands if pays_off(ratios[c])]
         entry.update(float_over_int8=ratios, int8_over_fp32=compare(again, "int8", "fp32"),
                      int8_over_fp32_first=entry["int8_over_fp32"])
-        if not good and pays_off(ratios["fp32"], agree=0.0):   # never slower than FP32 (module docstring)
+        if not good and ratios["fp32"]["median"] <= 1 - MARGIN:   # never slower than FP32 (module docstring)
             good = ["fp32"]
             entry.update(never_slower=True, int8_over_fp32=compare(both, "int8", "fp32"))
         if good:
