@@ -23,7 +23,7 @@ import openvino as ov
 
 from .dataset import FeedBuilder, one_shot, replayable
 from .revert_order import guided_fewest, speed_aware_order
-from .sensitivity import bias_edits, find_quantizers
+from .sensitivity import bias_edits, find_quantizers, layers_reading
 from .sequence_ops import SEQUENCE_OPS, constant_weights
 from .errors import ConfigError, DataError
 
@@ -58,12 +58,15 @@ def fewest(n: int, passes: Callable[[int], bool], start: int = 0) -> tuple:
     return hi, seen
 
 
-def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = None) -> list:
-    """Put the quantizers named in ``names`` back to float, in place; returns the names reverted."""
+def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = None, whole_matmuls: bool = False) -> list:
+    """Put the quantizers named in ``names`` back to float, in place; returns the names reverted. With
+    ``whole_matmuls``, a MatMul whose input quantizer goes also gets its float weights (accuracy control)."""
     import openvino.opset13 as ops
 
     found = find_quantizers(model, fp32)
     wanted, done, touched = _with_sequence_peers(found, set(names)), [], set()
+    if whole_matmuls:
+        wanted = _with_matmul_weights(found, wanted)
     gone = {q["name"] for q in found if q["name"] in wanted}
     for e in bias_edits(model, fp32, found):   # a layer with no quantizer left gets its FP32 bias back
         if all(found[i]["name"] in gone for i in e["owners"]):
@@ -83,6 +86,22 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
     for op in touched:   # the op goes back to float whole: the FP32 model's weights, else the dequantized ones
         constant_weights(op, twins.get(op.get_friendly_name()))
     return done
+
+
+def _with_matmul_weights(found: list, wanted: set) -> set:
+    """``wanted`` plus the weight quantizers of each MatMul whose input quantizer is in it: int8 weights beside
+    a float input only add their rounding, and with oneDNN capped at AVX2 the CPU plugin refuses that
+    weight-decompressed product ("could not create a primitive descriptor for the inner product")."""
+    readers: dict = {}
+    for qz in found:
+        for n in layers_reading(qz["quantized"]):
+            if n.get_type_name() == "MatMul":
+                readers.setdefault(n.get_friendly_name(), []).append(qz)
+    out = set(wanted)
+    for qs in readers.values():
+        if any(q["kind"] == "activations" and q["name"] in wanted for q in qs):
+            out |= {q["name"] for q in qs if q["kind"] != "activations"}
+    return out
 
 
 def _with_sequence_peers(found: list, wanted: set) -> set:
@@ -198,7 +217,7 @@ def analyze_quantized(fp32: ov.Model, q: ov.Model, samples: list, report: dict, 
     ranking = speed_aware_order(q, sens["quantizers"], fp32)
     ctl = limit_output_error(board, ranking, float(max_output_error))
     full = q.clone() if ctl["n_reverted"] else q
-    revert(q, ctl["reverted"], fp32)
+    ctl["reverted_with_them"] = sorted(set(revert(q, ctl["reverted"], fp32, whole_matmuls=True)) - set(ctl["reverted"]))
     ctl["samples"] = len(samples)
     ctl["samples_from"] = "held back" if held else "calibration"
     ctl["how"] = "FP32 fallback (the quantizer is removed; a weight is kept in float)"
@@ -263,7 +282,7 @@ def control_metric(fp32: ov.Model, q: ov.Model, validator: Validator, ranking_sa
     def metric_of(k: int) -> float:
         if k not in metrics:
             cand = q.clone()
-            revert(cand, ranking[:k], fp32)
+            revert(cand, ranking[:k], fp32, whole_matmuls=True)
             metrics[k] = validator(cand)
         return metrics[k]
 
@@ -277,7 +296,7 @@ def control_metric(fp32: ov.Model, q: ov.Model, validator: Validator, ranking_sa
         k, _ = _capped(n, lambda j: drop_of(m_fp32, metric_of(j), drop_type) <= max_drop + DROP_TOL)
     entry["error_probes"] = board.runs - runs_ranking   # switch-model passes that guided the probes
     del board
-    revert(q, ranking[:k], fp32)
+    entry["reverted_with_them"] = sorted(set(revert(q, ranking[:k], fp32, whole_matmuls=True)) - set(ranking[:k]))
     metric = metrics.get(k, m_fp32 if k == len(ranking) else None)
     if metric is None:
         metric = metrics[k] = validator(q)

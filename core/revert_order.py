@@ -4,7 +4,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import openvino as ov
 
-from .sensitivity import _layers, find_quantizers
+from .sensitivity import find_quantizers, layers_reading
 
 
 #: ops whose multiply-accumulates run in int8 when their quantized inputs do (the cost of a revert)
@@ -46,7 +46,7 @@ def speed_aware_order(model: ov.Model, rows: Sequence[dict], fp32: Optional[ov.M
     least int8 work (the greedy order of a fractional knapsack)."""
     cost = {}
     for qz in find_quantizers(model, fp32):
-        cost[qz["name"]] = sum(macs(n) for n in _layers(qz["quantized"]))
+        cost[qz["name"]] = sum(macs(n) for n in layers_reading(qz["quantized"]))
     names = [r["name"] for r in rows]
     eps = 0.01 * (sum(cost.get(n, 0) for n in names) / max(1, len(names))) or 1.0
     err = {r["name"]: float(r["error"]) for r in rows}

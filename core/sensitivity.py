@@ -99,7 +99,7 @@ def find_quantizers(model: ov.Model, fp32: Optional[ov.Model] = None) -> list:
 _PASS = ("Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze")
 
 
-def _layers(out: ov.Output) -> list:
+def layers_reading(out: ov.Output) -> list:
     """The ops that read ``out``, looking through reshapes and converts."""
     found, frontier = [], [out]
     for _ in range(3):
@@ -122,7 +122,7 @@ def bias_edits(model: ov.Model, fp32: Optional[ov.Model], quantizers: list) -> l
     by_name = {n.get_friendly_name(): n for n in fp32.get_ordered_ops()}
     edits: dict = {}
     for i, qz in enumerate(quantizers):
-        for layer in _layers(qz["quantized"]):
+        for layer in layers_reading(qz["quantized"]):
             hit = graph.bias_of(layer)
             if hit is None:
                 continue

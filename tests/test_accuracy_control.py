@@ -60,6 +60,26 @@ def accuracy(compiled, data) -> float:
     return float(np.mean([int(np.argmax(compiled(x)[0])) == int(y) for x, y in data]))
 
 
+def test_a_matmul_whose_input_goes_back_to_float_gets_its_float_weights_in_accuracy_control(task):
+    """revert(whole_matmuls=True), as accuracy control reverts: fc2's input quantizer takes fc2's int8 weights
+    with it (a float input beside int8 weights is a weight-decompressed product: rounding kept for no speed,
+    and refused by the CPU plugin with oneDNN capped at AVX2); without it, only the named quantizer goes."""
+    from ovquant.accuracy_control import revert
+    from ovquant.sensitivity import find_quantizers
+
+    m, calib, _ = task
+    q = ovquant.quantize(m, calib, subset_size=64)
+    names = {z["name"] for z in find_quantizers(q, m)}
+    w = next(n for n in names if n.startswith("fc2/fq_weights"))
+    a, b = q.clone(), q.clone()
+    assert revert(a, ["relu1/fq_output_0"], m) == ["relu1/fq_output_0"]
+    assert sorted(revert(b, ["relu1/fq_output_0"], m, whole_matmuls=True)) == sorted(["relu1/fq_output_0", w])
+    assert {z["name"] for z in find_quantizers(b, m)} == names - {"relu1/fq_output_0", w}
+    x = np.ones((1, 32), np.float32)
+    c = ov.Core().compile_model(b, "CPU", F32)(x)[0]
+    assert np.isfinite(c).all()
+
+
 def test_reverts_few_quantizers_and_ends_within_max_drop(task):
     m, calib, val = task
     calls = []

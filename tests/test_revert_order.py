@@ -39,8 +39,8 @@ def test_order_is_error_per_mac():
     rows = rep["quantizers"]
     order = speed_aware_order(q, rows, m)
     assert sorted(order) == sorted(r["name"] for r in rows)
-    from ovquant.sensitivity import _layers, find_quantizers
-    cost = {qz["name"]: sum(macs(n) for n in _layers(qz["quantized"])) for qz in find_quantizers(q, m)}
+    from ovquant.sensitivity import find_quantizers, layers_reading
+    cost = {qz["name"]: sum(macs(n) for n in layers_reading(qz["quantized"])) for qz in find_quantizers(q, m)}
     eps = 0.01 * np.mean([cost[r["name"]] for r in rows])
     err = {r["name"]: r["error"] for r in rows}
     dens = [err[n] / (cost[n] + eps) for n in order]

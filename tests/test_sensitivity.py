@@ -123,7 +123,7 @@ def test_api_report_and_max_output_error_keyword():
     ctl = rep["output_error_control"]
     assert rep["sensitivity"]["held_back"] and ctl["samples_from"] == "held back"
     assert max(ctl["relative_l2_before"]) > 0.02 >= max(ctl["relative_l2_after"])
-    assert len(find_quantizers(q, m)) == rep["sensitivity"]["n_quantizers"] - ctl["n_reverted"]
+    assert len(find_quantizers(q, m)) == rep["sensitivity"]["n_quantizers"] - ctl["n_reverted"] - len(ctl["reverted_with_them"])
     lat = ctl["speed"]["latency"]
     assert set(lat) == {"fp32", "int8_full", "result"} and all(v["ms"] > 0 for v in lat.values())
     json.dumps(rep, allow_nan=False)
