@@ -90,7 +90,7 @@ def revert(model: ov.Model, names: Sequence[str], fp32: Optional[ov.Model] = Non
 
 def _with_matmul_weights(found: list, wanted: set) -> set:
     """``wanted`` plus the weight quantizers of each MatMul whose input quantizer is in it: int8 weights beside
-    a float input only add their rounding, and with oneDNN capped at AVX2 the CPU plugin refuses that
+    a float input keep their rounding, and with oneDNN capped at AVX2 the CPU plugin refuses that
     weight-decompressed product ("could not create a primitive descriptor for the inner product")."""
     readers: dict = {}
     for qz in found:
