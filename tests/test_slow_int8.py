@@ -158,20 +158,24 @@ def test_within_noise_with_no_faster_candidate_keeps_int8_and_says_so(monkeypatc
     assert [op for op in q.get_ops() if op.get_type_name() == "FakeQuantize"]
 
 
-def test_int8_slower_on_most_rounds_gives_back_fp32_though_rounds_disagree(monkeypatch):
-    """INT8 12% slower, but FP32 disturbed in 2 of the 7 rounds of each timing (5 of 7 < AGREE): no test
-    passes and no candidate is faster than full INT8; on both timings' 14 rounds the median and the
-    minima say INT8 is slower, so the model stays FP32 (before: INT8 kept, about one run in four)."""
+def _per_round_default(monkeypatch, others: list, fp32: list) -> tuple:
+    """``(quantized, SlowInt8Check entry)`` of the default run on aca_net, every timing answering ``fp32``
+    seconds per round for FP32 and ``others`` for every other model (compiling for real)."""
     def fake(models, feed, budget, rounds=S.ROUNDS):
         S.compile_all(models)
-        out = {k: [1.12] * rounds for k in models}
-        out["fp32"] = [1.3 if i in (1, 4) else 1.0 for i in range(rounds)]
-        return out, 0.2
+        return {k: list(fp32 if k == "fp32" else others) for k in models}, 0.2
     monkeypatch.setattr(S, "time_models", fake)
     monkeypatch.delenv(S.ENV, raising=False)
     m = models.aca_net()
     q, rep = ovquant.quantize_with_report(m, models.random_samples(m, 8), subset_size=8)
-    e = _entry(rep)
+    return q, _entry(rep)
+
+
+def test_int8_slower_on_most_rounds_gives_back_fp32_though_rounds_disagree(monkeypatch):
+    """INT8 12% slower, but FP32 disturbed in 2 of the 7 rounds of each timing (5 of 7 < AGREE): no test
+    passes and no candidate is faster than full INT8; on both timings' 14 rounds the median says INT8 is
+    slower, so the model stays FP32 (before: INT8 kept, about one run in four)."""
+    q, e = _per_round_default(monkeypatch, [1.12] * S.ROUNDS, [1.3 if i in (1, 4) else 1.0 for i in range(S.ROUNDS)])
     r = e["float_over_int8"]["fp32"]
     assert r["rounds_faster"] < S.AGREE and not S.pays_off(r) and r["median"] <= 1 - S.MARGIN
     assert e["candidate"] == "fp32" and e["never_slower"]
@@ -183,16 +187,8 @@ def test_int8_slower_on_most_rounds_gives_back_fp32_though_rounds_disagree(monke
 def test_int8_slower_on_most_rounds_gives_back_fp32_though_one_int8_round_was_fastest(monkeypatch):
     """INT8 15% slower in 6 of 7 rounds, as fast as FP32's best in one (the minima test fails) and FP32
     disturbed in one (the agreement fails): the median over both timings' rounds keeps FP32."""
-    def fake(models, feed, budget, rounds=S.ROUNDS):
-        S.compile_all(models)
-        out = {k: [1.0 if i == 3 else 1.15 for i in range(rounds)] for k in models}
-        out["fp32"] = [1.3 if i == 5 else 1.0 for i in range(rounds)]
-        return out, 0.2
-    monkeypatch.setattr(S, "time_models", fake)
-    monkeypatch.delenv(S.ENV, raising=False)
-    m = models.aca_net()
-    q, rep = ovquant.quantize_with_report(m, models.random_samples(m, 8), subset_size=8)
-    e = _entry(rep)
+    q, e = _per_round_default(monkeypatch, [1.0 if i == 3 else 1.15 for i in range(S.ROUNDS)],
+                              [1.3 if i == 5 else 1.0 for i in range(S.ROUNDS)])
     r = e["float_over_int8"]["fp32"]
     assert r["of_minima"] == 1.0 and r["rounds_faster"] < S.AGREE and r["median"] <= 1 - S.MARGIN
     assert e["candidate"] == "fp32" and e["never_slower"]

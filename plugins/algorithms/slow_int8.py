@@ -31,9 +31,9 @@ ways to pick what is kept in float:
   margin), without the minima and the agreement. Without this rule a model whose INT8 form is 10 to 20%
   slower kept INT8 in about one run of four (face-det-short: one round disturbed on FP32's side breaks the
   agreement, one undisturbed INT8 round as fast as FP32's best breaks the minima), so the default's model,
-  and its accuracy, depended on noise. ``n`` is chosen so that all rounds take about
-  ``budget`` seconds (a share of one FP32 pass over the calibration subset). The report gives each ratio (median, min, max over the rounds) and, when
-  something was kept in float, the speed of the result against FP32 and full INT8, measured the same way.
+  and its accuracy, depended on noise. ``n`` is chosen so that all rounds take about ``budget`` seconds (a
+  share of one FP32 pass over the calibration subset). The report gives each ratio (median, min, max over
+  the rounds) and, when something was kept in float, the speed of the result against FP32 and full INT8, measured the same way.
 
 Keeping a group in float removes its FakeQuantizes (the readers read their input again, weights get their
 FP32 values back, and a layer left with no quantizer its FP32 bias); keeping FP32 makes the model the FP32
@@ -48,7 +48,7 @@ import openvino as ov
 
 from ovquant import hookimpl
 from ovquant.algorithm import Algorithm
-from ovquant.hwtarget import native_int8  # noqa: F401 (the host's ISA, also for the tests)
+from ovquant.hwtarget import native_int8
 
 #: a group must be at least this much faster in float (both tests above) to be kept in float
 MARGIN = 0.05
@@ -174,10 +174,10 @@ def compare(times: dict, name: str, base: str) -> dict:
             "rounds_faster": round(float((r < 1).mean()), 3)}
 
 
-def pays_off(ratio: dict, margin: float = MARGIN, agree: float = AGREE) -> bool:
+def pays_off(ratio: dict, margin: float = MARGIN) -> bool:
     """Float is faster by at least ``margin`` paired per round and on the fastest rounds, and faster in
-    at least ``agree`` of the rounds."""
-    return ratio["median"] <= 1 - margin and ratio["of_minima"] <= 1 - margin and ratio["rounds_faster"] >= agree
+    at least ``AGREE`` of the rounds."""
+    return ratio["median"] <= 1 - margin and ratio["of_minima"] <= 1 - margin and ratio["rounds_faster"] >= AGREE
 
 
 class SlowInt8Check(Algorithm):
