@@ -171,8 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.table:
-        with open(a.table) as f:
-            print(table([json.loads(line) for line in f if line.strip()]))
+        print(table(read_lines(a.table)))
         return 0
     if a.worker:
         print(json.dumps(worker(a.worker, a.requantize)), flush=True)
@@ -183,17 +182,29 @@ def main(argv=None) -> int:
     cases = a.cases.split(",") if a.cases else [c for c in CASES if os.path.exists(os.path.join(ZOO, c, "model.xml"))]
     for case in cases:
         for isa in a.isa.split(","):
-            env = dict(os.environ)
-            env.pop("ONEDNN_MAX_CPU_ISA", None)
-            if isa != "native":
-                env["ONEDNN_MAX_CPU_ISA"] = isa
-            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", case, "--requantize",
-                                a.requantize], capture_output=True, text=True, env=env)
-            line = p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout.strip() else \
-                json.dumps({"case": case, "isa": isa, "error": f"exit {p.returncode}: "
-                            + (p.stderr.strip().splitlines() or ["(no message)"])[-1][:300]})
-            emit(line, a.out)
+            emit(isa_worker(__file__, case, isa, ["--requantize", a.requantize]), a.out)
     return 0
+
+
+def isa_worker(script: str, case: str, isa: str, extra: list) -> str:
+    """The JSON line of ``script --worker case *extra`` run in a process of its own, with oneDNN capped at
+    ``isa`` (``native``: not capped); a failed worker's line says its exit code and last message."""
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if isa != "native":
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    p = subprocess.run([sys.executable, os.path.abspath(script), "--worker", case, *extra], capture_output=True,
+                       text=True, env=env)
+    if p.returncode == 0 and p.stdout.strip():
+        return p.stdout.strip().splitlines()[-1]
+    return json.dumps({"case": case, "isa": isa if isa != "native" else host_isa(), "error": f"exit {p.returncode}: "
+                       + (p.stderr.strip().splitlines() or ["(no message)"])[-1][:300]})
+
+
+def read_lines(path: str) -> list:
+    """The JSON lines of a ``--out`` file."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from benchmarks.zoo.common import emit, zoo_dir  # noqa: E402
-from benchmarks.slow_int8 import host_isa, primitives  # noqa: E402
+from benchmarks.slow_int8 import host_isa, isa_worker, primitives, read_lines  # noqa: E402
 
 TOOLS = ("ovquant", "nncf")
 
@@ -118,8 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tools", default=",".join(TOOLS), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.table:
-        with open(a.table) as f:
-            print(table([json.loads(line) for line in f if line.strip()]))
+        print(table(read_lines(a.table)))
         return 0
     if a.worker:
         print(json.dumps(worker(a.worker, a.tools.split(","))), flush=True)
@@ -132,17 +131,7 @@ def main(argv=None) -> int:
         for name, overrides in variants.items():
             quantize_variant(case, name, overrides)
         for isa in a.isa.split(","):
-            env = dict(os.environ)
-            env.pop("ONEDNN_MAX_CPU_ISA", None)
-            if isa != "native":
-                env["ONEDNN_MAX_CPU_ISA"] = isa
-            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", case,
-                                "--tools", ",".join([*TOOLS, *variants])], capture_output=True,
-                               text=True, env=env)
-            line = p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout.strip() else \
-                json.dumps({"case": case, "isa": isa if isa != "native" else host_isa(),
-                            "error": f"exit {p.returncode}: " + (p.stderr.strip().splitlines() or ["(no message)"])[-1][:300]})
-            emit(line, a.out)
+            emit(isa_worker(__file__, case, isa, ["--tools", ",".join([*TOOLS, *variants])]), a.out)
     return 0
 
 
