@@ -47,6 +47,7 @@ def main(argv=None):
     ap.add_argument("--case", required=True)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--nncf", action="store_true")
+    ap.add_argument("--no-before", action="store_true", help="time only the default (and NNCF), not the pertensor run")
     ap.add_argument("--out", default="/tmp/zoo_time.json")
     a = ap.parse_args(argv)
     zoo = zoo_dir()
@@ -57,7 +58,8 @@ def main(argv=None):
         xml = os.path.join(d, "model.xml")
         runs = {"before": [], "after": [], "nncf": []}
         for _ in range(a.repeats):
-            for label, ov_env in (("before", '{"auto_activations_granularity": "pertensor"}'), ("after", "")):
+            labels = (("before", '{"auto_activations_granularity": "pertensor"}'), ("after", ""))
+            for label, ov_env in labels[1:] if a.no_before else labels:
                 os.environ["OVQ_ZOO_OVERRIDES"] = ov_env
                 r = quantize("ovquant", xml, d, f"/tmp/zoo_time/{name}/{label}.xml", "performance",
                              CASES[name].get("model_type"), None)
@@ -73,7 +75,7 @@ def main(argv=None):
         res[name] = {**{f"{k}_s": v for k, v in med.items()}, "fp32_pass_s": fp, "nncf_s": nn,
                      "after_x_nncf": med["after"] / nn, "after_x_fp32_pass": med["after"] / fp,
                      "nncf_interleaved": bool(a.nncf)}
-        print(f"{name:15s} before {med['before']:.2f}s after {med['after']:.2f}s nncf {nn:.2f}s "
+        print(f"{name:15s} before {med.get('before', float('nan')):.2f}s after {med['after']:.2f}s nncf {nn:.2f}s "
               f"fp32 pass {fp:.2f}s  after/nncf {med['after'] / nn:.2f} after/fp32 {med['after'] / fp:.2f}", flush=True)
         json.dump(res, open(a.out, "w"), indent=1)
     return 0

@@ -205,8 +205,9 @@ def _spearman(a, b):
     return _pearson(_rank(a), _rank(b))
 
 
-def evaluate(name: str, spec: dict, case_dir: str, ev: dict, outs: list, ref: list) -> dict:
-    """Metrics of one model's outputs ``outs`` against the FP32 outputs ``ref`` (both from run_model).
+def evaluate(name: str, spec: dict, case_dir: str, ev: dict, outs: list, ref: list, errors: bool = True) -> dict:
+    """Metrics of one model's outputs ``outs`` against the FP32 outputs ``ref`` (both from run_model);
+    ``errors=False`` leaves out the per-output cosine and relative L2 (``outputs`` is then empty).
 
     Returns {"metrics": {...}, "outputs": [per-output cosine / relative L2], "rows_right": bool list or
     None, "rows_labeled": bool list or None}. Agreement metrics (box_f1, nme, mask_iou, top1_agreement)
@@ -240,7 +241,7 @@ def evaluate(name: str, spec: dict, case_dir: str, ev: dict, outs: list, ref: li
                                          np.asarray(ref[0]).reshape(len(ref[0]), -1).argmax(1)).mean())
         else:
             m["cos_to_fp32_mean"] = M.output_error(ref[0], outs[0])["cos_mean"]
-    errs = [M.output_error(r, o) for r, o in zip(ref, outs)]
+    errs = [M.output_error(r, o) for r, o in zip(ref, outs)] if errors else []
     return {"metrics": m, "outputs": errs,
             "rows_right": right.tolist() if right is not None else None,
             "rows_labeled": labeled.tolist() if labeled is not None else None}
