@@ -240,7 +240,7 @@ def _add_quantize_parser(sub) -> None:
     q.add_argument("--max-output-error", type=float, metavar="X",
                    help="revert the worst quantizers to float until every output's relative L2 error against "
                         "FP32 is at most X on held-back calibration samples")
-    q.add_argument("--skip-slow-int8", action=argparse.BooleanOptionalAction, help="keep in float ops slower in int8: time on this host even with VNNI / never (default: time if no VNNI)")
+    q.add_argument("--skip-slow-int8", action=argparse.BooleanOptionalAction, help="keep in float the ops slower in int8, timed on this host when the target is the CPU (the default) / never")
     q.add_argument("--strict", action="store_true", help="ignored entries that match nothing are errors")
     q.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
