@@ -264,7 +264,7 @@ def test_auto_saturation_fix_with_vnni_is_first_layer(residual, monkeypatch):
 def test_saturation_fix_environment_value_is_checked(residual, monkeypatch):
     m, samples, _, _ = residual
     monkeypatch.setenv("OVQUANT_SATURATION_FIX", "some")
-    with pytest.raises(ConfigError, match="OVQUANT_SATURATION_FIX='some': expected one of first_layer, all, no"):
+    with pytest.raises(ConfigError, match="OVQUANT_SATURATION_FIX='some': expected one of first_layer, all, measured, no"):
         run(m, samples)
     monkeypatch.setenv("OVQUANT_SATURATION_FIX", "all")
     _, report = run(m, samples, saturation_fix="first_layer")   # the config's value wins

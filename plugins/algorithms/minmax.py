@@ -41,13 +41,11 @@ from ovquant.engine import aggregate
 from ovquant.graph import Graph
 from ovquant.registry import guarded, make_estimator
 from ovquant.statistics import Statistic, TensorRef
-from ovquant.plugins.algorithms.params import (QuantizationParams, saturation_entry, saturation_mode,
-                                               validate_quantization_params)
+from ovquant.plugins.algorithms.params import QuantizationParams, saturation_entry, validate_quantization_params
 
-from . import derived, fragile_ops, granularity_choice, range_choice
+from . import derived, fragile_ops, granularity_choice, range_choice, saturation
 from .fragile_ops import TRANSFORMER_IGNORED_TYPES
 from .derived import DERIVABLE
-from .layers import FIRST_LAYER_TYPES, first_layers
 from .placement import check_unmatched, find_quantizers
 from .range_config import border_statistic as _stat, default_estimators, estimator_config  # noqa: F401
 
@@ -55,8 +53,6 @@ ZERO_FLOOR = 8e-5
 ASYM_MIN_RANGE = 8e-4
 #: the estimator a symmetric weight range uses for the max a config names (its absolute counterpart)
 SYMMETRIC_MAX = {"max": "abs_max", "quantile": "abs_quantile"}
-#: weight grids with at most this many levels get no saturation fix
-SATURATION_FIX_MIN_LEVELS = 128
 
 
 # ---- range math ----------------------------------------------------------------------------------
@@ -189,6 +185,7 @@ class MinMaxQuantization(Algorithm):
         for s in self.requests.values():
             yield from (st for st in (s["min"], s["max"]) if st is not None)
         yield from granularity_choice.requested(self, estimator_config)   # candidates of free granularities
+        yield from saturation.requested(self, graph)   # per-channel input maxima ("measured" mode)
 
     def _derive(self, q, d: dict, stats) -> tuple:
         t = TensorRef(*q.source)
@@ -239,11 +236,11 @@ class MinMaxQuantization(Algorithm):
         qs = self.quantizers   # planned in statistics(), with the requests
         acts = [q for q in qs if q.kind == "activations"]
         values = self._unify(acts, {q.name: self._range_values(q, stats) for q in acts})
-        first = self._first_layer_weights(graph)
+        first = saturation.fixed_layers(self, graph)
         report, skipped = self._quantize_activations(graph, acts, values)
         granularity_choice.record(self, graph, self.choice_requests, stats, activation_range)
         range_choice.record(self, graph)
-        report += self._quantize_weights(graph, qs, first)
+        report += self._quantize_weights(graph, qs, first, stats)
         if skipped:
             warnings.warn(f"no finite calibration value for node(s) {', '.join(skipped)}; left in float",
                           stacklevel=4)
@@ -278,7 +275,7 @@ class MinMaxQuantization(Algorithm):
             report.append(self._entry(q, lo, hi))
         return report, skipped
 
-    def _quantize_weights(self, graph: Graph, qs: list, first: set) -> list:
+    def _quantize_weights(self, graph: Graph, qs: list, first: set, stats) -> list:
         """Insert the weight FakeQuantizes (``first``: the layers with the saturation fix)."""
         planned = []
         for q in qs:
@@ -292,12 +289,14 @@ class MinMaxQuantization(Algorithm):
         planned = self._unify_weights(planned)
         report = []
         for q, node, (lo, hi) in planned:
-            levels = q.scheme.levels
+            fixed = 0
             if q.source[0] in first:
-                lo, hi = self._half_range(q, lo, hi)
-            graph.insert_fake_quantize(node.input(q.source[1]), lo, hi, levels, q.name)
+                lo, hi, fixed = saturation.fix(self, q, node, lo, hi, stats)
+            graph.insert_fake_quantize(node.input(q.source[1]), lo, hi, q.scheme.levels, q.name)
             e = self._entry(q, lo, hi)
-            e["saturation_fix"] = q.source[0] in first
+            e["saturation_fix"] = fixed > 0
+            if fixed and saturation.measured(self.params):
+                e["saturation_fix_channels"] = fixed
             if q.weight_group is not None:
                 e["unified_weight_group"] = q.weight_group
             report.append(e)
@@ -359,25 +358,6 @@ class MinMaxQuantization(Algorithm):
             cfg["max"] = {**cfg["max"], "type": SYMMETRIC_MAX.get(cfg["max"]["type"], cfg["max"]["type"])}
             return symmetric_weight_range(estimate("max"), q.scheme.levels)
         return asymmetric_range(estimate("min"), estimate("max"), q.scheme.levels, q.scheme.unified_zeropoint)
-
-    def _half_range(self, q, lo, hi):
-        """Saturation fix: use a 7-bit grid inside the 8-bit export levels. Only 8-bit grids (more than
-        128 levels) get it: the fix avoids the overflow of 8-bit products on CPUs without VNNI, and a
-        coarser grid halved again would round most weights to 0 (2-bit weights: every weight)."""
-        levels = q.scheme.levels
-        if levels <= SATURATION_FIX_MIN_LEVELS:
-            return lo, hi
-        half = levels // 2 + (levels % 2) - 1 if levels % 2 else levels // 2
-        factor = (levels - 1) / (half - 1)
-        return lo * factor, hi * factor
-
-    def _first_layer_weights(self, graph: Graph) -> set:
-        mode = saturation_mode(self.params)[0]
-        if mode == "no" or not self.context.target.saturation_fix:
-            return set()
-        if mode == "first_layer":   # an If body's first layers are not the network's (context.body)
-            return (set() if self.context.body else first_layers(graph)) | self.context.transforms.saturation_fix_layers()
-        return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
 
     @staticmethod
     def _entry(q, lo, hi) -> dict:

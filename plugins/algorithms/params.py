@@ -28,7 +28,7 @@ from ovquant.registry import get_registry
 from ovquant.structure import _bad, _check_plugin, _choice, _show, plugin_params
 
 RANGE_PRESETS = ("default", "quantile")
-SATURATION_FIX = ("auto", "first_layer", "all", "no")
+SATURATION_FIX = ("auto", "first_layer", "all", "measured", "no")
 #: environment variable that fixes what ``saturation_fix: "auto"`` resolves to (``first_layer``, ``all``, ``no``)
 SATURATION_FIX_ENV = "OVQUANT_SATURATION_FIX"
 BIAS_CORRECTION_FORMS = ("exact", "fast", "mean_blob")
