@@ -3,7 +3,7 @@ import os; os.environ.setdefault("OVQUANT_DISABLE_PLUGIN_AUTOLOAD", "1")
 # models it often is, so outputs would depend on the host's load. Tests of placement and ranges run with
 # the timing off (tests/test_slow_int8.py turns it back on with monkeypatch.delenv).
 os.environ.setdefault("OVQUANT_SKIP_SLOW_INT8", "false")
-# saturation_fix "auto" depends on this host's ISA (first_layer with VNNI or AMX, all without): the tests'
+# saturation_fix "auto" depends on this host's ISA (first_layer with VNNI or AMX, measured without): the tests'
 # expected placements are first_layer's on every host (tests/test_minmax.py checks "auto" itself).
 os.environ.setdefault("OVQUANT_SATURATION_FIX", "first_layer")
 

@@ -102,14 +102,14 @@ def test_widen_keeps_every_pair_within_int16_with_the_finest_grid(monkeypatch):
     lo2, hi2, n = S.widen(None, conv, w, -hi, hi, 255, {}, full)
     f = (hi2 / hi).ravel()
     after = _risk_reference(np.round(w / (hi2 / 127)), a)
-    assert np.all(after <= 32767), after
-    assert np.all((f == 1) == (risk <= 32767)) and n == int((risk > 32767).sum()) and n >= 1
+    assert np.all(after <= S.SAFE), after
+    assert np.all((f == 1) == (risk <= S.SAFE)) and n == int((risk > S.SAFE).sum()) and n >= 1
     assert f[1] == 1.0 and f[0] > 1.0 and np.all(f <= full)
     np.testing.assert_allclose(lo2, -hi2)
     for o in np.flatnonzero(f > 1):   # the finest grid of the 2% steps: one step finer overflows
         finer = hi[o] * max(1.0, f[o] / 1.02)
         if finer.item() > hi[o].item():
-            assert _risk_reference(np.round(w[o:o + 1] / (finer / 127)), a)[0] > 32767
+            assert _risk_reference(np.round(w[o:o + 1] / (finer / 127)), a)[0] > S.SAFE
 
 
 def _pipeline_model():

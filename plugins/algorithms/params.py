@@ -93,7 +93,7 @@ class QuantizationParams(AlgorithmParams):
     use_layerwise_tuning: bool = False
     inplace_statistics: Optional[bool] = None
     dump_intermediate_model: Optional[bool] = None
-    #: "auto": "first_layer" on a host whose CPU has VNNI or AMX, "all" on one without (saturation_mode)
+    #: "auto": "first_layer" on a host whose CPU has VNNI or AMX, "measured" on one without (saturation_mode)
     saturation_fix: str = "auto"
     threshold: Optional[float] = None
     apply_for_all_nodes: bool = False
@@ -112,9 +112,10 @@ class QuantizationParams(AlgorithmParams):
 def saturation_mode(params) -> tuple:
     """``(mode, why)``: ``saturation_fix`` as the run applies it. ``"auto"`` (the default) is
     ``$OVQUANT_SATURATION_FIX`` where set, else ``"first_layer"`` when this host's CPU has a native int8
-    dot product (VNNI, AMX: int32 sums, no overflow) and ``"all"`` when it has none (AVX2: every u8 x s8
-    pair sum saturates at int16, so every layer gets the 7-bit weight grid; docs/algorithms.md, "The
-    saturation fix on hosts without VNNI")."""
+    dot product (VNNI, AMX: int32 sums, no overflow) and ``"measured"`` when it has none (AVX2: every u8 x s8
+    pair sum saturates at int16, so every layer gets, per output channel, the finest weight grid whose pair
+    sums cannot overflow; plugins/algorithms/saturation.py, docs/algorithms.md, "The saturation fix on
+    hosts without VNNI")."""
     import os
 
     from ovquant.errors import ConfigError
@@ -132,19 +133,20 @@ def saturation_mode(params) -> tuple:
     isa = native_int8()
     if isa:
         return "first_layer", f"auto: this host's CPU has {isa}, so int8 sums do not overflow"
-    return "all", "auto: this host's CPU has no VNNI or AMX, so int8 pair sums saturate at int16"
+    return "measured", "auto: this host's CPU has no VNNI or AMX, so int8 pair sums saturate at int16"
 
 
 def saturation_entry(params, needed: bool, layers: int) -> dict:
-    """MinMaxQuantization's report of the fix: ``{mode, why, layers}`` (``layers``: weights on the 7-bit grid),
-    with a ``notice`` for the console where "auto" chose "all" (not POT's first_layer)."""
+    """MinMaxQuantization's report of the fix: ``{mode, why, layers}`` (``layers``: weights on a widened grid),
+    with a ``notice`` for the console where "auto" did not choose POT's first_layer."""
     if not needed:
         return {"mode": "no", "why": "the target does not need it", "layers": layers}
     mode, why = saturation_mode(params)
     e = {"mode": mode, "why": why, "layers": layers}
-    if mode == "all" and why.startswith("auto"):
-        e["notice"] = (f"7-bit weights in all {layers} weighted layers: {why[6:]}; saturation_fix "
-                       "\"first_layer\" keeps POT's choice")
+    if mode in ("all", "measured") and why.startswith("auto"):
+        what = (f"7-bit weights in all {layers} weighted layers" if mode == "all" else
+                f"weights widened where int16 pair sums could overflow, in {layers} layers")
+        e["notice"] = f"{what}: {why[6:]}; saturation_fix \"first_layer\" keeps POT's choice"
     return e
 
 

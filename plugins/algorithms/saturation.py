@@ -22,9 +22,10 @@ channel ``o`` of a weighted layer, with the 8-bit grid's integers ``q = round(w 
     R_o = max over pairs p and taps t with sign(q[o, 2p, t]) = sign(q[o, 2p+1, t]) of
           A[2p] |q[o, 2p, t]| + A[2p+1] |q[o, 2p+1, t]|
 
-The channel keeps the 8-bit grid when ``R_o <= 32767``. Otherwise its range is widened by the smallest
-factor ``f_o`` (from ``R_o / 32767`` up in steps of 2%) for which ``R_o`` of the integers
-``round(w / (f_o s_o))`` is at most 32767, and at most by the 7-bit grid's factor (``"all"``), whose
+The channel keeps the 8-bit grid when ``R_o <= 32767 - 255`` (one integer step of margin: a rounding tie
+broken the other way by the runtime changes one ``|q|`` by 1). Otherwise its range is widened by the
+smallest factor ``f_o`` (from ``R_o / 32512`` up in steps of 2%) for which ``R_o`` of the integers
+``round(w / (f_o s_o))`` is at most 32512, and at most by the 7-bit grid's factor (``"all"``), whose
 integers (``|q| <= 63``) cannot overflow whatever the activations.
 
 ``A[c]`` comes from the calibration data: ``M[c]``, the max over every calibration sample and position of
@@ -46,6 +47,9 @@ from ovquant.plugins.algorithms.params import saturation_mode
 
 #: the largest int16
 LIMIT = 32767
+#: the largest pair sum a channel may reach on its estimated integers: one integer step (times 255) below
+#: LIMIT, so that a rounding tie the runtime breaks the other way cannot overflow
+SAFE = LIMIT - 255
 #: the part of a channel's calibration max above the zero point is taken this much larger
 MARGIN = 1.25
 #: the layer types whose pairs are measured (others get the 7-bit grid)
@@ -136,7 +140,9 @@ def activation_maxima(mm, node, stats) -> Optional[np.ndarray]:
     fq = _input_quantizer(node)
     if st is None or fq is None or st not in stats or mm.context.transforms.get(st.tensor) is not None:
         return None
-    m = np.asarray(stats[st], np.float64).ravel()
+    m = np.asarray(stats[st], np.float64)
+    c = m.shape[-1] if m.ndim else 1
+    m = m.reshape(-1, c).max(axis=0)   # a sample with a batch of several rows: the max over them
     lo, hi, levels = fq
     if lo.size not in (1, m.size) or hi.size not in (1, m.size) or not np.all(np.isfinite(m)):
         return None
@@ -149,15 +155,13 @@ def activation_maxima(mm, node, stats) -> Optional[np.ndarray]:
 
 def _pair_risk(q: np.ndarray, a: np.ndarray, axis: int, keep: tuple) -> np.ndarray:
     """``R_o`` per kept index: ``q`` integers with the paired axis ``axis``, ``a`` broadcastable to it."""
-    v = np.abs(q) * a
-    s = np.sign(q)
-    if q.shape[axis] % 2:
-        pad = [(0, 0)] * q.ndim
-        pad[axis] = (0, 1)
-        v, s = np.pad(v, pad), np.pad(s, pad)
-    v0, v1 = np.take(v, range(0, v.shape[axis], 2), axis), np.take(v, range(1, v.shape[axis], 2), axis)
-    s0, s1 = np.take(s, range(0, s.shape[axis], 2), axis), np.take(s, range(1, s.shape[axis], 2), axis)
-    risk = np.where(s0 * s1 > 0, v0 + v1, np.maximum(v0, v1))
+    v = np.moveaxis(np.abs(q) * a, axis, -1)
+    s = np.moveaxis(np.sign(q), axis, -1)
+    if v.shape[-1] % 2:
+        v = np.concatenate([v, np.zeros(v.shape[:-1] + (1,))], -1)
+        s = np.concatenate([s, np.zeros(s.shape[:-1] + (1,))], -1)
+    v0, v1, same = v[..., 0::2], v[..., 1::2], s[..., 0::2] * s[..., 1::2] > 0
+    risk = np.moveaxis(np.where(same, v0 + v1, np.maximum(v0, v1)), -1, axis)
     return risk.max(axis=tuple(i for i in range(q.ndim) if i not in keep), keepdims=True)
 
 
@@ -200,10 +204,10 @@ def widen(mm, node, w: np.ndarray, lo, hi, levels: int, stats, full: float) -> t
     hi_b = np.broadcast_to(hi, w.shape) if hi.ndim == w.ndim else np.broadcast_to(hi.reshape(-1), w.shape)
     keep = tuple(i for i in range(w.ndim) if hi.ndim == w.ndim and hi.shape[i] > 1)
     scale = hi_b / 127.0
-    f = np.maximum(1.0, _pair_risk(np.round(w / scale), a, axis, keep) / LIMIT)
+    f = np.maximum(1.0, _pair_risk(np.round(w / scale), a, axis, keep) / SAFE)
     for _ in range(60):
         risk = _pair_risk(np.round(w / (scale * f)), a, axis, keep)
-        bad = (risk > LIMIT) & (f < full)
+        bad = (risk > SAFE) & (f < full)
         if not bad.any():
             break
         f = np.where(bad, np.minimum(f * 1.02, full), f)
