@@ -3,7 +3,7 @@
 on a CPU that runs int8 without VNNI?
 
     python benchmarks/zoo_isa.py [--cases a,b] [--isa native,AVX2] [--out F.jsonl]
-                                 [--variant NAME='{"saturation_fix": "all"}' ...]
+                                 [--variant NAME='{"saturation_fix": "all"}' ...] [--score NAME,...]
     python benchmarks/zoo_isa.py --table F.jsonl
 
 Without VNNI, oneDNN's int8 convolutions multiply u8 by s8 with ``vpmaddubsw``, whose pair sums saturate at
@@ -14,7 +14,8 @@ scores the deployed files, not a quantization on the capped host. Each (case, IS
 case's evaluation rows (benchmarks/zoo's run_model, f32 inference precision) and are scored by the zoo's
 evaluate, with the FP32 outputs of the same process as the reference. One JSON line per case and ISA.
 ``--variant NAME=JSON`` first quantizes each case with ovquant's default plus those keywords (on this host,
-natively; benchmarks/zoo/quantize_worker.py) into ``runs/<case>/NAME.xml`` and scores it beside the others.
+natively; benchmarks/zoo/quantize_worker.py) into ``runs/<case>/NAME.xml`` and scores it beside the others;
+``--score NAME,...`` scores such files of an earlier run as they are.
 """
 import argparse
 import json
@@ -114,6 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--table", default=None, help="print the markdown table of a .jsonl written by --out")
     ap.add_argument("--variant", action="append", default=[], help="NAME=JSON: quantize with these keywords too")
+    ap.add_argument("--score", default="", help="NAME,...: also score runs/<case>/NAME.xml as it is (an earlier --variant)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tools", default=",".join(TOOLS), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
         for name, overrides in variants.items():
             quantize_variant(case, name, overrides)
         for isa in a.isa.split(","):
-            emit(isa_worker(__file__, case, isa, ["--tools", ",".join([*TOOLS, *variants])]), a.out)
+            scored = [*TOOLS, *variants, *[n for n in a.score.split(",") if n and n not in variants]]
+            emit(isa_worker(__file__, case, isa, ["--tools", ",".join(scored)]), a.out)
     return 0
 
 

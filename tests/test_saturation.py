@@ -153,3 +153,21 @@ def test_measured_model_runs_the_same_without_vnni(mode, tmp_path):
     else:
         assert err > 0.1, err   # 0.25 when written: the pair sums of output channel 0 saturate
         assert not second.get("saturation_fix")
+
+
+def test_measured_gives_layers_that_layerwise_tuning_rounds_anew_the_7_bit_grid(tmp_path):
+    """GPTQ moves integers by more than a step, so with use_layerwise_tuning the measured widening would
+    not hold: the tuned layers get the 7-bit grid, and the capped CPU still runs the model as natively."""
+    m = _pipeline_model()
+    rng = np.random.default_rng(1)
+    samples = [np.abs(rng.normal(size=(1, 3, 8, 8))).astype(np.float32) * 2 for _ in range(40)]
+    pipe = build_pipeline(None, saturation_fix="measured", use_layerwise_tuning=True, skip_slow_int8=False,
+                          target_device="CPU")
+    q, report = pipe.run(m.clone(), samples)
+    mm = next(a for a in report["algorithms"] if a["name"] == "MinMaxQuantization")
+    weights = [e for e in mm["quantizers"] if e["kind"] == "weights"]
+    assert weights and all(e["saturation_fix"] and e["saturation_fix_channels"] == e["channels"] for e in weights), weights
+    xml = str(tmp_path / "q.xml")
+    ov.save_model(q, xml)
+    native = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(samples[0])[0]
+    np.testing.assert_array_equal(_run_capped(xml, samples[0], tmp_path), native)

@@ -16,7 +16,8 @@ a layer (see there): per output channel the range factor with the smallest outpu
 (columns quantized in order, each one's error spread over the rest through the Cholesky factor of
 ``(H + lambda I)^-1``), each row keeping the best of the candidates and MinMax's rounding, the chosen
 integers written on the grid, and the bias shifted by ``(W_q,old - W_q,new) m`` so that the mean output
-stays where FastBiasCorrection put it. The saturation fix itself is kept: the integers stay within +-63.
+stays where FastBiasCorrection put it. The saturation fix itself is kept: the integers stay on its grid
+(within +-63 for first_layer and all, per channel for measured).
 
 Only layers that use the saturation fix and read a model input directly are tuned. DefaultQuantization
 runs it with ``first_layer_rounding: true`` (off by default, so that DefaultQuantization stays POT's).

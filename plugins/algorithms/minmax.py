@@ -14,8 +14,10 @@ Ranges, for a quantizer with ``levels`` integer levels:
   above), levels 255 for [-127, 127]; with an even number of levels (e.g. ``level_low: 0, level_high:
   255``) ``lo = -hi * levels / (levels - 2)``. Symmetric weights are always signed: ``level_low`` and
   ``level_high`` set the number of levels, ``|level_high| + |level_low| + 1`` as in POT, not the sign.
-  With the saturation fix (CPU, first convolution(s) by default) 8-bit weights use a 7-bit grid: the
-  range is widened by 254/126 so that only [-63, 63] is used (grids of 128 levels or fewer: no fix).
+  With the saturation fix (CPU targets; plugins/algorithms/saturation.py) 8-bit weights of the first
+  convolution(s) or of every layer use a 7-bit grid (the range widened by 254/126, so that only [-63, 63] is
+  used), or, in ``"measured"`` mode, each output channel the finest grid whose int16 pair sums cannot
+  overflow (grids of 128 levels or fewer: no fix).
 * activations, symmetric, with ``level_low < 0``: signed even where the data is non-negative (POT).
 * weights, symmetric, with a ``max`` estimator of ``max`` or ``quantile`` (POT's example config): its
   absolute counterpart (``abs_max``, ``abs_quantile``) is used, so that ``hi`` covers the negative

@@ -31,6 +31,9 @@ integers (``|q| <= 63``) cannot overflow whatever the activations.
 ``A[c]`` comes from the calibration data: ``M[c]``, the max over every calibration sample and position of
 channel ``c`` of the layer's input, on the activation quantizer's grid (``zp + M[c] / scale``), with the part
 above the zero point times ``MARGIN`` for inputs beyond the calibration maxima, rounded up and at most 255.
+LayerwiseTuning and FirstLayerRounding round the weights they tune anew (GPTQ moves integers by more than
+a step), so in this mode the layers they will tune get the 7-bit grid, as with ``"all"``.
+
 Where it is not known (the input's quantizer is not right before the layer, its tensor is changed per
 channel by an earlier algorithm of the stage, or the layer is a ConvolutionBackpropData) ``A = 255``
 (every channel) for Convolution and MatMul, and the 7-bit grid for the rest.
@@ -65,8 +68,13 @@ def measured(params) -> bool:
 def fixed_layers(mm, graph: Graph) -> set:
     """Names of the layers whose weights get the fix (all candidates in ``"measured"`` mode)."""
     mode = saturation_mode(mm.params)[0]
+    mm.saturation_tuned = set()
     if mode == "no" or not mm.context.target.saturation_fix:
         return set()
+    if getattr(mm.params, "use_layerwise_tuning", False):
+        mm.saturation_tuned = {n.get_friendly_name() for n in graph.nodes()}
+    elif getattr(mm.params, "first_layer_rounding", False):
+        mm.saturation_tuned = first_layers(graph)
     if mode == "first_layer":   # an If body's first layers are not the network's (context.body)
         return (set() if mm.context.body else first_layers(graph)) | mm.context.transforms.saturation_fix_layers()
     return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
@@ -85,7 +93,7 @@ def fix(mm, q, node, lo, hi, stats) -> tuple:
     full = seven_bit_factor(q.scheme.levels)
     if full == 1.0:
         return lo, hi, 0
-    if not measured(mm.params):
+    if not measured(mm.params) or node.get_friendly_name() in getattr(mm, "saturation_tuned", ()):
         return lo * full, hi * full, int(np.size(hi))
     w = Graph.constant_value(node.input_value(q.source[1])).astype(np.float64)
     return widen(mm, node, w, lo, hi, q.scheme.levels, stats, full)
