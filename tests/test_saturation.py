@@ -171,3 +171,29 @@ def test_measured_gives_layers_that_layerwise_tuning_rounds_anew_the_7_bit_grid(
     ov.save_model(q, xml)
     native = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(samples[0])[0]
     np.testing.assert_array_equal(_run_capped(xml, samples[0], tmp_path), native)
+
+
+def _second_weight_high(model) -> np.ndarray:
+    node = next(n for n in model.get_ordered_ops() if n.get_friendly_name() == "second")
+    fq = node.input_value(1).get_node()
+    assert fq.get_type_name() == "FakeQuantize"
+    return fq.input_value(2).get_node().get_data().ravel()
+
+
+def test_measured_leaves_room_for_the_narrower_ranges_of_activation_range_choice(tmp_path):
+    """ActivationRangeChoice may narrow an input's range later (down to 0.7x), which raises its integers:
+    with it on, the weights are widened for that too, and the capped CPU still runs the model as natively."""
+    m = _pipeline_model()
+    rng = np.random.default_rng(1)
+    samples = [np.abs(rng.normal(size=(1, 3, 8, 8))).astype(np.float32) * 2 for _ in range(120)]
+    his, models = {}, {}
+    for choice in ("no", "auto"):
+        pipe = build_pipeline(None, saturation_fix="measured", activation_range_choice=choice, skip_slow_int8=False,
+                              target_device="CPU")
+        models[choice], _ = pipe.run(m.clone(), samples)
+        his[choice] = _second_weight_high(models[choice])
+    assert np.all(his["auto"] >= his["no"] * (1 - 1e-6)) and np.any(his["auto"] > his["no"] * 1.01), his
+    xml = str(tmp_path / "q.xml")
+    ov.save_model(models["auto"], xml)
+    native = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(samples[0])[0]
+    np.testing.assert_array_equal(_run_capped(xml, samples[0], tmp_path), native)

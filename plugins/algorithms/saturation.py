@@ -30,7 +30,8 @@ integers (``|q| <= 63``) cannot overflow whatever the activations.
 
 ``A[c]`` comes from the calibration data: ``M[c]``, the max over every calibration sample and position of
 channel ``c`` of the layer's input, on the activation quantizer's grid (``zp + M[c] / scale``), with the part
-above the zero point times ``MARGIN`` for inputs beyond the calibration maxima, rounded up and at most 255.
+above the zero point times ``MARGIN`` for inputs beyond the calibration maxima (and divided by the smallest
+range factor of ActivationRangeChoice where that step may narrow the ranges later), rounded up and at most 255.
 LayerwiseTuning and FirstLayerRounding round the weights they tune anew (GPTQ moves integers by more than
 a step), so in this mode the layers they will tune get the 7-bit grid, as with ``"all"``.
 
@@ -45,6 +46,7 @@ import numpy as np
 from ovquant.graph import Graph
 from ovquant.statistics import Statistic, TensorRef
 
+from . import range_choice
 from .layers import FIRST_LAYER_TYPES, first_layers
 from ovquant.plugins.algorithms.params import saturation_mode
 
@@ -157,7 +159,8 @@ def activation_maxima(mm, node, stats) -> Optional[np.ndarray]:
     scale = (hi - lo) / (levels - 1)
     zp = -lo / scale
     above = m / scale
-    a = zp + np.where(above > 0, above * MARGIN, above)
+    margin = MARGIN / (min(range_choice.FACTORS) if range_choice.enabled(mm.params) else 1.0)
+    a = zp + np.where(above > 0, above * margin, above)
     return np.clip(np.ceil(a), 0, 255)
 
 
