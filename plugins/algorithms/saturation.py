@@ -44,11 +44,11 @@ from typing import Optional
 import numpy as np
 
 from ovquant.graph import Graph
+from ovquant.plugins.algorithms.params import saturation_mode
 from ovquant.statistics import Statistic, TensorRef
 
 from . import range_choice
 from .layers import FIRST_LAYER_TYPES, first_layers
-from ovquant.plugins.algorithms.params import saturation_mode
 
 #: the largest int16
 LIMIT = 32767
@@ -64,6 +64,7 @@ MIN_LEVELS = 128
 
 
 def measured(params) -> bool:
+    """Whether the run's saturation fix is ``"measured"`` (set, or what ``"auto"`` chose on this host)."""
     return saturation_mode(params)[0] == "measured"
 
 
