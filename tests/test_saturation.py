@@ -49,11 +49,14 @@ def _run_capped(xml: str, x: np.ndarray, tmp_path) -> np.ndarray:
 
 def test_without_vnni_neighbouring_input_channels_pair_and_saturate(tmp_path):
     """What the module's math assumes, on the capped CPU: channels (0, 1) and (2, 3) pair, (1, 2) do not,
-    a depthwise convolution has no pairs, and s8 inputs are shifted by +128 first."""
+    a group convolution pairs within each group the same way, a depthwise convolution has no pairs, and s8
+    inputs are shifted by +128 first."""
     cases = {"pair01": ([127, 127, 0, 0], 4, None, (0.0, 255.0), 255),
              "pair23": ([0, 0, 127, 127], 4, None, (0.0, 255.0), 255),
              "apart12": ([0, 127, 127, 0], 4, None, (0.0, 255.0), 255),
              "depthwise": ([127], 4, 4, (0.0, 255.0), 255),
+             "group_pair01": ([127, 127], 4, 2, (0.0, 255.0), 255),
+             "group_apart12": ([0, 127, 127], 6, 2, (0.0, 255.0), 255),
              "signed": ([127, 127, 0, 0], 4, None, (-128.0, 127.0), 127)}
     got = {}
     for name, (wv, cin, groups, act, xv) in cases.items():
@@ -68,6 +71,8 @@ def test_without_vnni_neighbouring_input_channels_pair_and_saturate(tmp_path):
     assert got["pair23"] == (32767.0, 64770.0), got
     assert got["apart12"][0] == got["apart12"][1], got
     assert got["depthwise"][0] == got["depthwise"][1], got
+    assert got["group_pair01"] == (32767.0, 64770.0), got          # pairs within a group, as in a convolution
+    assert got["group_apart12"][0] == got["group_apart12"][1], got
     # 127 + 128 = 255 per input: the pair saturates at 32767, then 128 * 254 is taken off again
     assert got["signed"] == (32767.0 - 128 * 254, 127.0 * 254), got
 

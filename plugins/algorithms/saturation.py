@@ -10,9 +10,10 @@ weights would round to 0).
 Without VNNI (AVX2, AVX-512 before VNNI) oneDNN's int8 convolutions and matrix products (``jit_avx2_I8``,
 ``jit_avx2_1x1_I8``, ``jit_gemm_I8``) multiply u8 activations ``a`` by s8 weights ``q`` with
 ``vpmaddubsw``, which adds the products of two neighbouring input channels ``2p`` and ``2p + 1`` at one
-kernel tap and saturates the sum at int16: ``sat16(a[2p] q[o, 2p] + a[2p+1] q[o, 2p+1])``. Signed int8
-activations are shifted by +128 first (``a = x_q + 128``). A depthwise convolution (one input channel per
-group) and a layer with one input channel have no pairs. (Measured with ``ONEDNN_MAX_CPU_ISA=AVX2``:
+kernel tap and saturates the sum at int16: ``sat16(a[2p] q[o, 2p] + a[2p+1] q[o, 2p+1])``; a group
+convolution pairs the channels of each group so. Signed int8 activations are shifted by +128 first
+(``a = x_q + 128``). A depthwise convolution (one input channel per group) and a layer with one input
+channel have no pairs. (Measured with ``ONEDNN_MAX_CPU_ISA=AVX2``:
 tests/test_saturation.py.)
 
 With ``a >= 0``, a pair can leave int16 only when both weights have one sign, and then by at most
