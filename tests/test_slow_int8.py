@@ -179,6 +179,7 @@ def test_int8_slower_on_most_rounds_gives_back_fp32_though_rounds_disagree(monke
     r = e["float_over_int8"]["fp32"]
     assert r["rounds_faster"] < S.AGREE and not S.pays_off(r) and r["median"] <= 1 - S.MARGIN
     assert e["candidate"] == "fp32" and e["never_slower"]
+    assert set(e["float_over_int8"]) == {"fp32"}   # FP32 ahead on the first median: no mix compiled or timed
     assert e["int8_over_fp32"]["median"] == 1.12 and e["int8_over_fp32"]["rounds_faster"] == round(4 / 14, 3)
     assert not [op for op in q.get_ops() if op.get_type_name() == "FakeQuantize"]
     assert "INT8 does not pay" in e["summary"] and "both timings' rounds" in e["summary"]
