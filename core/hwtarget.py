@@ -10,6 +10,7 @@ This module validates and loads target files; it names no concrete target.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -288,15 +289,21 @@ def _from_pot(data: Any, path: str) -> Any:
                          "(ovquant's schema: docs/hw_targets.md; `ovquant convert-target` converts POT's files)") from None
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset:
+    """The words of /proc/cpuinfo, read once per process (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return frozenset(f.read().split())
+    except OSError:
+        return frozenset()
+
+
 def native_int8() -> str:
     """This CPU's native int8 dot-product flag (``amx_int8``, ``avx512_vnni``, ``avx_vnni``), or "" when it
-    has none or oneDNN is capped below it (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``)."""
+    has none or oneDNN is capped below it (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``, read on each call)."""
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
     if cap and cap not in ("ALL", "DEFAULT") and "VNNI" not in cap and "AMX" not in cap:
         return ""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return ""
+    flags = _cpu_flags()
     return next((fl for fl in ("amx_int8", "avx512_vnni", "avx_vnni") if fl in flags), "")
