@@ -277,8 +277,8 @@ class MinMaxQuantization(Algorithm):
             report.append(self._entry(q, lo, hi))
         return report, skipped
 
-    def _quantize_weights(self, graph: Graph, qs: list, first: set, stats) -> list:
-        """Insert the weight FakeQuantizes (``first``: the layers with the saturation fix)."""
+    def _quantize_weights(self, graph: Graph, qs: list, first: dict, stats) -> list:
+        """Insert the weight FakeQuantizes (``first``: the layers with the saturation fix, saturation.fixed_layers)."""
         planned = []
         for q in qs:
             if q.kind != "weights":
@@ -293,7 +293,7 @@ class MinMaxQuantization(Algorithm):
         for q, node, (lo, hi) in planned:
             fixed = 0
             if q.source[0] in first:
-                lo, hi, fixed = saturation.fix(self, q, node, lo, hi, stats)
+                lo, hi, fixed = saturation.fix(self, q, node, lo, hi, stats, first[q.source[0]])
             graph.insert_fake_quantize(node.input(q.source[1]), lo, hi, q.scheme.levels, q.name)
             e = self._entry(q, lo, hi)
             e["saturation_fix"] = fixed > 0

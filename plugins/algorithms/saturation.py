@@ -69,19 +69,21 @@ def measured(params) -> bool:
     return saturation_mode(params)[0] == "measured"
 
 
-def fixed_layers(mm, graph: Graph) -> set:
-    """Names of the layers whose weights get the fix (all candidates in ``"measured"`` mode)."""
+def fixed_layers(mm, graph: Graph) -> dict:
+    """``{layer name: measured}`` for the layers whose weights get the fix: ``measured`` is True where the
+    ``"measured"`` mode widens per channel, False where the 7-bit grid applies (the other modes, and in
+    ``"measured"`` mode the layers LayerwiseTuning or FirstLayerRounding will round anew)."""
     mode = saturation_mode(mm.params)[0]
-    mm.saturation_tuned = set()
     if mode == "no" or not mm.context.target.saturation_fix:
-        return set()
-    if getattr(mm.params, "use_layerwise_tuning", False):
-        mm.saturation_tuned = {n.get_friendly_name() for n in graph.nodes()}
-    elif getattr(mm.params, "first_layer_rounding", False):
-        mm.saturation_tuned = first_layers(graph)
+        return {}
     if mode == "first_layer":   # an If body's first layers are not the network's (context.body)
-        return (set() if mm.context.body else first_layers(graph)) | mm.context.transforms.saturation_fix_layers()
-    return {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
+        names = (set() if mm.context.body else first_layers(graph)) | mm.context.transforms.saturation_fix_layers()
+        return dict.fromkeys(names, False)
+    names = {n.get_friendly_name() for n in graph.nodes() if n.get_type_name() in FIRST_LAYER_TYPES + ("MatMul",)}
+    if mode != "measured" or getattr(mm.params, "use_layerwise_tuning", False):
+        return dict.fromkeys(names, False)
+    tuned = first_layers(graph) if getattr(mm.params, "first_layer_rounding", False) else set()
+    return {n: n not in tuned for n in names}
 
 
 def seven_bit_factor(levels: int) -> float:
@@ -92,12 +94,13 @@ def seven_bit_factor(levels: int) -> float:
     return (levels - 1) / (half - 1)
 
 
-def fix(mm, q, node, lo, hi, stats) -> tuple:
-    """``(lo, hi, channels widened)`` of weight quantizer ``q`` of ``node``, a layer that gets the fix."""
+def fix(mm, q, node, lo, hi, stats, per_channel: bool) -> tuple:
+    """``(lo, hi, channels widened)`` of weight quantizer ``q`` of ``node``, a layer that gets the fix:
+    widened per channel (``per_channel``, from :func:`fixed_layers`) or on the 7-bit grid."""
     full = seven_bit_factor(q.scheme.levels)
     if full == 1.0:
         return lo, hi, 0
-    if not measured(mm.params) or node.get_friendly_name() in getattr(mm, "saturation_tuned", ()):
+    if not per_channel:
         return lo * full, hi * full, int(np.size(hi))
     w = Graph.constant_value(node.input_value(q.source[1])).astype(np.float64)
     return widen(mm, node, w, lo, hi, q.scheme.levels, stats, full)
