@@ -44,6 +44,34 @@ def test_fq_channel_error_per_tensor_candidates_last_axis_matches_numpy():
     np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-10)
 
 
+def test_fq_channel_error_mixed_candidates_last_axis_one_broadcast_fake_quantize():
+    """Per-tensor and per-channel candidates (channel axis last, signed per-channel borders) in one
+    broadcast FakeQuantize: one Round in the graph, values as numpy's per candidate."""
+    import openvino as ov
+    from ovquant import registry
+
+    m = models.matmul_net()
+    samples = models.random_samples(m, 4, seed=5)
+    name = next(n.get_friendly_name() for n in m.get_ordered_ops() if n.get_type_name() == "Parameter")
+    x = models.activations(m, [name], samples)[name].astype(np.float64)
+    x = x.reshape(len(samples), *x.shape[2:])                          # [N, T, H]
+    h = x.shape[2]
+    lows = ((-2.0,), tuple(np.linspace(-1.5, -0.2, h).tolist()), (-0.5,))
+    highs = ((2.0,), tuple(np.linspace(0.3, 1.8, h).tolist()), (0.5,))
+    params = {"lows": lows, "highs": highs, "levels": 256, "axis": 2}
+    est = registry.make_estimator("fq_channel_error", **params)
+    p = ops.parameter([1, *x.shape[1:]], np.float32)
+    out = est.graph_reduce(p.output(0), (1,))
+    graph = ov.Model([ops.result(out)], [p])
+    assert [n.get_type_name() for n in graph.get_ordered_ops()].count("Round") == 1
+    st = Statistic.make(TensorRef(name), "fq_channel_error", None, 2, params)
+    value = Engine().collect(m, [st], samples)[st].reshape(len(samples), h, 3)
+    shaped = [np.asarray(v).reshape(1, 1, -1) for v in lows], [np.asarray(v).reshape(1, 1, -1) for v in highs]
+    ref = np.stack([((np_fq(x, lo, hi) - x) ** 2).mean(axis=1) for lo, hi in zip(*shaped)], -1)
+    np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-10)
+    assert len({round(float(v), 9) for v in ref.sum(axis=(0, 1))}) == 3   # the candidates differ
+
+
 def test_candidates_and_paired_choice():
     c = rc.candidates(-2.0, 1.0, True)
     assert (c[rc.FACTORS.index(1.0)][:2]) == (-2.0, 1.0)

@@ -25,10 +25,13 @@ class FqChannelErrorEstimator(Estimator):
     stride-2 grids of convolutions). A dimension unknown when the graph is planned (a dynamic width) counts
     as ``DYNAMIC_NOMINAL`` positions, and the stride planned for the graph is the one numpy uses too.
 
-    In graph: one StridedSlice, then per candidate the FakeQuantize written out (Maximum, Minimum,
-    Subtract, Multiply, Round half to even as numpy rounds, Multiply, Add), Subtract, Multiply, ReduceMean;
-    where every candidate is per tensor, those ops once, on the tensor reshaped to ``[B, C, P, 1]`` against
-    borders of shape ``[K]`` (broadcast), then ReduceMean over ``P``.
+    In graph: one StridedSlice, then the FakeQuantize written out (Maximum, Minimum, Subtract, Multiply,
+    Round half to even as numpy rounds, Multiply, Add), Subtract, Multiply, ReduceMean. Where every axis but
+    the batch and channel axes is reduced (the choice stages' case), those ops come once for all ``K``
+    candidates: the tensor reshaped to ``[B, C, P, 1]`` against borders of shape ``[C, 1, K]`` (a per-tensor
+    candidate's border repeated over ``C``; ``[1, 1, K]`` when every candidate is per tensor), then
+    ReduceMean over ``P``. Otherwise once per candidate. The plugin's compile time grows with the number of
+    ops: on iris-lm's granularity stage this is 1357 ops instead of 1746.
     """
 
     name = "fq_channel_error"
@@ -91,9 +94,9 @@ class FqChannelErrorEstimator(Estimator):
             output = ops.strided_slice(output, i64([0] * rank), i64([0] * rank), i64(self._steps(rank, s)),
                                        [1] * rank, [1] * rank).output(0)   # masks: every axis from start to end
         ax = self.axis % rank
-        if all(len(v) == 1 for v in self.lows + self.highs) and len(self.lows) > 1 and \
-                sorted(axes or ()) == [a for a in range(1, rank) if a != ax]:
-            return self._graph_per_tensor(output, rank, ax)
+        if len(self.lows) > 1 and sorted(axes or ()) == [a for a in range(1, rank) if a != ax] and \
+                len({len(v) for v in self.lows + self.highs} - {1}) <= 1:
+            return self._graph_broadcast(output, rank, ax)
         errs = []
         for lo, hi in zip(self.lows, self.highs):
             lo, hi = self._border(lo, rank), self._border(hi, rank)
@@ -112,15 +115,17 @@ class FqChannelErrorEstimator(Estimator):
             errs.append(ops.unsqueeze(e, np.array([-1], np.int64)))
         return (ops.concat(errs, -1) if len(errs) > 1 else errs[0]).output(0)
 
-    def _graph_per_tensor(self, output, rank: int, ax: int):
-        """Every candidate per tensor: the tensor as ``[B, C, P, 1]`` against borders of shape ``[K]``, one
-        broadcast FakeQuantize (written out as above) for all candidates, mean over ``P``: ``[B, C, K]``."""
+    def _graph_broadcast(self, output, rank: int, ax: int):
+        """Every candidate at once: the tensor as ``[B, C, P, 1]`` against borders of shape ``[C, 1, K]``
+        (``[1, 1, K]`` when every candidate is per tensor), one broadcast FakeQuantize (written out as
+        above) for all candidates, mean over ``P``: ``[B, C, K]``."""
         i64 = lambda v: ops.constant(np.array(v, np.int64))
         if ax != 1:
             output = ops.transpose(output, i64([0, ax] + [a for a in range(1, rank) if a != ax])).output(0)
         x = ops.unsqueeze(ops.reshape(output, i64([0, 0, -1]), True), i64([-1]))
-        lo = np.array([v[0] for v in self.lows], np.float64)
-        hi = np.array([v[0] for v in self.highs], np.float64)
+        n = max(len(v) for v in self.lows + self.highs)
+        lo = np.stack([np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in self.lows], -1)[:, None, :]
+        hi = np.stack([np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in self.highs], -1)[:, None, :]
         step = np.where(hi > lo, hi - lo, 1.0) / (self.levels - 1)
         f32 = lambda v: ops.constant(np.asarray(v, np.float32))
         c = ops.minimum(ops.maximum(x, f32(np.minimum(lo, hi))), f32(np.maximum(lo, hi)))
