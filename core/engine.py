@@ -20,49 +20,14 @@ from .dataset import FeedBuilder, open_source, take, warn_short
 from .errors import DataError, ModelError, OVQuantError
 from .events import SampleProcessed, StageStarted, StatisticsCollected, send
 from .registry import guarded, make_aggregator, make_estimator
-from .statistics import Estimator, Statistic, reduction_axes, share_constants, shared_reductions
+from .reductions import PlannedReduction, as_rows
+from .statistics import Statistic, reduction_axes, share_constants, shared_reductions
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 #: per-sample values are folded into the aggregators in blocks of this many samples (in sample order,
 #: the same blocks whether they come from inference or from the cache)
 FOLD_BLOCK = 64
 MAX_REQUESTS = 256   #: at most this many infer requests, whatever number is asked for
-
-
-class _Reduction:
-    """One per-sample reduction and the aggregators fed by it."""
-
-    def __init__(self, estimator, axes, statistics: list):
-        self.estimator = estimator
-        self.axes = axes
-        self.statistics = statistics
-        self.output_index: Optional[int] = None   # raw tensor output (numpy form)
-        self.packed: Optional[tuple] = None       # (offset, shape) in the packed in-graph output
-
-    @property
-    def in_graph(self) -> bool:
-        return self.packed is not None
-
-    def value(self, request) -> np.ndarray:
-        """This numpy-form reduction's value for the sample ``request`` ran (a copy: the request reuses
-        its output memory)."""
-        return np.array(self.estimator.reduce(request.get_output_tensor(self.output_index).data, self.axes))
-
-    def rows(self, packed_rows: np.ndarray) -> np.ndarray:
-        """The values of a block of samples from their packed outputs ``[B, total]``, stacked on the first
-        axis (a sample's value keeps its batch axis, or becomes one row when it is a scalar). Estimators
-        that keep Estimator.from_graph are sliced for the whole block at once: no Python per sample."""
-        off, shape = self.packed
-        size = int(np.prod(shape, dtype=np.int64))
-        block = packed_rows[:, off:off + size]
-        if type(self.estimator).from_graph is Estimator.from_graph:
-            b = block.shape[0]
-            return np.array(block.reshape((b * shape[0],) + tuple(shape[1:]) if shape else (b,)))
-        return np.concatenate([_row(self.estimator.from_graph(v.reshape(shape))) for v in block])
-
-
-def _row(v) -> np.ndarray:
-    return np.atleast_1d(v) if np.ndim(v) else np.asarray(v).reshape(1)
 
 
 class _Stack:
@@ -146,7 +111,7 @@ class Engine:
         ordered = model.get_ordered_ops()
         nodes = {op.get_friendly_name(): op for op in ordered}
         position = {name: i for i, name in enumerate(nodes)}
-        reductions: list[_Reduction] = []
+        reductions: list[PlannedReduction] = []
         raw_index: dict = {}
         packed: dict = {}      # in-graph output -> (offset, shape, output)
         offset = 0
@@ -164,19 +129,21 @@ class Engine:
             if ps.rank.is_dynamic:
                 raise ModelError(f"node {tensor.node!r}: output rank is dynamic; cannot reduce it")
             axes = reduction_axes(ps.rank.get_length(), channel_axis)
-            red = _Reduction(estimators[key], axes, stats)
+            red = PlannedReduction(estimators[key], axes, stats)
             red.key = key
             graph_out = None
             if self.inplace_statistics and (ps.is_static or getattr(red.estimator, "graph_dynamic", False)):
                 graph_out = guarded("estimators", red.estimator.name, f"graph_reduce (tensor {tensor})",
                                     red.estimator.graph_reduce, out, axes, passthrough=(OVQuantError, KeyError))
-            if graph_out is not None and graph_out.get_partial_shape().is_static:
-                gkey = (graph_out.get_node().get_friendly_name(), graph_out.get_index())
-                if gkey not in packed:
-                    shape = tuple(graph_out.get_shape())
-                    packed[gkey] = (offset, shape, graph_out)
-                    offset += int(np.prod(shape, dtype=np.int64))
-                red.packed = packed[gkey][:2]
+            parts = tuple(graph_out) if isinstance(graph_out, (tuple, list)) else (graph_out,)
+            if graph_out is not None and all(p.get_partial_shape().is_static for p in parts):
+                red.packed = []
+                for p in parts:   # an output several reductions expose (a shared reduce_op) is packed once
+                    gkey = (p.get_node().get_friendly_name(), p.get_index())
+                    if gkey not in packed:
+                        packed[gkey] = (offset, tuple(p.get_shape()), p)
+                        offset += int(np.prod(packed[gkey][1], dtype=np.int64))
+                    red.packed.append(packed[gkey][:2])
             else:
                 if tensor not in raw_index:
                     raw_results.append(ov.opset13.result(out))
@@ -358,8 +325,7 @@ class _Fold:
         if not np.isfinite(flat).all():   # which tensors: only looked at when there is something
             for red in self.reductions:
                 if red.in_graph:
-                    off, shape = red.packed
-                    if not np.isfinite(flat[off:off + int(np.prod(shape, dtype=np.int64))]).all():
+                    if not all(np.isfinite(flat[start:stop]).all() for start, stop in red.spans()):
                         self.nonfinite.setdefault(red.key[0], []).append(index)
         for i in self.raw:
             red = self.reductions[i]
@@ -382,7 +348,7 @@ class _Fold:
                 rows = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", red.rows,
                                stacked, passthrough=())
             elif self.blocks[i]:
-                rows = np.concatenate([_row(v) for v in self.blocks[i]])
+                rows = np.concatenate([as_rows(v) for v in self.blocks[i]])
                 self.blocks[i] = []
             else:
                 continue

@@ -60,12 +60,20 @@ class Estimator:
     def graph_reduce(self, output, axes: tuple[int, ...]):
         """Append OpenVINO ops computing :meth:`reduce` on ``output`` (an ``openvino.Output`` with a
         static shape, or any shape where the class sets ``graph_dynamic``) and return the output to expose
-        (its shape static), or ``None`` to use the numpy form."""
+        (its shape static), or a tuple of such outputs that :meth:`from_graph_parts` combines, or ``None``
+        to use the numpy form."""
         return None
 
     def from_graph(self, value: np.ndarray) -> np.ndarray:
         """Turn the value computed by the :meth:`graph_reduce` ops into what :meth:`reduce` returns."""
         return value
+
+    def from_graph_parts(self, *parts: np.ndarray) -> np.ndarray:
+        """Where :meth:`graph_reduce` returned a tuple of outputs: combine their values into what
+        :meth:`reduce` returns, for a block of samples at once (each part and the result have the samples
+        on a new first axis). An output another estimator exposes too (a shared :func:`reduce_op`) is
+        computed and read once."""
+        raise NotImplementedError(f"{type(self).__name__}.graph_reduce returned several outputs")
 
     def key(self) -> tuple:
         """What makes two estimators compute the same thing (used to collect it once, and to cache it):

@@ -198,3 +198,34 @@ def test_statistics_of_one_branch_of_a_two_input_two_output_model():
         np.testing.assert_allclose(out[sts[1]], np.quantile(ra_.reshape(70, -1), 0.75, axis=1).max(), rtol=1e-5)
         np.testing.assert_allclose(out[sts[2]], rb_.min(), rtol=1e-6)
         np.testing.assert_allclose(out[sts[3]], ra_.reshape(70, -1, 6).mean(axis=1).mean(axis=0), rtol=1e-5)
+
+
+def test_abs_max_next_to_min_adds_no_elementwise_op(net):
+    """abs_max of a signed tensor reduces in graph to the ReduceMax and the ReduceMin that ``min`` shares,
+    combined in numpy: the statistics model has one ReduceMin and one ReduceMax per (tensor, axes) and no
+    Negative or Maximum beyond the model's own; the values equal numpy's, per tensor and per channel."""
+    import collections
+
+    import openvino as ov
+
+    m, samples, acts = net
+    planned = []
+
+    class Recording(ov.Core):
+        def compile_model(self, model, *a, **k):
+            planned.append(model)
+            return super().compile_model(model, *a, **k)
+
+    sts = [_st("conv2/add", est, None, axis) for axis in (None, 1) for est in ("min", "abs_max")]
+    out = Engine(core=Recording()).collect(m, sts, samples)
+    a = acts["conv2/add"]
+    assert a.min() < 0 < a.max()                            # signed: the two-part form is used
+    for axis in (None, 1):
+        lo, mag = out[sts[0 if axis is None else 2]], out[sts[1 if axis is None else 3]]
+        np.testing.assert_allclose(lo, _per_sample(a, np.min, axis), rtol=1e-6)
+        np.testing.assert_allclose(mag, _per_sample(a, lambda v: np.abs(v).max(), axis), rtol=1e-6)
+    (stats_model,) = planned
+    added = collections.Counter(n.get_type_name() for n in stats_model.get_ops())
+    added.subtract(collections.Counter(n.get_type_name() for n in m.get_ops()))
+    assert (added["ReduceMin"], added["ReduceMax"]) == (2, 2)
+    assert added["Negative"] <= 0 and added["Maximum"] <= 0

@@ -1,6 +1,5 @@
 """Built-in estimator ``abs_max``: the largest finite magnitude of each slice."""
 import numpy as np
-import openvino.opset13 as ops
 
 from ovquant import hookimpl
 from ovquant.graph import is_nonnegative
@@ -11,8 +10,10 @@ class AbsMaxEstimator(Estimator):
     """``y = max(|x|)`` over the reduced axes, finite values only (NaN for a slice without any).
 
     In graph: ``ReduceMax`` when the tensor is non-negative by construction (after ReLU, ReLU6,
-    Sigmoid, ...), else ``max(ReduceMax(x), -ReduceMin(x))``; both reductions are shared with the
-    ``max`` and ``min`` estimators of the same tensor. The in-graph form does not skip NaN/Inf.
+    Sigmoid, ...), else the two outputs ``ReduceMax(x)`` and ``ReduceMin(x)``, combined in numpy as
+    ``max(hi, -lo)`` (exactly ``max |x|``); both reductions are shared with the ``max`` and ``min``
+    estimators of the same tensor, so next to ``min`` it adds one ReduceMax and no elementwise op (the
+    plugin's compile time grows with the number of ops). The in-graph form does not skip NaN/Inf.
     """
 
     name = "abs_max"
@@ -26,7 +27,10 @@ class AbsMaxEstimator(Estimator):
         hi = reduce_op("max", output, axes)
         if is_nonnegative(output):
             return hi
-        return ops.maximum(hi, ops.negative(reduce_op("min", output, axes))).output(0)
+        return hi, reduce_op("min", output, axes)
+
+    def from_graph_parts(self, hi, lo):
+        return np.maximum(hi, -lo)
 
 
 @hookimpl
