@@ -99,17 +99,7 @@ class FqChannelErrorEstimator(Estimator):
             return self._graph_broadcast(output, rank, ax)
         errs = []
         for lo, hi in zip(self.lows, self.highs):
-            lo, hi = self._border(lo, rank), self._border(hi, rank)
-            step = np.where(hi > lo, hi - lo, 1.0) / (self.levels - 1)
-            # FakeQuantize written out (Clamp is per tensor, so Maximum/Minimum): no FakeQuantize op for
-            # the plugin's low-precision passes to fold into the model, which made compiling slow
-            c = ops.minimum(ops.maximum(output, ops.constant(np.minimum(lo, hi).astype(np.float32))),
-                            ops.constant(np.maximum(lo, hi).astype(np.float32)))
-            r = ops.round(ops.multiply(ops.subtract(c, ops.constant(lo.astype(np.float32))),
-                                       ops.constant((1.0 / step).astype(np.float32))), "half_to_even")
-            q = ops.add(ops.multiply(r, ops.constant(step.astype(np.float32))), ops.constant(lo.astype(np.float32)))
-            d = ops.subtract(q, output)
-            e = ops.multiply(d, d)
+            e = _squared_fq_error(output, self._border(lo, rank), self._border(hi, rank), self.levels)
             if axes:
                 e = ops.reduce_mean(e, np.array(axes, np.int64), keep_dims=False)
             errs.append(ops.unsqueeze(e, np.array([-1], np.int64)))
@@ -126,12 +116,19 @@ class FqChannelErrorEstimator(Estimator):
         n = max(len(v) for v in self.lows + self.highs)
         lo = np.stack([np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in self.lows], -1)[:, None, :]
         hi = np.stack([np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in self.highs], -1)[:, None, :]
-        step = np.where(hi > lo, hi - lo, 1.0) / (self.levels - 1)
-        f32 = lambda v: ops.constant(np.asarray(v, np.float32))
-        c = ops.minimum(ops.maximum(x, f32(np.minimum(lo, hi))), f32(np.maximum(lo, hi)))
-        r = ops.round(ops.multiply(ops.subtract(c, f32(lo)), f32(1.0 / step)), "half_to_even")
-        d = ops.subtract(ops.add(ops.multiply(r, f32(step)), f32(lo)), x)
-        return ops.reduce_mean(ops.multiply(d, d), i64([2]), keep_dims=False).output(0)
+        return ops.reduce_mean(_squared_fq_error(x, lo, hi, self.levels), i64([2]), keep_dims=False).output(0)
+
+
+def _squared_fq_error(x, lo: np.ndarray, hi: np.ndarray, levels: int):
+    """``(FQ(x) - x)^2`` in graph, ``FQ`` on ``[lo, hi]`` (borders broadcast against ``x``) with ``levels``
+    levels, written out (Clamp is per tensor, so Maximum/Minimum; Round half to even as numpy rounds): no
+    FakeQuantize op for the plugin's low-precision passes to fold into the model, which made compiling slow."""
+    step = np.where(hi > lo, hi - lo, 1.0) / (levels - 1)
+    f32 = lambda v: ops.constant(np.asarray(v, np.float32))
+    c = ops.minimum(ops.maximum(x, f32(np.minimum(lo, hi))), f32(np.maximum(lo, hi)))
+    r = ops.round(ops.multiply(ops.subtract(c, f32(lo)), f32(1.0 / step)), "half_to_even")
+    d = ops.subtract(ops.add(ops.multiply(r, f32(step)), f32(lo)), x)
+    return ops.multiply(d, d)
 
 
 @hookimpl
