@@ -59,7 +59,7 @@ def main(argv=None):
 
     from ovquant.api import quantize_with_report
     from ovquant.io import read_model
-    from ovquant.plugins.algorithms.slow_int8 import _CFG, compare, pays_off
+    from ovquant.plugins.algorithms.slow_int8 import _CFG, budget_seconds, compare, pays_off
 
     os.makedirs(a.work, exist_ok=True)
     core = ov.Core()
@@ -76,7 +76,7 @@ def main(argv=None):
             reqs[k].infer(items[0])
         t0 = time.perf_counter()
         reqs["fp32"].infer()
-        budget = float(min(2.0, max(0.2, 0.05 * 300 * (time.perf_counter() - t0))))   # the step's _budget
+        budget = budget_seconds(time.perf_counter() - t0, 300)
 
         def verdict(times):
             return "i" if pays_off(compare(times, "int8", "fp32")) else \

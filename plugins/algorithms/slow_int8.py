@@ -267,10 +267,13 @@ class SlowInt8Check(Algorithm):
         return entry
 
     def _budget(self, one: float) -> float:
-        """Seconds of timed rounds: a twentieth of one FP32 pass (``one`` s per sample) over the
-        calibration subset, 0.2 s to 2 s."""
-        n = getattr(self.params, "stat_subset_size", None) or 300
-        return float(min(2.0, max(0.2, 0.05 * n * one)))
+        return budget_seconds(one, getattr(self.params, "stat_subset_size", None) or 300)
+
+
+def budget_seconds(one: float, subset_size: int) -> float:
+    """Seconds of timed rounds: a twentieth of one FP32 pass (``one`` s per sample) over the calibration
+    subset of ``subset_size`` samples, 0.2 s to 2 s."""
+    return float(min(2.0, max(0.2, 0.05 * subset_size * one)))
 
 
 def _summary(entry: dict) -> str:
