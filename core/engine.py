@@ -137,7 +137,7 @@ class Engine:
                                     red.estimator.graph_reduce, out, axes, passthrough=(OVQuantError, KeyError))
             parts = tuple(graph_out) if isinstance(graph_out, (tuple, list)) else (graph_out,)
             if graph_out is not None and parts and all(p.get_partial_shape().is_static for p in parts):
-                red.packed = []
+                red.packed, red.in_parts = [], isinstance(graph_out, (tuple, list))
                 for p in parts:   # an output several reductions expose (a shared reduce_op) is packed once
                     gkey = (p.get_node().get_friendly_name(), p.get_index())
                     if gkey not in packed:

@@ -28,6 +28,8 @@ class PlannedReduction:
         self.output_index: Optional[int] = None   # raw tensor output (numpy form)
         #: in graph: ``[(offset, shape), ...]`` in the packed output, one per output graph_reduce returned
         self.packed: Optional[list] = None
+        #: graph_reduce returned a tuple: its values go through Estimator.from_graph_parts (even one part)
+        self.in_parts = False
 
     @property
     def in_graph(self) -> bool:
@@ -46,10 +48,10 @@ class PlannedReduction:
         """The values of a block of samples from their packed outputs ``[B, total]``, stacked on the first
         axis (a sample's value keeps its batch axis, or becomes one row when it is a scalar). Estimators
         that keep Estimator.from_graph are sliced for the whole block at once: no Python per sample; so are
-        those whose graph_reduce returned several outputs (Estimator.from_graph_parts takes the block)."""
+        those whose graph_reduce returned a tuple of outputs (Estimator.from_graph_parts takes the block)."""
         b = packed_rows.shape[0]
         blocks = [packed_rows[:, start:stop] for start, stop in self.spans()]
-        if len(blocks) > 1:
+        if self.in_parts:
             parts = [blk.reshape((b,) + tuple(shape)) for blk, (_, shape) in zip(blocks, self.packed)]
             v = np.asarray(self.estimator.from_graph_parts(*parts), np.float32)
             return _stacked(v, v.shape[1:])

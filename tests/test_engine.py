@@ -229,3 +229,41 @@ def test_abs_max_next_to_min_adds_no_elementwise_op(net):
     added.subtract(collections.Counter(n.get_type_name() for n in m.get_ops()))
     assert (added["ReduceMin"], added["ReduceMax"]) == (2, 2)
     assert added["Negative"] <= 0 and added["Maximum"] <= 0
+
+
+def test_one_output_tuple_goes_through_from_graph_parts(net):
+    """An estimator whose graph_reduce returns a tuple of one output has that value combined by its
+    from_graph_parts (for the whole block), as with several outputs; it fails if the single part is
+    taken raw, as from_graph's default does."""
+    from ovquant.statistics import Estimator, reduce_op
+
+    class HalfRange(Estimator):
+        """``y = max(x) / 2``, in graph as the one-part tuple ``(ReduceMax(x),)``."""
+
+        name = "test_half_max"
+
+        def reduce(self, x, axes):
+            return np.max(x, axis=axes) / 2
+
+        def graph_reduce(self, output, axes):
+            return (reduce_op("max", output, axes),)
+
+        def from_graph_parts(self, hi):
+            assert hi.ndim >= 1          # the block: samples on the first axis
+            return hi / 2
+
+    class Plugin:
+        @hookimpl
+        def register_estimators(self, register):
+            register(HalfRange)
+
+    m, samples, acts = net
+    name = register_plugin(Plugin(), name="test-half-max")
+    try:
+        st = _st("conv2/add", "test_half_max", "mean")
+        eng = Engine()
+        out = eng.collect(m, [st], samples)
+    finally:
+        unregister_plugin(name)
+    assert eng.last_run["n_in_graph"] == 1
+    np.testing.assert_allclose(out[st], _per_sample(acts["conv2/add"], np.max).mean() / 2, rtol=1e-6)
