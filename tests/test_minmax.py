@@ -331,6 +331,31 @@ def test_matmul_weight_channels_follow_transpose_b():
     assert not any(e["saturation_fix"] for e in quantizers(report).values() if e["kind"] == "weights")
 
 
+def test_matmul_constant_first_input_is_quantized_per_tensor_and_runs():
+    """``y = relu(W0 @ x) @ W1``: W0's rows are the output's axis -2, and the CPU plugin rejects a per-row
+    scale there once the weights are int8 (``any_of(scale.size(), OC, 1U)``); W0 gets one scale (its
+    absolute max), W1 one per output column, and the returned model compiles and runs close to FP32."""
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(3)
+    x = ops.parameter([1, 64, 8], np.float32, name="x")
+    w0 = rng.standard_normal((32, 64)).astype(np.float32)
+    h = ops.relu(ops.matmul(ops.constant(w0), x, False, False, name="mm0"), name="h")
+    y = ops.matmul(h, ops.constant(rng.standard_normal((8, 4)).astype(np.float32)), False, False, name="mm1")
+    m = ov.Model([y], [x], "w_first")
+    samples = [rng.standard_normal((1, 64, 8)).astype(np.float32) for _ in range(20)]
+    f, report = run(m, samples)
+    lo, hi = fq_range(fqs(f)["mm0/fq_weights_0"])
+    assert hi.size == 1 and float(hi.ravel()[0]) == pytest.approx(np.abs(w0).max(), rel=1e-6)
+    assert quantizers(report)["mm0/fq_weights_0"]["granularity"] == "pertensor"
+    assert fq_range(fqs(f)["mm1/fq_weights_1"])[1].shape == (1, 4)
+    q, _ = quantize(m, samples, skip_slow_int8=False)
+    assert any(n.get_element_type() == ov.Type.i8 for n in q.get_ordered_ops() if n.get_type_name() == "Constant")
+    got = CORE.compile_model(q, "CPU")(samples[0])[0]
+    want = CORE.compile_model(m, "CPU")(samples[0])[0]
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.2
+
+
 def test_quantizers_do_not_move_through_ignored_agnostic_ops(conv):
     m, samples, _, _ = conv
     q, report = run(m, samples, ignored={"scope": ["pool1"]})

@@ -8,12 +8,14 @@ asked of the target (:mod:`ovquant.hwtarget_rules`); this module adds the placem
    through them. Integer tensors, constants and tensors already quantized are never quantized.
 2. Every other node the target has a rule for gets a quantizer request on each float, non-constant
    input its rule quantizes, and a weight quantizer on each constant input its rule gives weight
-   schemes. Element-wise ops with fewer than two activation inputs (a bias Add, a scale-shift Multiply)
-   are part of a fused pattern and get none, unless their rule names ``ports``. A tensor with one value
-   per sample (static shape of 1s, e.g. the scale and zero point a dynamically quantized ONNX model
-   computes with ReduceMax/ReduceMin) counts as no activation input and is never quantized: no int8
-   kernel reads it, and its error rescales a whole tensor. Requests on the inputs
-   of an op with ``unified_scales`` form a unified-scale group (one range).
+   schemes (per channel: one scale per output channel; per tensor for a MatMul's constant first input,
+   ``W @ x``: its rows are not the output's last axis, the only per-channel scale CPU runs). Element-wise
+   ops with fewer than two activation inputs (a bias Add, a scale-shift Multiply) are part of a fused
+   pattern and get none, unless their rule names ``ports``. A tensor with one value per sample (static
+   shape of 1s, e.g. the scale and zero point a dynamically quantized ONNX model computes with
+   ReduceMax/ReduceMin) counts as no activation input and is never quantized: no int8 kernel reads it,
+   and its error rescales a whole tensor. Requests on the inputs of an op with ``unified_scales`` form
+   a unified-scale group (one range).
 3. Requests on the same producer output are served by one quantizer.
 4. A quantizer moves up through quantization-agnostic ops (MaxPool, Reshape, Transpose, Concat, ...)
    when every consumer of that op's output asked for one; through a Concat it splits into one
@@ -136,11 +138,7 @@ def _weight_channel_axes(node: ov.Node, port: int, rank: int) -> tuple:
     if t == "ConvolutionBackpropData":
         return (1,)
     if t == "MatMul":
-        tb = node.get_attributes().get("transpose_b", False)
-        ta = node.get_attributes().get("transpose_a", False)
-        if port == 1:
-            return (rank - 2,) if tb else (rank - 1,)
-        return (rank - 1,) if ta else (rank - 2,)
+        return (rank - 2,) if node.get_attributes().get("transpose_b", False) else (rank - 1,)
     # LSTMSequence/GRUSequence/RNNSequence [directions, gates * hidden, inputs]: one scale per direction (axis 0);
     # per output row the CPU plugin's int8 RNNSeq runs with 1.2-1.8x the output error (docs/algorithms.md)
     return (0,)
@@ -309,7 +307,9 @@ def _weight_quantizer(plan: _Plan, node: ov.Node, port: int) -> None:
     name = node.get_friendly_name()
     scheme = plan.target.pick(candidates, plan.preset, "weights", plan.weight_request, f"node {name!r}")
     axes = None
-    if scheme.granularity == "perchannel":
+    if scheme.granularity == "perchannel" and node.get_type_name() == "MatMul" and port == 0:
+        scheme = attrs.evolve(scheme, granularity="pertensor")   # rows of W in W @ x: not the output's last axis
+    elif scheme.granularity == "perchannel":
         axes = _weight_channel_axes(node, port, out.get_partial_shape().rank.get_length())
     plan.weights.append(Quantizer("weights", (name, port), [(name, port)], scheme, candidates, channel_axis=axes))
 
