@@ -22,7 +22,7 @@ from .graph import stable_names
 from .io import check_output, read_model, save_outputs
 from .nncf_compat import NNCF_KEYWORDS, nncf_overrides  # noqa: F401 (re-exported)
 from .bodies import if_nodes, quantize_if_bodies
-from .output_check import (CHECK_SAMPLES, SANITY_RELATIVE_L2, check_device, check_output_error,  # noqa: F401
+from .output_check import (CHECK_SAMPLES, SANITY_RELATIVE_L2, check_device, check_output_error, check_runs,  # noqa: F401
                            output_error)
 from .pipeline import Pipeline
 from .steps import apply_overrides, default_algorithm, run_steps  # noqa: F401 (re-exported)
@@ -109,6 +109,8 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         report["output_error"] = output_error(model, q, samples, error_samples, device=check_on or "CPU",
                                               raise_on_failure=raise_on_failure)
         report["output_error_samples"] = "held back" if unseen else "calibration"
+    elif not _body and not any(a.get("whole_model_float") for a in report.get("algorithms", [])):
+        check_runs(model, q, data, check_on or "CPU")   # never a model that does not run
     if isinstance(data, ImageFolder):
         _fold_image_warnings(data)
     finish_run(report)   # (a run that writes files sends it once they exist)
@@ -168,6 +170,10 @@ def quantize(model: Any, calibration_dataset: Any, config: Any = None, **kwargs)
     ``preset="mixed"``, ``subset_size=300``, ``target_device="CPU"``, ``model_type="transformer"``,
     ``ignored={"scope": ["conv1"]}``; ``pipeline=["MinMaxQuantization"]`` runs other algorithms;
     ``cache_dir=PATH`` keeps per-sample statistics there so that reruns skip calibration inference.
+
+    The returned model has been compiled and run on the first calibration sample: one the device refuses,
+    or whose outputs are not finite where FP32's are, raises :class:`~ovquant.errors.QuantizationFailed`
+    (naming the quantizer to leave in float, where one is to blame).
     """
     return quantize_with_report(model, calibration_dataset, config, **kwargs)[0]
 
