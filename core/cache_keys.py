@@ -68,7 +68,7 @@ def _update_sample(h, s: Any) -> None:
         for x in s:
             _update_sample(h, x)
     else:
-        a = np.ascontiguousarray(s)
+        a = np.asarray(s, order="C")   # rank 0 stays rank 0: shape () and [1] differ
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(memoryview(a).cast("B"))   # no copy
 

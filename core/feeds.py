@@ -70,4 +70,4 @@ class FeedBuilder:
             ok = a.ndim == rank and all(d.is_dynamic or d.get_length() == s for d, s in zip(ps, a.shape))
             if not ok:
                 raise DataError(f"sample {index}, input {name!r}: shape {list(a.shape)} does not fit the model's {ps}")
-        return np.ascontiguousarray(a)
+        return np.asarray(a, order="C")   # (np.ascontiguousarray makes a rank-0 value [1])

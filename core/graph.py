@@ -164,7 +164,7 @@ class Graph:
         """Replace the constant feeding ``output``'s consumers by a new Constant holding ``value``
         (cast to the output's element type). Returns the new Constant."""
         et = output.get_element_type()
-        value = np.ascontiguousarray(np.asarray(value, dtype=et.to_dtype()).reshape(output.get_shape()))
+        value = np.asarray(np.asarray(value, dtype=et.to_dtype()).reshape(output.get_shape()), order="C")
         new = ops.constant(value)
         old = output.get_node()
         new.set_friendly_name(name or old.get_friendly_name())
