@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import openvino as ov
 
 from .config import Config, load_config, normalize_model_type, unstructure
+from .structure import structure_value
 from .dataset import (DEFAULT_SUBSET_SIZE, ImageFolder, ImageOptions, held_back, open_source, parse_layout,  # noqa: F401
                       parse_values, preprocessing_warning, replayable)
 from .engine import Engine
@@ -39,7 +40,7 @@ def build_pipeline(config: Any = None, *, pipeline: Optional[Sequence[str]] = No
     steps, device = run_steps(config, pipeline, overrides)
     target = overrides.pop("target_device", None) or device or "ANY"
     if "model_type" in overrides:
-        overrides["model_type"] = normalize_model_type(overrides["model_type"])
+        overrides["model_type"] = normalize_model_type(structure_value(overrides["model_type"], Optional[str], "model_type"))
     steps = apply_overrides(steps, {**overrides, "target_device": target})
     inplace = all(getattr(p, "inplace_statistics", True) is not False for _, p in steps)
     cfg = config if isinstance(config, Config) else None
@@ -79,7 +80,7 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
     if implicit:
         subset_size = DEFAULT_SUBSET_SIZE   # NNCF's and the CLI's default
     if subset_size is not None:
-        overrides["stat_subset_size"] = subset_size
+        overrides["stat_subset_size"] = structure_value(subset_size, int, "subset_size")
     pipe = build_pipeline(config, pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir,
                           disabled=off, **overrides)
     data = replayable(open_source(calibration_dataset, list(model.inputs), image))   # one reader for every stage

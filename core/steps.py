@@ -7,11 +7,12 @@ The params are parsed and validated once per run, here; the caller's objects are
 holds was validated when the config was loaded; it is validated again only if an override changed it.
 """
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import attrs
 
 from .config import Config, config_from_dict, load_config, params_class, parse_params, structure
+from .structure import structure_value
 from .errors import ConfigError
 from .registry import get_registry, lookup
 
@@ -50,23 +51,15 @@ def params_from(config: Any) -> tuple:
                       "object)")
 
 
-def _unwrap_optional(t):
-    args = [a for a in getattr(t, "__args__", ()) if a is not type(None)]
-    return args[0] if getattr(t, "__origin__", None) is Union and len(args) == 1 else t
-
-
 def _with_overrides(params: Any, overrides: dict) -> Any:
-    """``params`` with the overrides its class has (a new object if any changes a value; a dict value
-    for an attrs-typed field is structured into it)."""
+    """``params`` with the overrides its class has (a new object if any changes a value), each value
+    checked and structured as in a config file (a dict for an attrs-typed field is structured into it)."""
     fields = attrs.fields_dict(type(params))
     changes = {}
     for key, value in overrides.items():
         if key not in fields:
             continue   # a setting for the other steps (checked that some step has it)
-        t = _unwrap_optional(fields[key].type)
-        if isinstance(value, dict) and attrs.has(t):
-            value = structure(value, t, key)
-        changes[key] = value
+        changes[key] = structure_value(value, fields[key].type, key)   # as strict as a config file
     if all(getattr(params, k) == v for k, v in changes.items()):
         return params
     return attrs.evolve(params, **changes)

@@ -162,6 +162,27 @@ def structure(data: Any, cls: type, path: str = ""):
         raise ConfigError(f"{where or '<top>'}: {msg}") from None
 
 
+def structure_value(value: Any, t: type, path: str):
+    """One value (a keyword override) checked and structured as a field of type ``t`` would be in a config
+    file; an attrs instance of ``t`` is taken as it is. A problem is a ConfigError naming ``path``."""
+    inner = _unwrap_optional(t)
+    if value is None and inner is not t or (attrs.has(inner) and isinstance(value, inner)):
+        return value
+    if attrs.has(inner):
+        return structure(value, inner, path)
+    if getattr(inner, "__origin__", None) is list and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
+    try:
+        return _converter.structure(value, t)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        where, msg = _first_error(exc, path)
+        if where == path and ", got " in msg:   # the value as Python spells it (True, not true)
+            msg = f"{msg.rsplit(', got ', 1)[0]}, got {_show(value)}".replace("true or false", "True or False")
+        raise ConfigError(f"{where or path}: {msg}") from None
+
+
 def unstructure(obj) -> Any:
     return _converter.unstructure(obj)
 

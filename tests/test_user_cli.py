@@ -265,6 +265,27 @@ def test_nncf_keywords_and_a_model_path(tmp_path):
         ovquant.quantize(str(tmp_path / "missing.xml"), samples)
 
 
+@pytest.mark.parametrize("kw,msg", [
+    ({"subset_size": 10.0}, "subset_size: expected an integer, got 10.0"),
+    ({"subset_size": "10"}, "subset_size: expected an integer, got '10'"),
+    ({"subset_size": True}, "subset_size: expected an integer, got True"),
+    ({"stat_subset_size": "7"}, "stat_subset_size: expected an integer, got '7'"),
+    ({"seed": 1.5}, "seed: expected an integer, got 1.5"),
+    ({"shuffle_data": "yes"}, "shuffle_data: expected True or False, got 'yes'"),
+    ({"skip_slow_int8": "yes"}, "skip_slow_int8: expected True or False, got 'yes'"),
+    ({"target_device": 5}, "target_device: expected a string, got 5"),
+    ({"model_type": 1}, "model_type: expected a string, got 1"),
+    ({"preset": 3}, "preset: expected a string, got 3"),
+    ({"ignored": {"scope": "conv1"}}, "ignored.scope: expected a list, got 'conv1'"),
+])
+def test_keyword_overrides_are_checked_as_strictly_as_a_config_file(kw, msg):
+    """A keyword of the wrong type is the one-line ConfigError a config file gets, naming the keyword."""
+    m = models.conv_net()
+    with pytest.raises(ovquant.errors.ConfigError) as info:
+        ovquant.quantize(m, models.random_samples(m, 4), **kw)
+    assert str(info.value) == msg
+
+
 def test_quantize_takes_300_samples_by_default_as_nncf_and_a_config_still_rules(tmp_path):
     m = models.conv_net()
     samples = models.random_samples(m, 310)
