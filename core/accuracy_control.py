@@ -15,6 +15,7 @@ Candidates are probed by galloping (``k = 1, 2, 4, ...`` until one passes) and t
 the last failing and the first passing ``k``: ``O(log k*)`` evaluations, assuming that reverting more
 of the ranked list does not make the model worse (the result is the first ``k`` found to pass).
 """
+import math
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,6 +27,7 @@ from .revert_order import guided_fewest, speed_aware_order
 from .sensitivity import bias_edits, find_quantizers, layers_reading
 from .sequence_ops import SEQUENCE_OPS, constant_weights
 from .errors import ConfigError, DataError
+from .validation import DROP_TOL, Validator, check_drop_type, drop_of, validation_items  # noqa: F401 (re-exported)
 
 
 def fewest(n: int, passes: Callable[[int], bool], start: int = 0) -> tuple:
@@ -172,27 +174,6 @@ def speed_report(fp32: ov.Model, full: ov.Model, kept: ov.Model, sample: Any) ->
             "kept_share_of_speedup": round((f - r) / gain, 3) if gain > 0 else None}
 
 
-#: a drop within this of ``max_drop`` passes (metrics such as 0.93 - 0.92 are not exact in binary)
-DROP_TOL = 1e-9
-
-
-def drop_of(reference: float, value: float, drop_type: str) -> float:
-    """``reference - value`` (absolute), or that over ``|reference|`` (relative)."""
-    d = float(reference) - float(value)
-    if drop_type == "relative":
-        return d / abs(float(reference)) if reference else (0.0 if d == 0 else float("inf"))
-    return d
-
-
-def check_drop_type(drop_type: Any) -> str:
-    """``absolute`` or ``relative`` (NNCF's ``DropType`` enum accepted), else a ConfigError."""
-    v = getattr(drop_type, "value", drop_type)
-    v = str(v).lower() if v is not None else "absolute"
-    if v not in ("absolute", "relative"):
-        raise ConfigError(f"drop_type: expected 'absolute' or 'relative', got {drop_type!r}")
-    return v
-
-
 def analyze_quantized(fp32: ov.Model, q: ov.Model, samples: list, report: dict, *, sensitivity: bool,
                       max_output_error: Optional[float], held: bool) -> ov.Model:
     """What ``quantize_with_report(..., sensitivity=True / max_output_error=X)`` adds after quantizing:
@@ -227,45 +208,17 @@ def analyze_quantized(fp32: ov.Model, q: ov.Model, samples: list, report: dict, 
     return q
 
 
-class Validator:
-    """Compiles a model on CPU and scores it with ``validation_fn(compiled_model, validation_data)``
-    (higher is better; a ``(metric, per-sample values)`` tuple as NNCF allows is read as its first
-    item), counting the runs."""
-
-    def __init__(self, validation_fn: Callable, validation_data: Any):
-        if not callable(validation_fn):
-            raise ConfigError(f"validation_fn: expected a callable, got {type(validation_fn).__name__}")
-        self.fn, self.data, self.runs, self.seconds = validation_fn, validation_data, 0, 0.0
-        self.core = ov.Core()
-
-    def __call__(self, model: ov.Model) -> float:
-        t0 = time.perf_counter()
-        value = self.fn(self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), self.data)
-        value = value[0] if isinstance(value, (tuple, list)) else value
-        self.runs += 1
-        self.seconds += time.perf_counter() - t0
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"validation_fn: returned {type(value).__name__}, expected a number") from None
-
-
-def validation_items(dataset: Any) -> Any:
-    """What ``validation_fn`` receives: NNCF's ``get_data()``, an ovquant Dataset's source, or the object."""
-    if hasattr(dataset, "get_data"):
-        return dataset.get_data()
-    if hasattr(dataset, "transform_fn") and hasattr(dataset, "data_source"):
-        return dataset.data_source
-    return dataset
-
-
 def control_metric(fp32: ov.Model, q: ov.Model, validator: Validator, ranking_samples: list, max_drop: float,
                    drop_type: str, max_reverted: Optional[int] = None) -> tuple:
     """Revert the fewest top-ranked quantizers of ``q`` (in place) so that the metric drop is within
     ``max_drop``; returns ``(q, report entry)``."""
     from .sensitivity import Switchboard, analyze, score, _output_names
 
-    m_fp32, m_int8 = validator(fp32), validator(q)
+    m_fp32 = validator(fp32)
+    if not math.isfinite(m_fp32):
+        raise ConfigError(f"validation_fn: returned {m_fp32} for the FP32 model; the metric must be a finite number "
+                          "(an empty validation dataset?)")
+    m_int8 = validator(q)
     entry = {"metric_fp32": m_fp32, "metric_int8_full": m_int8, "max_drop": max_drop, "drop_type": drop_type,
              "drop_int8_full": drop_of(m_fp32, m_int8, drop_type)}
     if entry["drop_int8_full"] <= max_drop + DROP_TOL:
@@ -350,6 +303,8 @@ def quantize_with_accuracy_control_report(model: Any, calibration_dataset: Any, 
     t_quant = time.perf_counter() - t0
     full = q.clone()
     validator = Validator(validation_fn, validation_items(validation_dataset))
+    if hasattr(validator.data, "__len__") and len(validator.data) == 0:
+        raise DataError("validation_dataset: it is empty; accuracy control needs samples to score the models on")
     settings = report["settings"]
     shuffled = any((st.get("params") or {}).get("shuffle_data") for st in settings.get("steps", [])
                    if isinstance(st.get("params"), dict))

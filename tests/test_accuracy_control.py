@@ -122,6 +122,33 @@ def test_no_revert_when_already_within(task):
     assert ac["n_reverted"] == 0 and ac["validation_runs"] == 2 and not ac["ranked"]
 
 
+def test_an_empty_validation_dataset_or_a_nan_fp32_metric_is_an_error_not_fp32(task):
+    """Both used to end in the FP32 model, returned as if accuracy control had worked."""
+    from ovquant.errors import DataError
+
+    m, calib, val = task
+    with pytest.raises(DataError, match="^validation_dataset: it is empty;"):
+        ovquant.quantize_with_accuracy_control(m, calib, [], accuracy, subset_size=64)
+    with pytest.raises(DataError, match="^validation_dataset: it is empty;"):
+        ovquant.quantize_with_accuracy_control(m, calib, ovquant.Dataset([], lambda it: it[0]), accuracy, subset_size=64)
+    with pytest.raises(ConfigError, match=r"^validation_fn: returned nan for the FP32 model; the metric must be a finite"):
+        ovquant.quantize_with_accuracy_control(m, calib, val, lambda c, d: float("nan"), subset_size=64)
+
+
+def test_a_nan_metric_for_a_quantized_candidate_counts_as_failing(task):
+    m, calib, val = task
+    calls = []
+
+    def metric(compiled, data):
+        calls.append(1)
+        return float("nan") if len(calls) == 2 else accuracy(compiled, data)   # the full INT8 model
+
+    q, rep = quantize_with_accuracy_control_report(m, calib, val, metric, max_drop=0.5, subset_size=64)
+    ac = rep["accuracy_control"]
+    assert ac["drop_int8_full"] == float("inf") and ac["ranked"] and ac["n_reverted"] >= 1
+    assert ac["metric"] == ac["metric"] and ac["drop"] <= 0.5
+
+
 def test_pot_config_with_a_python_metric(task):
     m, calib, val = task
     cfg = {"algorithms": [{"name": "AccuracyAwareQuantization",
