@@ -60,7 +60,7 @@ class AlgorithmParams:
 # ---- sections ---------------------------------------------------------------------------------------
 @attrs.define(kw_only=True)
 class ModelConfig:
-    model_name: str = "model"
+    model_name: Optional[str] = None   # None or "": the model file's stem, as POT
     model: str
     weights: Optional[str] = None
 
@@ -166,7 +166,7 @@ def output_name_problem(name: Any) -> Optional[str]:
 
 def validate_config(cfg: Config) -> None:
     """Check names against the plugin registry, value ranges, and structure each algorithm's params."""
-    if cfg.model is not None:
+    if cfg.model is not None and cfg.model.model_name:
         problem = output_name_problem(cfg.model.model_name)
         if problem:
             _bad("model.model_name", f"{problem}, got {_show(cfg.model.model_name)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -111,6 +112,25 @@ def test_pot_spec_misspelt_key_warns_and_bert_model_name_names_the_output(tmp_pa
     bert = json5.loads((DATA / "pot_configs/examples/quantization/nlp/bert_base_squad_1_1_tf_int8.json").read_text())
     result, _ = _run(bert, calib_npz, tmp_path, "bert")
     assert Path(result["xml"]).name == "bert_base_squad_1_1.xml"
+
+
+@pytest.mark.parametrize("model_name", [None, ""])
+def test_without_model_name_the_output_is_named_after_the_model_file_as_pot_names_it(tmp_path, calib_npz, model_name):
+    """POT: ``if not model.model_name: model.model_name = Path(model.model).stem``; two configs without a
+    name then write two models, not one model.xml twice. The installed CLI, as a user runs it."""
+    for stem in ("alpha", "beta"):
+        for ext in (".xml", ".bin"):
+            shutil.copy(CORE_DATA / f"demo_cnn{ext}", tmp_path / f"{stem}{ext}")
+        model = {"model": str(tmp_path / f"{stem}.xml"), "weights": str(tmp_path / f"{stem}.bin")}
+        if model_name is not None:
+            model["model_name"] = model_name
+        cfg = tmp_path / f"{stem}.json"
+        cfg.write_text(json.dumps({"model": model, "engine": {"type": "simplified", "data_source": str(calib_npz)},
+                                   "compression": {"algorithms": [{"name": "DefaultQuantization"}]}}))
+        proc = subprocess.run([shutil.which("ovquant"), "quantize", "-c", cfg, "-o", tmp_path / "out", "--no-progress"],
+                              env={**ENV, "OVQUANT_CACHE_DIR": ""}, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.xml")) == ["alpha.xml", "beta.xml"]
 
 
 def test_keys_pot_ignores_warn_and_pot_only_sections_are_refused(tmp_path, calib_npz):
