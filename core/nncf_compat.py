@@ -18,7 +18,8 @@ def _enum_value(v: Any) -> Any:
 
 def _ignored_from_scope(scope: Any) -> dict:
     """``ignored_scope`` as NNCF gives it (``nncf.IgnoredScope`` or a dict of names, patterns, types) ->
-    ovquant's ``ignored`` params (exact names and regexes in ``scope``, op types in ``operations``)."""
+    ovquant's ``ignored`` params (exact names in ``scope``, ``patterns`` as NNCF matches them, op types in
+    ``operations``; NNCF's ``validate``, True by default, makes an entry that matches no node an error)."""
     if isinstance(scope, dict):
         fields = dict(scope)
     elif isinstance(scope, (list, tuple)):
@@ -34,9 +35,20 @@ def _ignored_from_scope(scope: Any) -> dict:
         raise ConfigError(f"ignored_scope.{sorted(unknown)[0]}: unknown key (known: names, patterns, types, validate)")
     if fields.get("subgraphs"):
         raise ConfigError("ignored_scope.subgraphs: not supported by ovquant (give names, patterns or types)")
-    names = [re.escape(n) for n in fields.get("names") or []]
-    return {"scope": names + list(fields.get("patterns") or []),
-            "operations": [{"type": t} for t in fields.get("types") or []]}
+    validate = fields.get("validate", True)
+    return {"scope": [re.escape(n) for n in fields.get("names") or []],
+            "patterns": [_pattern(p, i) for i, p in enumerate(fields.get("patterns") or [])],
+            "operations": [{"type": t} for t in fields.get("types") or []], "validate": True if validate is None else validate}
+
+
+def _pattern(pattern: Any, i: int) -> str:
+    if not isinstance(pattern, str):
+        raise ConfigError(f"ignored_scope.patterns[{i}]: expected a string, got {pattern!r}")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"ignored_scope.patterns[{i}]: {pattern!r} is not a regular expression ({exc})") from None
+    return pattern
 
 
 def api_switches() -> dict:

@@ -265,6 +265,41 @@ def test_nncf_keywords_and_a_model_path(tmp_path):
         ovquant.quantize(str(tmp_path / "missing.xml"), samples)
 
 
+class IgnoredScope:
+    """What ``nncf.IgnoredScope`` holds (its attributes, NNCF's defaults)."""
+
+    def __init__(self, names=(), patterns=(), types=(), subgraphs=(), validate=True):
+        self.names, self.patterns, self.types, self.subgraphs = list(names), list(patterns), list(types), list(subgraphs)
+        self.validate = validate
+
+
+def _quantized_layers(rep) -> set:
+    return {c.split(":")[0] for a in rep["algorithms"] for qz in a.get("quantizers", []) for c in qz["consumers"]}
+
+
+def test_nncf_ignored_scope_patterns_match_at_the_start_and_validate_refuses_what_matches_nothing():
+    """NNCF: a pattern is ``re.match`` (anchored at the start only), and ``validate=True`` (its default) makes
+    a name, pattern or type that matches no node an error."""
+    m = models.conv_net()
+    samples = models.random_samples(m, 8)
+    _, rep = ovquant.quantize_with_report(m, samples, ignored_scope=IgnoredScope(patterns=["conv"]))
+    assert not _quantized_layers(rep) & {"conv1", "conv2"} and {"dwconv", "fc"} <= _quantized_layers(rep)
+    _, rep = ovquant.quantize_with_report(m, samples, ignored_scope={"patterns": ["(?i)DW"]})
+    assert "dwconv" not in _quantized_layers(rep) and "conv1" in _quantized_layers(rep)
+    for scope, what in ((IgnoredScope(patterns=["onv1"]), "ignored.patterns[0] 'onv1'"), (IgnoredScope(names=["conv9"]), "'conv9'"),
+                        ({"types": ["LSTMSequence"]}, "type 'LSTMSequence'")):
+        with pytest.raises(ovquant.errors.ConfigError) as info:
+            ovquant.quantize(m, samples, ignored_scope=scope)
+        assert what in str(info.value) and str(info.value).endswith(
+            "matched no node (ignored scope validate=True; validate=False makes this a warning)"), str(info.value)
+    with pytest.warns(UserWarning, match="'conv9' matched no node$"):
+        ovquant.quantize(m, samples, ignored_scope=IgnoredScope(names=["conv9"], validate=False))
+    with pytest.raises(ovquant.errors.ConfigError, match=r"^ignored_scope.patterns\[0\]: '\(' is not a regular expression"):
+        ovquant.quantize(m, samples, ignored_scope=IgnoredScope(patterns=["("]))
+    with pytest.raises(ovquant.errors.ConfigError, match=r"^DefaultQuantization.params.ignored.patterns\[0\]: '\(' is not"):
+        ovquant.quantize(m, samples, {"ignored": {"patterns": ["("]}})
+
+
 @pytest.mark.parametrize("kw,msg", [
     ({"subset_size": 10.0}, "subset_size: expected an integer, got 10.0"),
     ({"subset_size": "10"}, "subset_size: expected an integer, got '10'"),

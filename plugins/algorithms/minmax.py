@@ -142,7 +142,8 @@ class MinMaxQuantization(Algorithm):
         find = functools.partial(find_quantizers, float_rules=[lambda g, t: self.protected])   # fragile ops stay float
         qs, ignored, unmatched = find(graph, self.context.target, self.params, extra,
                                       symmetric_act_matmul=bool(extra), pinned=pinned)
-        check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4))
+        validate = self.params.ignored.validate and not self.context.body   # a body holds only part of the names
+        check_unmatched(unmatched, self.context.strict, lambda m: warnings.warn(m, stacklevel=4), validate)
         n_fq = len(graph.find(types="FakeQuantize"))
         if n_fq:
             warnings.warn(f"the model already has {n_fq} FakeQuantize ops (it looks quantized); only places "

@@ -19,6 +19,7 @@ Each of these algorithms declares ``params_class = QuantizationParams`` and
 third-party algorithm. The fields keep POT's order (the run report lists them in it).
 """
 import math
+import re
 from typing import Any, Optional
 
 import attrs
@@ -75,11 +76,16 @@ class IgnoredOperation:
 
 @attrs.define(kw_only=True)
 class Ignored:
-    """``ignored``: node names (exact, or a regex as NNCF allows) and op types with attribute filters."""
+    """``ignored``: node names (exact, or a regex matching the whole name), NNCF's patterns and op types
+    with attribute filters."""
 
     scope: list[str] = attrs.Factory(list)
+    #: regular expressions matched at the start of node names (``re.match``, as NNCF's ``IgnoredScope.patterns``)
+    patterns: list[str] = attrs.Factory(list)
     operations: list[IgnoredOperation] = attrs.Factory(list)
     skip_model: bool = False
+    #: an entry that matches no node is an error, not a warning (NNCF's ``IgnoredScope(validate=True)``)
+    validate: bool = False
 
 
 @attrs.define(kw_only=True)
@@ -169,6 +175,11 @@ def validate_quantization_params(p: QuantizationParams, path: str) -> None:
         if s in seen:
             _bad(f"{path}.ignored.scope[{i}]", f"duplicate entry {_show(s)}")
         seen.add(s)
+    for i, pat in enumerate(p.ignored.patterns):
+        try:
+            re.compile(pat)
+        except re.error as exc:
+            _bad(f"{path}.ignored.patterns[{i}]", f"{_show(pat)} is not a regular expression ({exc})")
     seen_ops = []
     for i, op in enumerate(p.ignored.operations):
         if not op.type.strip():

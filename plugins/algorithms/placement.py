@@ -21,17 +21,17 @@ asked of the target (:mod:`ovquant.hwtarget_rules`); this module adds the placem
    when every consumer of that op's output asked for one; through a Concat it splits into one
    quantizer per input, and when the target gives the op ``unified_scales`` they form one group.
 """
-import re
 from typing import Optional
 
 import attrs
 import numpy as np
 import openvino as ov
 
-from ovquant.errors import ConfigError
 from ovquant.graph import Graph, is_nonnegative, type_of
 from ovquant.hwtarget import Scheme
 from ovquant.hwtarget_rules import port_kind
+
+from .ignored_scope import check_unmatched, resolve_ignored  # noqa: F401 (re-exported)
 
 ELEMENTWISE = {"Add", "Multiply", "Subtract", "Divide", "Maximum", "Minimum", "FloorMod", "Power",
                "SquaredDifference", "Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual"}
@@ -96,36 +96,6 @@ def _scalar(out: ov.Output) -> bool:
     a model computes for its own dynamic quantization, a normalization statistic, a temperature."""
     ps = out.get_partial_shape()
     return ps.rank.is_static and all(d.is_static and d.get_length() == 1 for d in ps)
-
-
-def resolve_ignored(graph: Graph, ignored, extra_types=()) -> tuple:
-    """(set of ignored node names, list of config entries that matched nothing).
-
-    A scope entry matches a node name exactly, or as a regular expression matching the whole name.
-    An operations entry matches the op type (virtual types included) and every given attribute.
-    """
-    names = {n.get_friendly_name() for n in graph.nodes()}
-    out, unmatched = set(), []
-    for i, s in enumerate(ignored.scope):
-        hits = {s} & names
-        if not hits:
-            try:
-                pat = re.compile(s)
-            except re.error:
-                pat = None
-            if pat is not None:
-                hits = {n for n in names if pat.fullmatch(n)}
-        if not hits:
-            unmatched.append(f"ignored.scope[{i}] {s!r}")
-        out |= hits
-    for i, op in enumerate(ignored.operations):
-        hits = {n.get_friendly_name() for n in graph.find(types=op.type, attributes=op.attributes or None)}
-        if not hits:
-            unmatched.append(f"ignored.operations[{i}] type {op.type!r}" + (f" with {op.attributes}" if op.attributes else ""))
-        out |= hits
-    for t in extra_types:
-        out |= {n.get_friendly_name() for n in graph.find(types=t)}
-    return out, unmatched
 
 
 def _weight_channel_axes(node: ov.Node, port: int, rank: int) -> tuple:
@@ -389,12 +359,3 @@ def _tensor_request(tq) -> dict:
     if tq is None:
         return {}
     return {k: getattr(tq, k) for k in ("bits", "mode", "granularity", "level_low", "level_high")}
-
-
-def check_unmatched(unmatched: list, strict: bool, warn) -> None:
-    if not unmatched:
-        return
-    msg = "; ".join(unmatched) + " matched no node"
-    if strict:
-        raise ConfigError(msg)
-    warn(msg)
