@@ -1,6 +1,7 @@
 """``ovquant inspect``: list the quantizers of any IR (ovquant's, NNCF's or POT's)."""
 import numpy as np
 import openvino as ov
+import openvino.opset13
 
 from .graph import Graph
 from .io import read_model
@@ -16,8 +17,23 @@ def _range(fq: ov.Node) -> str:
     return f"[{float(lo.min()):.6g}, {float(hi.max()):.6g}] over {max(lo.size, hi.size)} channels"
 
 
+#: element types of compressed weight constants -> the kind ``inspect`` lists them as
+WEIGHT_TYPES = {ov.Type.i8: "int8 weights", ov.Type.u8: "int8 weights", ov.Type.i4: "int4 weights",
+                ov.Type.u4: "int4 weights", ov.Type.nf4: "nf4 weights"}
+
+
+def _values(const: ov.Node) -> np.ndarray:
+    """The values of a weight constant; those of a sub-byte type (packed two per byte by ``get_data``)
+    through OpenVINO's own Convert to f32."""
+    if const.get_output_element_type(0).bitwidth >= 8:
+        return np.asarray(const.get_data())
+    out = ov.Tensor(ov.Type.f32, const.get_output_shape(0))
+    ov.opset13.convert(const, ov.Type.f32).evaluate([out], [const.get_tensor_view()])
+    return np.array(out.data)
+
+
 def quantizers(model: ov.Model, prefix: str = "") -> list:
-    """One dict per quantizer: FakeQuantize ops, and int8/uint8 weight constants (compressed weights), also
+    """One dict per quantizer: FakeQuantize ops, and int8, int4 and nf4 weight constants (compressed weights), also
     inside the bodies of If, Loop and TensorIterator ops (named ``<op>[<body index>]/<name>``)."""
     out = []
     for n in model.get_ordered_ops():
@@ -32,8 +48,9 @@ def quantizers(model: ov.Model, prefix: str = "") -> list:
                         "input": src.get_node().get_friendly_name(), "range": _range(n),
                         "consumers": [f"{c.get_node().get_type_name()} {c.get_node().get_friendly_name()}"
                                       for c in n.output(0).get_target_inputs()]})
-        elif t == "Constant" and n.get_output_element_type(0) in (ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4):
-            data = np.asarray(n.get_data())
+        elif t == "Constant" and n.get_output_element_type(0) in WEIGHT_TYPES:
+            et = n.get_output_element_type(0)
+            data = _values(n)
             users = []
             frontier = [n.output(0)]
             for _ in range(4):  # Convert -> (Subtract) -> Multiply -> weighted op
@@ -46,9 +63,10 @@ def quantizers(model: ov.Model, prefix: str = "") -> list:
                         else:
                             users.append(f"{node.get_type_name()} {node.get_friendly_name()}")
                 frontier = nxt
-            out.append({"name": prefix + n.get_friendly_name(), "kind": "int8 weights", "levels": None,
-                        "input": n.get_output_element_type(0).get_type_name(), "range": f"int [{int(data.min())}, {int(data.max())}]",
-                        "consumers": sorted(set(users))})
+            rng = f"int [{int(data.min())}, {int(data.max())}]" if et.is_integral() else \
+                f"[{float(data.min()):.6g}, {float(data.max()):.6g}]"
+            out.append({"name": prefix + n.get_friendly_name(), "kind": WEIGHT_TYPES[et], "levels": None,
+                        "input": et.get_type_name(), "range": rng if data.size else "empty", "consumers": sorted(set(users))})
     return out
 
 
@@ -56,9 +74,10 @@ def describe_quantizers(path: str) -> list:
     """Lines for the CLI: a summary, then one line per quantizer."""
     model = read_model(path)
     qs = quantizers(model)
-    n_fq = sum(q["kind"] != "int8 weights" for q in qs)
-    n_w = len(qs) - n_fq
-    lines = [f"{path}: {n_fq} FakeQuantize, {n_w} int8 weight constants"]
+    n_fq = sum(q["kind"] not in WEIGHT_TYPES.values() for q in qs)
+    kinds = [k for k in dict.fromkeys(WEIGHT_TYPES.values()) if k == "int8 weights" or any(q["kind"] == k for q in qs)]
+    counts = ", ".join(f"{sum(q['kind'] == k for q in qs)} {k.split()[0]} weight constants" for k in kinds)
+    lines = [f"{path}: {n_fq} FakeQuantize, {counts}"]
     for q in qs:
         lv = f"levels {q['levels']}" if q["levels"] else q["input"]
         lines.append(f"  {q['kind']:<12} {q['name']}  {lv}  {q['range']}  -> {', '.join(q['consumers']) or '-'}")

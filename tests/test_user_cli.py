@@ -2,6 +2,7 @@
 (stderr as the user sees it), and the Python API with NNCF's habits."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -440,3 +441,34 @@ def test_reading_a_framework_file_sends_no_telemetry(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["False", "None"], p.stdout     # nothing sent, and the caller's CI left unset
+
+
+def _packed_4bit(values: np.ndarray, et) -> ov.Tensor:
+    """``values`` as OpenVINO stores a 4-bit tensor: two per byte, the first in the low nibble."""
+    t = ov.Tensor(et, ov.Shape(list(values.shape)))
+    u = (values.astype(np.int16) & 0xF).astype(np.uint8).ravel()
+    t.data[:] = (u[0::2] | (u[1::2] << 4)).astype(np.uint8).view(t.data.dtype)
+    return t
+
+
+def test_inspect_reads_4_bit_weights_as_their_values(tmp_path):
+    """An NNCF-style weight-compressed IR (i4 and u4 constants, Convert, Multiply): ``ovquant inspect`` gives
+    each its kind and its real integer range (the packed bytes read as int8 gave [-110, 127])."""
+    rng = np.random.default_rng(0)
+    w_i4 = rng.integers(-8, 8, (16, 8)).astype(np.int8)
+    w_u4 = rng.integers(0, 16, (8, 4)).astype(np.int8)
+    x = ops.parameter([1, 16], np.float32, name="x")
+    h = x
+    for name, w, et in (("fc1", w_i4, ov.Type.i4), ("fc2", w_u4, ov.Type.u4)):
+        deq = ops.multiply(ops.convert(ops.constant(_packed_4bit(w, et), name=f"{name}/w"), ov.Type.f32),
+                           ops.constant(np.float32(0.05)))
+        h = ops.matmul(h, deq, False, False, name=name)
+    ov.save_model(ov.Model([h], [x]), str(tmp_path / "w4.xml"), compress_to_fp16=False)
+    out = cli("inspect", tmp_path / "w4.xml")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith(": 0 FakeQuantize, 0 int8 weight constants, 2 int4 weight constants"), lines[0]
+    assert any(re.search(rf"int4 weights fc1/w  i4  int \[{w_i4.min()}, {w_i4.max()}\]  -> MatMul fc1$", ln)
+               for ln in lines), lines
+    assert any(re.search(rf"int4 weights fc2/w  u4  int \[{w_u4.min()}, {w_u4.max()}\]  -> MatMul fc2$", ln)
+               for ln in lines), lines
