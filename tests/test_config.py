@@ -211,7 +211,7 @@ VARIANTS = [
     ("null-ignored", _set("ignored", value=None), f"{P0}.ignored", "expected an object, got null"),
     # unknown plugin names (the known list comes from the registry)
     ("unknown-estimator", _set("weights", "range_estimator", "max", "type", value="maxx"), f"{WRE}.max.type",
-     "unknown estimator 'maxx' (known: abs_max, abs_quantile, "),
+     "unknown estimator 'maxx' (known: abs_max, abs_quantile, max, min, quantile)"),   # no statistic-only name
     ("unknown-aggregator", _set("activations", "range_estimator", "min", "aggregator", value="avg"),
      f"{ARE}.min.aggregator", "unknown aggregator 'avg' (known: hl_estimator, max, mean, "),
     ("unknown-target", lambda d: d["compression"].update(target_device="XPU"), "compression.target_device",

@@ -246,11 +246,17 @@ def _validate_border(b: RangeBorder, path: str, side: str) -> None:
     """Estimator and aggregator names and the params they declare, ``outlier_prob`` in (0, 0.5), and
     ``clipping_value``: POT clips the max at it (so it must be above 0) and the min at it (so it must be 0
     or below: the range holds 0)."""
-    _check_plugin(f"{path}.type", "estimators", b.type)
     if b.type is not None:
         reg = get_registry()
-        if not getattr(reg.get("estimators", b.type).obj, "range_estimator", True):
-            ranges = [n for n in reg.names("estimators") if getattr(reg.get("estimators", n).obj, "range_estimator", True)]
+        ranges = [n for n in reg.names("estimators") if getattr(reg.get("estimators", n).obj, "range_estimator", True)]
+        try:
+            est = reg.get("estimators", b.type).obj
+        except KeyError:
+            from ovquant.pot_compat import pot_hint
+
+            _bad(f"{path}.type", f"unknown estimator {_show(b.type)}{pot_hint('estimators', b.type)} "
+                                 f"(known: {', '.join(ranges)})")
+        if not getattr(est, "range_estimator", True):
             _bad(f"{path}.type", f"{b.type!r} is a statistic for algorithms, not a range estimator "
                                  f"(range estimators: {', '.join(ranges)})")
     _check_plugin(f"{path}.aggregator", "aggregators", b.aggregator)
