@@ -213,10 +213,16 @@ def open_source(source: Any, inputs: Optional[list] = None, image: Optional[Imag
             return _npz_rows(path)
         if path.endswith(".npy"):
             try:
-                arr = np.load(path, allow_pickle=False, mmap_mode="r")
+                with open(path, "rb") as f:
+                    magic = f.read(6)
+                arr = np.load(path, allow_pickle=False, mmap_mode="r") if magic == b"\x93NUMPY" else None
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
             except Exception as exc:
                 line = next((l.strip() for l in str(exc).splitlines() if l.strip()), type(exc).__name__)
                 raise DataError(f"{path}: cannot read .npy: {line[:200]}") from None
+            if arr is None:
+                raise DataError(f"{path}: not an .npy file (no NumPy header; write it with numpy.save)")
             if arr.ndim == 0:
                 raise DataError(f"{path}: holds a single value; an .npy holds one sample per row")
             return arr

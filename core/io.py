@@ -90,6 +90,12 @@ def read_model(path: str, weights: Optional[str] = None, core: Optional[ov.Core]
             raise ModelError(f"{bin_path}: no such weights file (the .bin of {path})")
     elif weights:
         raise ModelError(f"{weights}: a weights file goes with an OpenVINO .xml only, not with {path}")
+    for f in (path, bin_path) if suffix == ".xml" else (path,):
+        try:
+            with open(f, "rb"):
+                pass
+        except OSError as exc:
+            raise ModelError(f"{f}: cannot read: {exc.strerror or exc}") from None
     with _captured_stderr() as logs:
         try:
             if suffix == ".xml":
@@ -100,7 +106,32 @@ def read_model(path: str, weights: Optional[str] = None, core: Optional[ov.Core]
             return _as_ir(converted)
         except Exception as exc:
             error = exc
+    if suffix == ".xml":
+        _diagnose_ir(path, bin_path, error)
     raise ModelError(f"{path}: cannot read the model: {_first_line(error, logs)}") from None
+
+
+def _diagnose_ir(xml: str, bin_path: str, error: BaseException) -> None:
+    """Raise the ModelError naming the culprit of an IR OpenVINO cannot read, where it is clear: an .xml
+    that is no XML ``<net>`` document, or a .bin that does not hold the weights the .xml points into."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(xml).getroot()
+    except (ET.ParseError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{xml}: not an OpenVINO IR: the .xml is not well-formed XML ({exc})") from None
+    if root.tag != "net":
+        raise ModelError(f"{xml}: not an OpenVINO IR: its root element is <{root.tag}>, not <net>") from None
+    need = 0
+    for data in root.iter("data"):
+        try:
+            need = max(need, int(data.get("offset", "")) + int(data.get("size", "")))
+        except ValueError:
+            continue
+    have = os.path.getsize(bin_path)
+    if "bin file" in str(error).lower() or have < need:
+        raise ModelError(f"{bin_path}: not the weights of {xml}: {have} bytes, the .xml reads {need} "
+                         f"({_first_line(error)})") from None
 
 
 #: every temporary ovquant creates in an output folder: ``.ovquant-tmp-<pid>-<12 hex digits>.<ext>``

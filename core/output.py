@@ -23,7 +23,7 @@ import openvino as ov
 
 from .errors import OVQuantError
 from .journal import _commit, _signals_held, recover  # noqa: F401  (recover: re-exported)
-from .output_targets import (RECORD_KEY, _check_targets, _output_folder, check_output,  # noqa: F401
+from .output_targets import (RECORD_KEY, _check_targets, _ours, _output_folder, check_output,  # noqa: F401
                              output_files)
 from .staging import TMP_PREFIX, _Staged, _locked, _sha256_fd, _write_problem  # noqa: F401
 
@@ -55,6 +55,8 @@ def save_outputs(model: ov.Model, output_dir: str, name: str, report: dict, over
     no other file of the folder is touched and the folder itself is kept. An existing file of these names is
     replaced only when ovquant wrote it (its report records it) and it is not one of ``inputs``, unless
     ``overwrite``. The report records the size and SHA-256 of the .xml, .bin (and .html) under ``output_files``.
+    Without ``html``, an earlier ``<name>.report.html`` that ovquant wrote (unchanged since) is removed after
+    the commit: it described the model this run replaced.
     """
     folder = _output_folder(output_dir, name)
     if os.path.lexists(folder) and not os.path.isdir(folder):
@@ -86,12 +88,17 @@ def save_outputs(model: ov.Model, output_dir: str, name: str, report: dict, over
         with _locked(folder) as dfd:
             recover(folder)
             modes = _check_targets(folder, name, inputs, overwrite, html is not None)
+            # the page of an earlier run, unchanged since ovquant wrote it, would describe another model
+            stale = html is None and "html" in _ours(folder, name, html=True)
             with _signals_held() as pending:   # from here a signal is handled after the commit, or stops it
                 for key, mode in modes.items():
                     if mode is not None:
                         with contextlib.suppress(OSError):
                             os.fchmod(staged[key].fd, mode)
                 _commit(folder, dfd, token, staged, finals, pending, state)
+                if stale:
+                    with contextlib.suppress(OSError):
+                        os.unlink(output_files(folder, name, True)["html"])
     except OVQuantError:
         raise
     except Exception as exc:   # disk full, permissions, ...: one line, and the earlier output stays

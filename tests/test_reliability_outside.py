@@ -73,6 +73,11 @@ CASES = {
     "SIGINT at random moments": UNCLEAR,
     "SIGTERM and SIGHUP at random moments": UNCLEAR,
     "double Ctrl-C": TRACEBACK,
+    "a truncated .bin": UNCLEAR,
+    "an .xml that is not an IR": UNCLEAR,
+    "a text file named .npy": UNCLEAR,
+    "model and data the user cannot read (unprivileged)": UNCLEAR,
+    "a report page of the replaced model": WRONG,
 }
 PASSED: set = set()
 
@@ -613,6 +618,57 @@ def test_unprivileged_user_writes_where_a_folder_swap_could_not(world, box, user
     one_line_error(p, "belongs to another user in a sticky folder")
     assert (shared / "other.xml").read_text() == "<someone else's/>\n" and not (shared / "other.bin").exists()
     passed("another user's file in a sticky folder (unprivileged)")
+
+
+def test_broken_model_and_data_files_are_named(world, box):
+    """Each file that is not what its name says gets a line naming it (the .bin, not the .xml, when the
+    weights are short; "not an .npy" rather than numpy's "pickled data")."""
+    shutil.copy(world / "tiny.xml", box / "t.xml")
+    (box / "t.bin").write_bytes((world / "tiny.bin").read_bytes()[:100])
+    line = one_line_error(ROOT.run(*q_args(box / "t.xml", world / "tiny.npy", box / "o")))
+    assert line.startswith(f"{ERR}{box / 't.bin'}: not the weights of {box / 't.xml'}: 100 bytes, the .xml reads "), line
+    passed("a truncated .bin")
+    for text, what in (("garbage<<", "not an OpenVINO IR: the .xml is not well-formed XML"),
+                       ('<?xml version="1.0"?><html/>', "not an OpenVINO IR: its root element is <html>, not <net>")):
+        (box / "g.xml").write_text(text)
+        shutil.copy(world / "tiny.bin", box / "g.bin")
+        line = one_line_error(ROOT.run(*q_args(box / "g.xml", world / "tiny.npy", box / "o")))
+        assert line == f"{ERR}{box / 'g.xml'}: {what}" or line.startswith(f"{ERR}{box / 'g.xml'}: {what} ("), line
+    passed("an .xml that is not an IR")
+    (box / "d.npy").write_text("1 2 3\n")
+    line = one_line_error(ROOT.run(*q_args(world / "tiny.xml", box / "d.npy", box / "o")))
+    assert line == f"{ERR}{box / 'd.npy'}: not an .npy file (no NumPy header; write it with numpy.save)", line
+    passed("a text file named .npy")
+    assert not (box / "o").exists()
+
+
+def test_model_and_data_the_user_cannot_read_are_named(world, box, user):
+    for f in ("tiny.xml", "tiny.bin", "tiny.npy"):
+        shutil.copy(world / f, box / f)
+        (box / f).chmod(0o644)
+    env = base_env(HOME=user.home)
+    (box / "o").mkdir()
+    os.chown(box / "o", user.uid, user.gid)
+    for f in ("tiny.xml", "tiny.bin", "tiny.npy"):
+        (box / f).chmod(0o600)
+        p = user.run(*q_args(box / "tiny.xml", box / "tiny.npy", box / "o"), env=env)
+        assert one_line_error(p) == f"{ERR}{box / f}: cannot read: Permission denied", p.stderr
+        (box / f).chmod(0o644)
+    passed("model and data the user cannot read (unprivileged)")
+
+
+def test_a_report_page_of_the_replaced_model_goes_with_it(world, box):
+    """``--report-html`` once, then a run without it: the page described the replaced model, so it goes; a
+    page the user wrote (or changed) under that name stays."""
+    out = box / "o"
+    ok_run(ROOT.run(*q_args(world / "tiny.xml", world / "tiny.npy", out, "--report-html")))
+    assert (out / "tiny.report.html").exists()
+    ok_run(ROOT.run(*q_args(world / "tiny.xml", world / "tiny.npy", out)))
+    assert sorted(os.listdir(out)) == ["tiny.bin", "tiny.report.json", "tiny.xml"]
+    (out / "tiny.report.html").write_text("my notes\n")
+    ok_run(ROOT.run(*q_args(world / "tiny.xml", world / "tiny.npy", out)))
+    assert (out / "tiny.report.html").read_text() == "my notes\n"
+    passed("a report page of the replaced model")
 
 
 def test_unwritable_output_is_reported_before_calibration(world, box, user):
