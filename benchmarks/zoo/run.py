@@ -56,7 +56,7 @@ def host_info() -> dict:
     import openvino as ov
 
     vnni = "avx512_vnni" in flags
-    isa = "AVX512-VNNI" if vnni else ("AVX-VNNI" if "avx_vnni" in flags else ("AVX2" if "avx2" in flags else "other"))
+    isa = "AMX-INT8 + AVX512-VNNI" if vnni and "amx_int8" in flags else "AVX512-VNNI" if vnni else ("AVX-VNNI" if "avx_vnni" in flags else ("AVX2" if "avx2" in flags else "other"))
     return {"cpu": cpu, "nproc": os.cpu_count(), "isa": isa, "avx512_vnni": vnni, "avx_vnni": "avx_vnni" in flags,
             "amx_int8": "amx_int8" in flags, "openvino": ov.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

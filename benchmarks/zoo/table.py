@@ -41,7 +41,7 @@ def render(results: dict) -> str:
     h = results.get("host", {})
     cases = results.get("cases", {})
     lines = [f"Host: {h.get('cpu', '?')}, {h.get('nproc', '?')} cores, ISA **{h.get('isa', '?')}** "
-             f"(avx512_vnni: {h.get('avx512_vnni')}), openvino {h.get('openvino', '?')}, nncf {h.get('nncf', '?')}, "
+             f"(avx512_vnni: {h.get('avx512_vnni')}, amx_int8: {h.get('amx_int8')}), openvino {h.get('openvino', '?')}, nncf {h.get('nncf', '?')}, "
              f"run {h.get('date', '?')}, {h.get('run_s', '?')} s for the run.", ""]
     verdicts = {n: verdict(c) for n, c in cases.items()}
     worse = [n for n, v in verdicts.items() if v == "worse"]
