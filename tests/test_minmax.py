@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 import pytest
 
 import models
@@ -354,6 +355,27 @@ def test_matmul_constant_first_input_is_quantized_per_tensor_and_runs():
     got = CORE.compile_model(q, "CPU")(samples[0])[0]
     want = CORE.compile_model(m, "CPU")(samples[0])[0]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.2
+
+
+@pytest.mark.parametrize("tb", [True, False])
+def test_batched_matmul_weights_get_one_scale_per_batch_and_column(tb):
+    """x [1, 4, 8, 16] @ W [4, ., .]: a column scale shared across W's batch ([1, 12, 1]) made the CPU plugin's
+    int8 batched MatMul read garbage (relative L2 1e20 and more, or NaN); one per batch and column runs."""
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((4, 12, 16) if tb else (4, 16, 12)) * 0.3).astype(np.float32)
+    x = ops.parameter([1, 4, 8, 16], np.float32, name="x")
+    m = ov.Model([ops.matmul(x, ops.constant(w), False, tb, name="bmm")], [x], "batched")
+    samples = [rng.standard_normal((1, 4, 8, 16)).astype(np.float32) for _ in range(20)]
+    f, report = run(m, samples)
+    lo, hi = fq_range(fqs(f)["bmm/fq_weights_1"])
+    want = np.abs(w).max(axis=2 if tb else 1, keepdims=True)
+    assert hi.shape == want.shape == ((4, 12, 1) if tb else (4, 1, 12))
+    np.testing.assert_allclose(hi, want, rtol=1e-6)
+    q, _ = quantize(m, samples, skip_slow_int8=False)
+    cq, cf = CORE.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), CORE.compile_model(m, "CPU")
+    for s in samples[:8]:
+        got, want_y = cq(s)[0], cf(s)[0]
+        assert np.isfinite(got).all() and np.linalg.norm(got - want_y) / np.linalg.norm(want_y) < 0.2
 
 
 def test_quantizers_do_not_move_through_ignored_agnostic_ops(conv):

@@ -107,8 +107,9 @@ def _weight_channel_axes(node: ov.Node, port: int, rank: int) -> tuple:
         return (0, 1)
     if t == "ConvolutionBackpropData":
         return (1,)
-    if t == "MatMul":
-        return (rank - 2,) if node.get_attributes().get("transpose_b", False) else (rank - 1,)
+    if t == "MatMul":   # batched weights [..., K, N]: one scale per batch and output column (a scale shared
+        # across the batch, [1, N, 1], makes the CPU plugin's int8 batched MatMul read garbage)
+        return tuple(range(rank - 2)) + ((rank - 2,) if node.get_attributes().get("transpose_b", False) else (rank - 1,))
     # LSTMSequence/GRUSequence/RNNSequence [directions, gates * hidden, inputs]: one scale per direction (axis 0);
     # per output row the CPU plugin's int8 RNNSeq runs with 1.2-1.8x the output error (docs/algorithms.md)
     return (0,)
