@@ -23,9 +23,10 @@ from .graph import stable_names
 from .io import check_output, read_model, save_outputs
 from .nncf_compat import NNCF_KEYWORDS, nncf_overrides  # noqa: F401 (re-exported)
 from .bodies import if_nodes, quantize_if_bodies
-from .output_check import (CHECK_SAMPLES, SANITY_RELATIVE_L2, check_device, check_output_error, check_runs,  # noqa: F401
+from .output_check import (CHECK_SAMPLES, SANITY_RELATIVE_L2, check_device, check_output_error,  # noqa: F401
                            output_error)
 from .pipeline import Pipeline
+from .run_check import checked
 from .steps import apply_overrides, default_algorithm, run_steps  # noqa: F401 (re-exported)
 from .pot_keys import engine_settings, warn_unimplemented
 from .registry import lookup
@@ -95,6 +96,8 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
                 pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides))
     compress_weights(q)
     stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
+    if not _body and not any(a.get("whole_model_float") for a in report.get("algorithms", [])):
+        q = checked(model, q, data, check_on or "CPU", report)   # never a model that does not run (core/run_check.py)
     if sensitivity or max_output_error is not None:
         from .accuracy_control import analyze_quantized
 
@@ -110,8 +113,6 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         report["output_error"] = output_error(model, q, samples, error_samples, device=check_on or "CPU",
                                               raise_on_failure=raise_on_failure)
         report["output_error_samples"] = "held back" if unseen else "calibration"
-    elif not _body and not any(a.get("whole_model_float") for a in report.get("algorithms", [])):
-        check_runs(model, q, data, check_on or "CPU")   # never a model that does not run
     if isinstance(data, ImageFolder):
         _fold_image_warnings(data)
     finish_run(report)   # (a run that writes files sends it once they exist)
