@@ -208,7 +208,9 @@ class Engine:
                     for st in stats_:
                         aggs[st] = _new_aggregator(st)
                 fresh = {k: make_estimator(estimators[k].name, **dict(v[0].estimator_params)) for k, v in redo.items()}
-                self._infer(model, redo, fresh, aggs, samples, subset_size, n_expected, stage, None, force_numpy=True)
+                first, self.nonfinite = self.nonfinite, {}   # the redo's own: what its numpy values still hold
+                self._infer(model, redo, fresh, aggs, samples, subset_size, n_expected, stage, store, force_numpy=True)
+                self.nonfinite = first
         elif cached:
             n = len(next(iter(cached.values())))
         for key, arr in cached.items():
@@ -253,13 +255,34 @@ class Engine:
         requests = [compiled.create_infer_request() for _ in range(n_req)]
         writers = [] if store is not None else None   # opened inside _run_requests' cleanup block
         fold = _Fold(reductions, aggs, packed_size, writers, self.nonfinite)
-        n = _run_requests(requests, FeedBuilder(model.inputs), take(samples, subset_size), fold,
+        feeds = FeedBuilder(model.inputs)
+        n = _run_requests(requests, feeds, take(samples, subset_size), fold,
                           lambda index: send(SampleProcessed(stage, index, n_expected or 0)), writers,
                           lambda: (store.writer(red.key) for red in reductions))
-        if writers is not None:
-            for w in writers:
-                (w.commit if n else w.abort)()
+        try:
+            if not force_numpy:   # (a redo reads the same samples again)
+                _check_inputs(feeds.nonfinite, n, stage)
+        except DataError:
+            for w in writers or ():
+                w.abort()
+            raise
+        if writers is not None:   # a tensor with NaN or Inf is redone in numpy, which caches it instead
+            for red, w in zip(reductions, writers):
+                (w.commit if n and red.key[0] not in self.nonfinite else w.abort)()
         return n, n_req, reductions
+
+
+def _check_inputs(nonfinite: dict, n: int, stage: int) -> None:
+    """The calibration data's NaN and Inf: an error where an input has no finite value in any sample, else
+    a warning (once, in the first stage) naming the inputs, how many samples and the first."""
+    for name, (bad, first, empty) in nonfinite.items():
+        if empty == n and n:
+            raise DataError(f"calibration data: input {name!r} has no finite value in any of the {n} samples "
+                            "(NaN or Inf everywhere)")
+    if nonfinite and stage == 1:
+        what = "; ".join(f"input {name!r} in {bad} of {n} samples (the first: sample {first})"
+                         for name, (bad, first, _) in nonfinite.items())
+        warnings.warn(f"NaN or Inf in the calibration data: {what}; the ranges ignore non-finite values")
 
 
 def _run_requests(requests: list, feeds, samples, fold: "_Fold", processed, writers, open_writers) -> int:
@@ -304,6 +327,10 @@ def _run_requests(requests: list, feeds, samples, fold: "_Fold", processed, writ
     return n
 
 
+#: the largest float32: what the CPU's in-graph ReduceMax/ReduceMin give for a tensor whose values are NaN
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
 class _Fold:
     """Folds per-sample results into the aggregators (and the cache writers) in blocks of
     :data:`FOLD_BLOCK` samples, in sample order. The packed in-graph outputs go into one preallocated
@@ -322,10 +349,11 @@ class _Fold:
         flat = self.packed[self.filled]
         flat[...] = req.get_output_tensor(0).data.reshape(-1)
         self.filled += 1
-        if not np.isfinite(flat).all():   # which tensors: only looked at when there is something
+        # the CPU's ReduceMax/ReduceMin skip a NaN or give -/+FLT_MAX for it (by its position): both mark it
+        if not (np.abs(flat) < FLT_MAX).all():   # which tensors: only looked at when there is something
             for red in self.reductions:
                 if red.in_graph:
-                    if not all(np.isfinite(flat[start:stop]).all() for start, stop in red.spans()):
+                    if not all((np.abs(flat[start:stop]) < FLT_MAX).all() for start, stop in red.spans()):
                         self.nonfinite.setdefault(red.key[0], []).append(index)
         for i in self.raw:
             red = self.reductions[i]

@@ -11,6 +11,8 @@ class FeedBuilder:
 
     def __init__(self, model_inputs):
         self.inputs = list(model_inputs)
+        #: input label -> [samples with a NaN or Inf, the first such sample, samples with no finite value]
+        self.nonfinite: dict = {}
         self.names = []
         for i, inp in enumerate(self.inputs):
             self.names.append(set(inp.get_names()) | {inp.get_node().get_friendly_name()})
@@ -70,4 +72,8 @@ class FeedBuilder:
             ok = a.ndim == rank and all(d.is_dynamic or d.get_length() == s for d, s in zip(ps, a.shape))
             if not ok:
                 raise DataError(f"sample {index}, input {name!r}: shape {list(a.shape)} does not fit the model's {ps}")
+        if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+            rec = self.nonfinite.setdefault(name, [0, index, 0])
+            rec[0] += 1
+            rec[2] += not np.isfinite(a).any()
         return np.asarray(a, order="C")   # (np.ascontiguousarray makes a rank-0 value [1])

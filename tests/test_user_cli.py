@@ -474,3 +474,67 @@ def test_inspect_reads_4_bit_weights_as_their_values(tmp_path):
                for ln in lines), lines
     assert any(re.search(rf"int4 weights fc2/w  u4  int \[{w_u4.min()}, {w_u4.max()}\]  -> MatMul fc2$", ln)
                for ln in lines), lines
+
+
+def _mlp(tmp_path, x_first_nan=False):
+    """x [1, 16] -> MatMul -> ReLU -> MatMul, saved as m.xml."""
+    r = np.random.default_rng(0)
+    x = ops.parameter([1, 16], np.float32, name="x")
+    h = ops.relu(ops.matmul(x, ops.constant((r.standard_normal((16, 32)) * 0.3).astype(np.float32)), False, False,
+                            name="fc1"), name="h")
+    y = ops.matmul(h, ops.constant((r.standard_normal((32, 8)) * 0.3).astype(np.float32)), False, False, name="fc2")
+    ov.save_model(ov.Model([y], [x], "m"), str(tmp_path / "m.xml"), compress_to_fp16=False)
+    return r.standard_normal((30, 1, 16)).astype(np.float32)
+
+
+def test_calibration_data_with_nan_warns_naming_the_input_and_all_nan_is_an_error(tmp_path):
+    """One NaN in one sample: the CPU's in-graph ReduceMax skipped it silently (no warning, while an Inf
+    warned); NaN everywhere gave ranges of [0, 8e-05] and exit 0 (ReduceMax gives -FLT_MAX there)."""
+    data = _mlp(tmp_path)
+    data[3, 0, 15] = np.nan     # the last position: ReduceMax gives -FLT_MAX for this sample
+    np.save(tmp_path / "nan.npy", data)
+    p = cli("quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "nan.npy", "-o", tmp_path / "o", "--no-progress",
+            "--no-skip-slow-int8", "--no-cache")
+    assert p.returncode == 0, p.stderr
+    assert ("ovquant: warning: NaN or Inf in the calibration data: input 'x' in 1 of 30 samples (the first: sample 3); "
+            "the ranges ignore non-finite values") in p.stderr.splitlines(), p.stderr
+    fixed = data.copy()
+    fixed[3, 0, 15] = 0.0
+    np.save(tmp_path / "fixed.npy", fixed)
+    assert cli("quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "fixed.npy", "-o", tmp_path / "of",
+               "--no-progress", "--no-skip-slow-int8", "--no-cache").returncode == 0
+    act = lambda out: {q["name"]: q["range"] for a in report(out, "m")["algorithms"] for q in a.get("quantizers", [])
+                       if q["kind"] == "activations"}
+    got, want = act(tmp_path / "o"), act(tmp_path / "of")
+    assert set(got) == set(want) == {"x/fq_output_0", "h/fq_output_0"}
+    for name in got:   # the NaN left out of its sample, not -FLT_MAX folded into a mean
+        np.testing.assert_allclose(got[name], want[name], rtol=0.1, atol=1e-3, err_msg=name)
+    np.save(tmp_path / "allnan.npy", np.full_like(data, np.nan))
+    p = cli("quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "allnan.npy", "-o", tmp_path / "o2", "--no-progress")
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "ovquant: error: calibration data: input 'x' has no finite value in any of the 30 samples (NaN or Inf everywhere)"], p.stderr
+    assert not (tmp_path / "o2").exists()
+
+
+def test_a_cached_run_on_data_with_nan_gives_the_model_of_the_first_run(tmp_path):
+    """The cache kept the in-graph per-sample values of a tensor with a NaN (-FLT_MAX where the CPU's ReduceMax
+    met it last) while the run itself redid that tensor in numpy: the rerun read -FLT_MAX into its ranges
+    (a noise model). Now the numpy values are what is cached; an all-NaN input caches nothing."""
+    data = _mlp(tmp_path)
+    data[3, 0, 15] = np.nan
+    np.save(tmp_path / "nan.npy", data)
+    env = {**ENV, "OVQUANT_CACHE_DIR": str(tmp_path / "cache")}
+    ranges = []
+    for out in ("o1", "o2"):
+        p = cli("quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "nan.npy", "-o", tmp_path / out,
+                "--no-progress", "--no-skip-slow-int8", env=env)
+        assert p.returncode == 0 and "passes with" not in p.stderr, p.stderr
+        ranges.append({q["name"]: q["range"] for a in report(tmp_path / out, "m")["algorithms"]
+                       for q in a.get("quantizers", [])})
+    assert ranges[0] == ranges[1]
+    assert (tmp_path / "o1" / "m.bin").read_bytes() == (tmp_path / "o2" / "m.bin").read_bytes()
+    np.save(tmp_path / "allnan.npy", np.full_like(data, np.nan))
+    for _ in range(2):
+        p = cli("quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "allnan.npy", "-o", tmp_path / "o3",
+                "--no-progress", env=env)
+        assert p.returncode == 2 and "has no finite value" in p.stderr, p.stderr
