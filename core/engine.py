@@ -211,10 +211,10 @@ class Engine:
                 first, self.nonfinite = self.nonfinite, {}   # the redo's own: what its numpy values still hold
                 self._infer(model, redo, fresh, aggs, samples, subset_size, n_expected, stage, store, force_numpy=True)
                 self.nonfinite = first
-        elif cached:
-            n = len(next(iter(cached.values())))
+        elif cached:   # rows are per batch item: a sample of batch 4 gave 4 (the count is of samples)
+            n = n_expected if n_expected is not None else len(next(iter(cached.values())))
         for key, arr in cached.items():
-            if missing and len(arr) != n:
+            if missing and (len(arr) < n or len(arr) % max(n, 1)):
                 raise DataError(f"the statistics cache holds {len(arr)} samples but the data gave {n}; rerun with --no-cache")
             for i in range(0, len(arr), FOLD_BLOCK):   # the same blocks as a fresh pass: same results
                 rows = np.asarray(arr[i:i + FOLD_BLOCK])

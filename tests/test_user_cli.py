@@ -538,3 +538,21 @@ def test_a_cached_run_on_data_with_nan_gives_the_model_of_the_first_run(tmp_path
         p = cli("quantize", "-m", tmp_path / "m.xml", "--data", tmp_path / "allnan.npy", "-o", tmp_path / "o3",
                 "--no-progress", env=env)
         assert p.returncode == 2 and "has no finite value" in p.stderr, p.stderr
+
+
+def test_a_cached_rerun_counts_samples_not_batch_rows(tmp_path):
+    """An input of batch 4: the cache holds 4 rows per sample, and a rerun from it said 160 samples for 40."""
+    r = np.random.default_rng(0)
+    x = ops.parameter([4, 16], np.float32, name="x")
+    y = ops.matmul(ops.relu(x), ops.constant(r.standard_normal((16, 8)).astype(np.float32)), False, False, name="fc")
+    ov.save_model(ov.Model([y], [x], "b4"), str(tmp_path / "b4.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", r.standard_normal((40, 4, 16)).astype(np.float32))
+    env = {**ENV, "OVQUANT_CACHE_DIR": str(tmp_path / "cache")}
+    counts = []
+    for out in ("o1", "o2"):
+        p = cli("quantize", "-m", tmp_path / "b4.xml", "--data", tmp_path / "d.npy", "-o", tmp_path / out,
+                "--no-progress", env=env)
+        assert p.returncode == 0 and "the data has only 40 samples; using 40" in p.stderr, p.stderr
+        counts.append(report(tmp_path / out, "b4")["stages"][0]["n_samples"])
+    assert counts == [40, 40]
+    assert report(tmp_path / "o2", "b4")["stages"][0]["n_cached"] > 0
