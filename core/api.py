@@ -85,8 +85,6 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
     pipe = build_pipeline(config, pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir,
                           disabled=off, **overrides)
     data = replayable(open_source(calibration_dataset, list(model.inputs), image))   # one reader for every stage
-    if isinstance(data, ImageFolder) and preprocessing_warning(data):
-        warnings.warn(preprocessing_warning(data), stacklevel=2)
     with warnings.catch_warnings():
         if implicit:   # fewer samples than the default 300 is no news (NNCF says nothing either)
             warnings.filterwarnings("ignore", message=r"stat_subset_size is \d+ but the data has only")
@@ -94,6 +92,8 @@ def quantize_with_report(model: Any, calibration_dataset: Any, config: Any = Non
         if if_nodes(q):
             report["if_bodies"] = _quantize_bodies(model, q, data, report, config, subset_size, dict(
                 pipeline=pipeline, strict=strict, engine=engine, cache_dir=cache_dir, **overrides))
+    if isinstance(data, ImageFolder) and preprocessing_warning(data):   # once the images were read: an image
+        warnings.warn(preprocessing_warning(data), stacklevel=2)         # that cannot be is the one line
     compress_weights(q)
     stable_names(q, {n.get_friendly_name() for n in model.get_ordered_ops()})
     if not _body and not any(a.get("whole_model_float") for a in report.get("algorithms", [])):

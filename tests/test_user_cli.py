@@ -217,6 +217,22 @@ def test_demo_model_calibrated_from_a_folder_of_its_own_images_keeps_its_accurac
     assert report(tmp_path / "norm", "demo")["settings"]["images"].startswith("BGR")
 
 
+def test_a_broken_image_is_the_one_line_even_where_a_preprocessing_warning_applies(tmp_path):
+    """The demo CNN has no scaling of its own, so plain pixels get a warning; it came before the error of a
+    broken image, making two lines. The warning now follows a run that read every image."""
+    _demo_folder(tmp_path / "imgs", 6)
+    (tmp_path / "imgs" / "class_0").mkdir(exist_ok=True)
+    (tmp_path / "imgs" / "class_0" / "broken.jpg").write_bytes(b"not a jpeg")
+    xml = os.path.join(os.path.dirname(ovquant.__file__), "data", "demo_cnn.xml")
+    p = cli("quantize", "-m", xml, "--data", tmp_path / "imgs", "-o", tmp_path / "o", "--no-progress")
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"ovquant: error: {tmp_path / 'imgs' / 'class_0' / 'broken.jpg'}: cannot read image: cannot identify image "
+        f"file '{tmp_path / 'imgs' / 'class_0' / 'broken.jpg'}'"], p.stderr
+    (tmp_path / "imgs" / "class_0" / "broken.jpg").unlink()
+    p = cli("quantize", "-m", xml, "--data", tmp_path / "imgs", "-o", tmp_path / "o", "--no-progress")
+    assert p.returncode == 0 and "images are fed as 0..255 pixels" in p.stderr, p.stderr
+
+
 def test_image_folder_reads_bgr_and_class_subfolders_and_dynamic_batch(tmp_path):
     from PIL import Image
 
