@@ -155,7 +155,7 @@ def _cmd_cache(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(output_dir=args.output_dir)
+    run_demo(output_dir=_nonempty(args.output_dir, "-o/--output-dir"))
     return 0
 
 

@@ -48,3 +48,16 @@ def test_demo_accuracy(demo):
     assert abs(demo["top1_int8"] - demo["top1_fp32"]) <= 0.010
     assert demo["top1_agreement"] >= 0.97
     assert demo["latency_ms_fp32"] > 0 and demo["latency_ms_int8"] > 0
+
+
+def test_demo_refuses_an_empty_output_folder_as_quantize_does(tmp_path):
+    """``ovquant demo -o ""`` wrote into the current folder; ``ovquant quantize -o ""`` is refused."""
+    import shutil
+    import subprocess
+
+    env = {**os.environ, "OVQUANT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    p = subprocess.run([shutil.which("ovquant"), "demo", "-o", ""], cwd=tmp_path, capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 2 and p.stderr.strip() == \
+        "ovquant: error: -o/--output-dir: must be a non-empty single-line value, got ''", p.stderr
+    assert list(tmp_path.iterdir()) == []
