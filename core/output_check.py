@@ -12,8 +12,6 @@ from .errors import QuantizationFailed
 #: a quantized model whose output's relative L2 error against FP32 reaches this on the checked samples is
 #: refused (an int8 model of either preset is typically at 0.01 to 0.3; 1.0 is an all-zero output)
 SANITY_RELATIVE_L2 = 1.0
-#: ... or whose mean cosine with FP32's is below this (an all-zero output: relative L2 1.0, cosine 0)
-NOISE_COSINE = 0.5
 #: samples the output is checked on before it is written
 CHECK_SAMPLES = 8
 
@@ -107,7 +105,4 @@ def check_output_error(entries: list, bound: float = SANITY_RELATIVE_L2) -> Opti
         if e["relative_l2"] >= bound:
             return (f"output {e['output']!r} has relative L2 error {e['relative_l2']:.3g} against FP32 on "
                     f"{e['samples']} checked samples, at or beyond the sanity bound {bound:g}")
-        if e.get("cosine_mean") is not None and e["cosine_mean"] < NOISE_COSINE:
-            return (f"output {e['output']!r} has cosine {e['cosine_mean']:.3f} with FP32 on {e['samples']} checked "
-                    f"samples, below {NOISE_COSINE:g}: it is noise")
     return None

@@ -1,4 +1,4 @@
-"""Every model ``ovquant.quantize`` returns has been compiled and run on the first calibration sample
+"""Every model ``ovquant.quantize`` returns has been compiled and run on the first 8 calibration samples
 (core/run_check.py): one that the device refuses, or whose outputs are not finite where FP32's are or are
 noise, is repaired by putting the quantizer to blame back to float (a warning names it), else raises
 QuantizationFailed.
@@ -140,7 +140,7 @@ def test_non_finite_outputs_that_no_quantizer_explains_raise_naming_the_output(b
     m, samples = w_first_model()
     name = m.outputs[0].get_node().get_friendly_name() if not m.outputs[0].get_names() else m.outputs[0].get_any_name()
     with pytest.raises(QuantizationFailed, match=rf"^the quantized model gives output '{name}' not finite on the first "
-                                                 r"calibration sample where FP32's is \(and with every quantizer in float too\)$"):
+                                                 r"8 calibration sample\(s\) where FP32's is \(and with every quantizer in float too\)$"):
         ovquant.quantize(m, samples, pipeline=["TestTimesInf"])
 
 
@@ -178,12 +178,11 @@ def test_outputs_non_finite_in_fp32_too_are_not_a_failure():
     assert any(n.get_type_name() == "FakeQuantize" for n in q.get_ordered_ops())
 
 
-def test_the_8_sample_check_calls_an_all_zero_or_vanishing_output_noise():
-    """relative L2 1.0 is an all-zero output (it passed as "not beyond 1.0"); a vanishing one is at 0.9999 with
-    cosine near 0."""
+def test_the_8_sample_check_calls_an_all_zero_output_noise():
+    """relative L2 1.0 is an all-zero output (it passed as "not beyond 1.0")."""
     from ovquant.output_check import check_output_error
 
     entry = lambda rel, cos: [{"output": "y", "samples": 8, "relative_l2": rel, "max_abs": 1.0, "cosine_mean": cos}]
     assert "at or beyond the sanity bound 1" in check_output_error(entry(1.0, 0.0))
-    assert "has cosine 0.010 with FP32 on 8 checked samples, below 0.5: it is noise" in check_output_error(entry(0.9999, 0.01))
+    assert check_output_error(entry(0.9, 0.4)) is None   # bad, but a model: accuracy is the user's call
     assert check_output_error(entry(0.3, 0.95)) is None

@@ -123,15 +123,15 @@ def test_a_file_openvino_cannot_read_is_one_line(tmp_path):
 # ---- never a broken model ------------------------------------------------------------------------------
 def _reciprocal_model(d):
     """out = 1 / conv1x1(x): finite in FP32 on inputs of about 0.001, but an input quantizer whose range
-    reaches 1000 rounds them to 0, so the INT8 model divides by zero. The first sample (5 to 10) passes the
-    first-sample check of every returned model (core/run_check.py); the 8-sample check catches the rest."""
+    reaches 1000 rounds them to 0, so the INT8 model divides by zero. The 20 calibration samples (5 to 10) pass
+    the check of every returned model (core/run_check.py); the CLI's check on held-back samples catches the rest."""
     x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
     w = ops.constant(np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1))
     c = ops.convolution(x, w, [1, 1], [0, 0], [0, 0], [1, 1], name="conv")
     y = ops.divide(ops.constant(np.float32(1.0)), c, name="recip")
     ov.save_model(ov.Model([ops.result(y, name="out")], [x], "recip"), str(d / "recip.xml"), compress_to_fp16=False)
     data = np.random.default_rng(0).uniform(0.001, 0.002, (40, 1, 4, 8, 8)).astype(np.float32)
-    data[0] = np.random.default_rng(1).uniform(5.0, 10.0, (1, 4, 8, 8))
+    data[:20] = np.random.default_rng(1).uniform(5.0, 10.0, (20, 1, 4, 8, 8))
     data[:, 0, 0, 0, 0] = 1000.0
     np.save(d / "recip.npy", data)
 
@@ -145,7 +145,7 @@ def test_a_non_finite_int8_model_is_refused_and_the_earlier_output_stays(tmp_pat
         (out / name).write_bytes(blob)
     # the earlier files were not written by ovquant: --overwrite lets it replace them (once the check passes)
     p = cli("quantize", "-m", tmp_path / "recip.xml", "--data", tmp_path / "recip.npy", "-o", out, "--no-progress",
-            "--overwrite")
+            "--overwrite", "--subset-size", "20")
     err = [l for l in p.stderr.splitlines() if not l.startswith("ovquant: warning:")]
     assert p.returncode == 1, p.stderr
     assert len(err) == 1 and "Traceback" not in p.stderr, p.stderr
@@ -153,7 +153,7 @@ def test_a_non_finite_int8_model_is_refused_and_the_earlier_output_stays(tmp_pat
     assert {n: (out / n).read_bytes() for n in earlier} == earlier
     assert sorted(os.listdir(out)) == sorted(earlier)
     forced = cli("quantize", "-m", tmp_path / "recip.xml", "--data", tmp_path / "recip.npy", "-o", out,
-                 "--no-progress", "--force", "--overwrite")
+                 "--no-progress", "--force", "--overwrite", "--subset-size", "20")
     assert forced.returncode == 0, forced.stderr
     assert "written because of --force" in forced.stdout
     rep = report(out, "recip")
