@@ -138,7 +138,9 @@ def limit_output_error(board, ranking: Sequence[str], bound: float) -> dict:
         return max(errors[k]) <= bound
 
     k, seen = fewest(len(ranking), passes)
-    final = errors.get(k) or [0.0] * board.n_outputs
+    if k not in errors:   # measured, not assumed: a quantizer the board cannot switch stays in the model
+        passes(k)
+    final = errors[k]
     return {"max_output_error": bound, "reverted": list(ranking[:k]), "n_reverted": k,
             "n_quantizers": len(ranking), "evaluations": len(seen),
             "relative_l2_before": [round(v, 6) for v in errors.get(0, [])],
@@ -250,7 +252,7 @@ def control_metric(fp32: ov.Model, q: ov.Model, validator: Validator, ranking_sa
     entry["error_probes"] = board.runs - runs_ranking   # switch-model passes that guided the probes
     del board
     entry["reverted_with_them"] = sorted(set(revert(q, ranking[:k], fp32, whole_matmuls=True)) - set(ranking[:k]))
-    metric = metrics.get(k, m_fp32 if k == len(ranking) else None)
+    metric = metrics.get(k)   # measured, not assumed FP32's when all went: one not found stays quantized
     if metric is None:
         metric = metrics[k] = validator(q)
     entry.update(reverted=ranking[:k], n_reverted=k, n_quantizers=len(ranking), metric=metric,

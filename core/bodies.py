@@ -79,7 +79,8 @@ def quantize_if_bodies(float_model: ov.Model, quantized: ov.Model, samples: Any,
                 q_body, rep = quantize(body, body_samples)
                 node.set_function(branch, q_body)
                 kinds = [x["kind"] for x in quantizers(q_body)]
-                n_fq, n_int8 = kinds.count("activations") + kinds.count("weights"), kinds.count("int8 weights")
+                n_fq, n_int8 = kinds.count("activations") + kinds.count("weights"), \
+                    kinds.count("int8 weights") + kinds.count("int4 weights")
                 entry.update(n_fake_quantize=n_fq, n_int8_weights=n_int8, algorithms=rep.get("algorithms", []),
                              bodies=rep.get("if_bodies", []))
                 if n_fq + n_int8:

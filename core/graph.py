@@ -157,8 +157,18 @@ class Graph:
         c = Graph.constant_node(output)
         if c is None:
             return None
-        v = c.get_data()
+        v = Graph.constant_data(c)
         return np.array(v, dtype=output.get_element_type().to_dtype()) if output.get_node() is not c else np.array(v)
+
+    @staticmethod
+    def constant_data(const: ov.Node) -> np.ndarray:
+        """A Constant's values; those of a sub-byte type (i4, u4, nf4: ``get_data`` gives them packed two per
+        byte) through OpenVINO's own Convert to f32."""
+        if const.get_output_element_type(0).bitwidth >= 8:
+            return np.asarray(const.get_data())
+        out = ov.Tensor(ov.Type.f32, const.get_output_shape(0))
+        ops.convert(const, ov.Type.f32).evaluate([out], [const.get_tensor_view()])
+        return np.array(out.data)
 
     def set_constant(self, output: ov.Output, value: np.ndarray, name: Optional[str] = None) -> ov.Node:
         """Replace the constant feeding ``output``'s consumers by a new Constant holding ``value``

@@ -21,7 +21,7 @@ overflow:hidden;text-overflow:ellipsis;white-space:nowrap}svg text{font:11px sys
 _JS = r"""
 (function(){
 const R=JSON.parse(document.getElementById('data').textContent);
-const C={"activations":"#2f6fde","weights":"#e07b20","int8 weights":"#e07b20"};
+const C={"activations":"#2f6fde","weights":"#e07b20","int8 weights":"#e07b20","int4 weights":"#e07b20"};
 const NS='http://www.w3.org/2000/svg';
 function el(t,a,p){const e=document.createElementNS(NS,t);for(const k in a)e.setAttribute(k,a[k]);if(p)p.appendChild(e);return e;}
 function txt(p,x,y,s,a){const t=el('text',Object.assign({x:x,y:y},a||{}),p);t.textContent=s;return t;}

@@ -1,7 +1,6 @@
 """``ovquant inspect``: list the quantizers of any IR (ovquant's, NNCF's or POT's)."""
 import numpy as np
 import openvino as ov
-import openvino.opset13
 
 from .graph import Graph
 from .io import read_model
@@ -22,16 +21,6 @@ WEIGHT_TYPES = {ov.Type.i8: "int8 weights", ov.Type.u8: "int8 weights", ov.Type.
                 ov.Type.u4: "int4 weights", ov.Type.nf4: "nf4 weights"}
 
 
-def _values(const: ov.Node) -> np.ndarray:
-    """The values of a weight constant; those of a sub-byte type (packed two per byte by ``get_data``)
-    through OpenVINO's own Convert to f32."""
-    if const.get_output_element_type(0).bitwidth >= 8:
-        return np.asarray(const.get_data())
-    out = ov.Tensor(ov.Type.f32, const.get_output_shape(0))
-    ov.opset13.convert(const, ov.Type.f32).evaluate([out], [const.get_tensor_view()])
-    return np.array(out.data)
-
-
 def quantizers(model: ov.Model, prefix: str = "") -> list:
     """One dict per quantizer: FakeQuantize ops, and int8, int4 and nf4 weight constants (compressed weights), also
     inside the bodies of If, Loop and TensorIterator ops (named ``<op>[<body index>]/<name>``)."""
@@ -50,7 +39,7 @@ def quantizers(model: ov.Model, prefix: str = "") -> list:
                                       for c in n.output(0).get_target_inputs()]})
         elif t == "Constant" and n.get_output_element_type(0) in WEIGHT_TYPES:
             et = n.get_output_element_type(0)
-            data = _values(n)
+            data = Graph.constant_data(n)
             users = []
             frontier = [n.output(0)]
             for _ in range(4):  # Convert -> (Subtract) -> Multiply -> weighted op

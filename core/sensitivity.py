@@ -29,7 +29,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from .dataset import FeedBuilder, open_source, take
-from .float_twin import float_value
+from .float_twin import TOLERANCE, TOLERANCE_4BIT, float_value
 from .graph import Graph
 from .sequence_ops import constant_sequence_weights, feeds_sequence_weights
 from .histogram import HIST_BINS, _edges, _hist, _merge  # noqa: F401
@@ -40,10 +40,12 @@ BATCH = 8
 #: screened errors make up SCREEN_COVER of the total (at least SCREEN_KEEP) are scored on all samples
 SCREEN_ABOVE, SCREEN_COVER, SCREEN_KEEP = 16, 0.9, 8
 _F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+#: element types of compressed weight constants (4-bit ones for grids of 16 levels or fewer)
+COMPRESSED = (ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4)
 
 
 def _weight_chain(c: ov.Node) -> Optional[ov.Output]:
-    """The dequantized output (the Multiply) of a compressed int8/uint8 weight Constant, or None."""
+    """The dequantized output (the Multiply) of a compressed 8- or 4-bit weight Constant, or None."""
     n = c
     for want in ("Convert", "Subtract", "Multiply"):
         outs = list(n.output(0).get_target_inputs())
@@ -58,7 +60,7 @@ def _weight_chain(c: ov.Node) -> Optional[ov.Output]:
     return n.output(0) if n.get_type_name() == "Multiply" else None
 
 
-def _fp32_twin(out: ov.Output, fp32: Optional[ov.Model]) -> Optional[np.ndarray]:
+def _fp32_twin(out: ov.Output, fp32: Optional[ov.Model], tolerance: float = TOLERANCE) -> Optional[np.ndarray]:
     """The FP32 model's constant that the readers of ``out`` read (matched by node name and port), rescaled
     where the quantized weight was (:func:`ovquant.float_twin.float_value`)."""
     if fp32 is None:
@@ -70,7 +72,7 @@ def _fp32_twin(out: ov.Output, fp32: Optional[ov.Model]) -> Optional[np.ndarray]
             continue
         v = Graph.constant_value(twin.input_value(inp.get_index()))
         if v is not None and tuple(v.shape) == tuple(out.get_shape()):
-            return float_value(out, v.astype(out.get_element_type().to_dtype()))
+            return float_value(out, v.astype(out.get_element_type().to_dtype()), tolerance)
     return None
 
 
@@ -87,12 +89,14 @@ def find_quantizers(model: ov.Model, fp32: Optional[ov.Model] = None) -> list:
                           "float": n.input_value(0), "levels": int(n.get_attributes()["levels"]),
                           "low": None if lo is None else float(lo.min()),
                           "high": None if hi is None else float(hi.max())})
-        elif t == "Constant" and n.get_output_element_type(0) in (ov.Type.i8, ov.Type.u8):
+        elif t == "Constant" and n.get_output_element_type(0) in COMPRESSED:
             out = _weight_chain(n)
-            ref = _fp32_twin(out, fp32) if out is not None else None
+            bits = n.get_output_element_type(0).bitwidth
+            ref = _fp32_twin(out, fp32, TOLERANCE if bits == 8 else TOLERANCE_4BIT) if out is not None else None
             if ref is not None:
-                found.append({"name": n.get_friendly_name(), "kind": "int8 weights", "quantized": out,
-                              "float": ref, "levels": 256, "low": float(ref.min()), "high": float(ref.max())})
+                found.append({"name": n.get_friendly_name(), "kind": "int8 weights" if bits == 8 else "int4 weights",
+                              "quantized": out, "float": ref, "levels": 2 ** bits, "low": float(ref.min()),
+                              "high": float(ref.max())})
     return found
 
 
