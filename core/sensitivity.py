@@ -40,8 +40,7 @@ BATCH = 8
 #: screened errors make up SCREEN_COVER of the total (at least SCREEN_KEEP) are scored on all samples
 SCREEN_ABOVE, SCREEN_COVER, SCREEN_KEEP = 16, 0.9, 8
 _F32 = {"INFERENCE_PRECISION_HINT": "f32"}
-#: element types of compressed weight constants (4-bit ones for grids of 16 levels or fewer)
-COMPRESSED = (ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4)
+COMPRESSED = (ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4)   # compressed weights (4-bit: 16 levels or fewer)
 
 
 def _weight_chain(c: ov.Node) -> Optional[ov.Output]:
@@ -94,9 +93,8 @@ def find_quantizers(model: ov.Model, fp32: Optional[ov.Model] = None) -> list:
             bits = n.get_output_element_type(0).bitwidth
             ref = _fp32_twin(out, fp32, TOLERANCE if bits == 8 else TOLERANCE_4BIT) if out is not None else None
             if ref is not None:
-                found.append({"name": n.get_friendly_name(), "kind": "int8 weights" if bits == 8 else "int4 weights",
-                              "quantized": out, "float": ref, "levels": 2 ** bits, "low": float(ref.min()),
-                              "high": float(ref.max())})
+                found.append({"name": n.get_friendly_name(), "kind": f"int{bits} weights", "quantized": out, "float": ref,
+                              "levels": 2 ** bits, "low": float(ref.min()), "high": float(ref.max())})
     return found
 
 
