@@ -17,6 +17,7 @@ import openvino as ov
 
 from .cache import StatisticsCache
 from .dataset import FeedBuilder, open_source, take, warn_short
+from .feeds import check_inputs
 from .errors import DataError, ModelError, OVQuantError
 from .events import SampleProcessed, StageStarted, StatisticsCollected, send
 from .registry import guarded, make_aggregator, make_estimator
@@ -261,7 +262,7 @@ class Engine:
                           lambda: (store.writer(red.key) for red in reductions))
         try:
             if not force_numpy:   # (a redo reads the same samples again)
-                _check_inputs(feeds.nonfinite, n, stage)
+                check_inputs(feeds.nonfinite, n, stage)
         except DataError:
             for w in writers or ():
                 w.abort()
@@ -270,19 +271,6 @@ class Engine:
             for red, w in zip(reductions, writers):
                 (w.commit if n and red.key[0] not in self.nonfinite else w.abort)()
         return n, n_req, reductions
-
-
-def _check_inputs(nonfinite: dict, n: int, stage: int) -> None:
-    """The calibration data's NaN and Inf: an error where an input has no finite value in any sample, else
-    a warning (once, in the first stage) naming the inputs, how many samples and the first."""
-    for name, (bad, first, empty) in nonfinite.items():
-        if empty == n and n:
-            raise DataError(f"calibration data: input {name!r} has no finite value in any of the {n} samples "
-                            "(NaN or Inf everywhere)")
-    if nonfinite and stage == 1:
-        what = "; ".join(f"input {name!r} in {bad} of {n} samples (the first: sample {first})"
-                         for name, (bad, first, _) in nonfinite.items())
-        warnings.warn(f"NaN or Inf in the calibration data: {what}; the ranges ignore non-finite values")
 
 
 def _run_requests(requests: list, feeds, samples, fold: "_Fold", processed, writers, open_writers) -> int:
@@ -327,6 +315,13 @@ def _run_requests(requests: list, feeds, samples, fold: "_Fold", processed, writ
     return n
 
 
+def _numbers(v: np.ndarray) -> np.ndarray:
+    """An estimator's per-sample value (as ``np.array`` made it), or a TypeError saying what it was."""
+    if v.dtype.kind not in "biuf":
+        raise TypeError(f"returned {v.item() if v.ndim == 0 else v!r:.60}, expected numbers")
+    return v
+
+
 #: the largest float32: what the CPU's in-graph ReduceMax/ReduceMin give for a tensor whose values are NaN
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -357,8 +352,8 @@ class _Fold:
                         self.nonfinite.setdefault(red.key[0], []).append(index)
         for i in self.raw:
             red = self.reductions[i]
-            v = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})", red.value, req,
-                        passthrough=())
+            v = guarded("estimators", red.estimator.name, f"reduce (tensor {red.key[0]})",
+                        lambda r=req, red=red: _numbers(red.value(r)), passthrough=())
             if not np.all(np.isfinite(v)):
                 self.nonfinite.setdefault(red.key[0], []).append(index)
             self.blocks[i].append(v)

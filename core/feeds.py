@@ -1,4 +1,5 @@
 """Feeds: calibration samples turned into ``{input index: array}`` that fit a model's inputs."""
+import warnings
 from typing import Any
 
 import numpy as np
@@ -77,3 +78,16 @@ class FeedBuilder:
             rec[0] += 1
             rec[2] += not np.isfinite(a).any()
         return np.asarray(a, order="C")   # (np.ascontiguousarray makes a rank-0 value [1])
+
+
+def check_inputs(nonfinite: dict, n: int, stage: int) -> None:
+    """The calibration data's NaN and Inf: an error where an input has no finite value in any sample, else
+    a warning (once, in the first stage) naming the inputs, how many samples and the first."""
+    for name, (bad, first, empty) in nonfinite.items():
+        if empty == n and n:
+            raise DataError(f"calibration data: input {name!r} has no finite value in any of the {n} samples "
+                            "(NaN or Inf everywhere)")
+    if nonfinite and stage == 1:
+        what = "; ".join(f"input {name!r} in {bad} of {n} samples (the first: sample {first})"
+                         for name, (bad, first, _) in nonfinite.items())
+        warnings.warn(f"NaN or Inf in the calibration data: {what}; the ranges ignore non-finite values")

@@ -4,6 +4,7 @@ For each algorithm the pipeline asks which statistics it needs on the model as t
 left it, collects them in one pass over the calibration data, and lets the algorithm edit the model.
 Composite algorithms (``steps``) expand to their registered parts, sharing their params.
 """
+import json
 import random
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
@@ -18,7 +19,7 @@ from .errors import ConfigError
 from .events import AlgorithmFinished, send
 from .graph import Graph
 from .registry import guarded, lookup
-from .statistics import TensorRef
+from .statistics import Statistic, TensorRef
 
 if TYPE_CHECKING:
     from .hwtarget import HardwareTarget
@@ -236,7 +237,7 @@ class Pipeline:
             for step, algo in algos:
                 n = _guard(step.name, "stage_samples", algo.stage_samples, n)
             t0 = time.perf_counter()
-            requested = [_guard(step.name, "statistics", lambda a=algo: list(a.statistics(graph)))
+            requested = [_guard(step.name, "statistics", lambda a=algo: _statistics(a.statistics(graph)))
                          for step, algo in algos]
             union = list(dict.fromkeys(st for req in requested for st in req))
             stats = self.engine.collect(graph.model, union, data, n, stage=i, algorithms=names)   # announced if empty
@@ -245,7 +246,7 @@ class Pipeline:
                                          **{k: v for k, v in self.engine.last_run.items() if k != "stage"}})
             for step, algo in algos:
                 t1 = time.perf_counter()
-                entry = _guard(step.name, "apply", algo.apply, graph, stats) or {}
+                entry = _guard(step.name, "apply", lambda a=algo: _entry(a.apply(graph, stats)))
                 graph.invalidate()
                 secs = time.perf_counter() - t1
                 entry.setdefault("summary", _summary(entry))
@@ -259,6 +260,31 @@ def _summary(entry: dict) -> str:
     """A sentence for an algorithm that gave none: its counts (``n_*`` keys)."""
     counts = [f"{k[2:].replace('_', ' ')}: {v}" for k, v in entry.items() if k.startswith("n_") and isinstance(v, int)]
     return "; ".join(counts) if counts else "ran"
+
+
+def _statistics(requested) -> list:
+    out = list(requested or ())
+    bad = next((r for r in out if not isinstance(r, Statistic)), None)
+    if bad is not None:
+        raise TypeError(f"yielded {type(bad).__name__} {bad!r:.60}, expected ovquant.statistics.Statistic")
+    return out
+
+
+def _entry(entry) -> dict:
+    """An algorithm's report entry: a dict (None for none) whose values the JSON report can hold."""
+    if entry is None:
+        return {}
+    if not isinstance(entry, dict):
+        raise TypeError(f"returned {type(entry).__name__}, expected a dict (the report entry)")
+    try:
+        json.dumps(entry, default=lambda v: v.item() if hasattr(v, "item") else _no_json(v))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"returned a report entry that is not JSON: {exc}") from None
+    return entry
+
+
+def _no_json(v):
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
 
 
 def _guard(name: str, where: str, fn, *args):

@@ -256,3 +256,54 @@ def test_no_plugin_calls_a_private_method_of_another_class():
     found = [(str(p.relative_to(root)), m.group(0)) for top in ("plugins", "examples")
              for p in sorted((root / top).rglob("*.py")) for m in calls.finditer(p.read_text())]
     assert not found, found
+
+
+@pytest.mark.parametrize("mode,where,what", [
+    ("reduce_none", "estimator 'test_bad_est'", "failed in reduce (tensor relu1): TypeError: returned None, expected numbers"),
+    ("reduce_str", "estimator 'test_bad_est'", "failed in reduce (tensor relu1): TypeError: returned 'abc', expected numbers"),
+    ("apply_list", "algorithm 'TestBadAlgo'", "failed in apply: TypeError: returned list, expected a dict (the report entry)"),
+    ("apply_object", "algorithm 'TestBadAlgo'", "failed in apply: TypeError: returned a report entry that is not JSON: object is not JSON serializable"),
+    ("stats_str", "algorithm 'TestBadAlgo'", "failed in statistics: TypeError: yielded str 'relu1', expected ovquant.statistics.Statistic"),
+])
+def test_a_plugin_returning_the_wrong_type_is_one_line_naming_it(mode, where, what):
+    """These were tracebacks (ufunc 'isfinite' not supported, 'list' object has no attribute 'setdefault', ...)
+    or an error about the output folder."""
+    from ovquant.statistics import Estimator
+
+    class Est(Estimator):
+        name = "test_bad_est"
+
+        def reduce(self, x, axes):
+            return None if mode == "reduce_none" else "abc"
+
+    class Algo(Algorithm):
+        name = "TestBadAlgo"
+
+        def statistics(self, graph):
+            if mode == "stats_str":
+                return ["relu1"]
+            if mode.startswith("reduce"):
+                return [Statistic.make(TensorRef("relu1"), "test_bad_est", "mean")]
+            return []
+
+        def apply(self, graph, stats):
+            return [1] if mode == "apply_list" else {"x": object()} if mode == "apply_object" else {}
+
+    class Plugin:
+        @ovquant.hookimpl
+        def register_estimators(self, register):
+            register(Est)
+
+        @ovquant.hookimpl
+        def register_algorithms(self, register):
+            register(Algo)
+
+    name = registry.register_plugin(Plugin(), name="test_contracts.bad_types")
+    try:
+        m = models.conv_net()
+        with pytest.raises(PluginError) as info:
+            quantize_with_report(m, models.random_samples(m, 4), pipeline=["TestBadAlgo"], inplace_statistics=False)
+    finally:
+        registry.unregister_plugin(name)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(where) and "test_contracts.bad_types" in msg and msg.endswith(what), msg
