@@ -102,6 +102,21 @@ def run_steps(config: Any, pipeline: Optional[Sequence[str]], overrides: dict) -
     """(steps with parsed params, compression-level target device) for a run."""
     steps, device = params_from(config) if config is not None or pipeline is None else ([], None)
     if pipeline is not None:
+        _check_pipeline(pipeline)
         base = steps[0][1] if steps else None
         steps = [(name, base) for name in pipeline]
     return steps, device
+
+
+def _check_pipeline(pipeline: Any) -> None:
+    """``pipeline=``: a non-empty list of registered algorithm names (a string is not read letter by letter)."""
+    if isinstance(pipeline, (str, bytes)) or not isinstance(pipeline, Sequence):
+        raise ConfigError(f"pipeline: expected a list of algorithm names, got {pipeline!r:.60}")
+    if not pipeline:
+        raise ConfigError("pipeline: the list is empty; name at least one algorithm")
+    known = get_registry().names("algorithms")
+    for i, name in enumerate(pipeline):
+        try:
+            lookup("algorithms", name)
+        except (KeyError, TypeError):
+            raise ConfigError(f"pipeline[{i}]: unknown algorithm {name!r:.60} (known: {', '.join(known)})") from None

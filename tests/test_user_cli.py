@@ -331,6 +331,8 @@ def test_nncf_ignored_scope_patterns_match_at_the_start_and_validate_refuses_wha
     ({"model_type": 1}, "model_type: expected a string, got 1"),
     ({"preset": 3}, "preset: expected a string, got 3"),
     ({"ignored": {"scope": "conv1"}}, "ignored.scope: expected a list, got 'conv1'"),
+    ({"pipeline": "MinMaxQuantization"}, "pipeline: expected a list of algorithm names, got 'MinMaxQuantization'"),
+    ({"pipeline": []}, "pipeline: the list is empty; name at least one algorithm"),
 ])
 def test_keyword_overrides_are_checked_as_strictly_as_a_config_file(kw, msg):
     """A keyword of the wrong type is the one-line ConfigError a config file gets, naming the keyword."""
@@ -338,6 +340,12 @@ def test_keyword_overrides_are_checked_as_strictly_as_a_config_file(kw, msg):
     with pytest.raises(ovquant.errors.ConfigError) as info:
         ovquant.quantize(m, models.random_samples(m, 4), **kw)
     assert str(info.value) == msg
+
+
+def test_an_unknown_pipeline_algorithm_is_a_config_error_listing_the_known():
+    m = models.conv_net()
+    with pytest.raises(ovquant.errors.ConfigError, match=r"^pipeline\[1\]: unknown algorithm 'Nope' \(known: .*MinMaxQuantization"):
+        ovquant.quantize(m, models.random_samples(m, 4), pipeline=["MinMaxQuantization", "Nope"])
 
 
 def test_quantize_takes_300_samples_by_default_as_nncf_and_a_config_still_rules(tmp_path):
