@@ -93,6 +93,11 @@ class Registry:
         self.entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
 
     def add(self, kind: str, name: str, obj: Any, plugin: str, package: str) -> None:
+        base = _base_class(kind)
+        if base is not None and not (isinstance(obj, type) and issubclass(obj, base)):
+            what = "an instance" if isinstance(obj, base) else f"{obj!r:.60}"
+            raise PluginError(f"plugin {plugin!r} registered {what} as {kind[:-1]}; register a subclass of "
+                              f"{base.__module__}.{base.__name__} (the class, not an instance)")
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {plugin!r} registered {kind[:-1]} {obj!r} without a name")
         known = self.entries[kind]
@@ -121,11 +126,36 @@ def _builtin_modules():
         yield importlib.import_module(info.name)
 
 
+def _base_class(kind: str):
+    """The class a registered estimator, aggregator or algorithm must subclass (None for other kinds)."""
+    if kind == "algorithms":
+        from .algorithm import Algorithm
+
+        return Algorithm
+    if kind in ("estimators", "aggregators"):
+        from . import statistics
+
+        return statistics.Estimator if kind == "estimators" else statistics.Aggregator
+    return None
+
+
+def _check_hooks(pm: pluggy.PluginManager) -> None:
+    """A hook implementation whose name is no ovquant hook (a typo: ``register_estimatorz``) is an error."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
+        raise PluginError(f"plugin {name!r}: {one_line(exc)} (the hooks are in ovquant.hookspecs)") from None
+
+
 def _check_api_version(plugin: Any, name: str) -> None:
     need = getattr(plugin, "ovquant_api_version", None)
     if need is None:
         return
-    if not isinstance(need, int) or need > hookspecs.HOOK_API_VERSION:
+    if not isinstance(need, int) or isinstance(need, bool):
+        raise PluginError(f"plugin {name!r} declares ovquant_api_version {need!r}; it must be an integer "
+                          f"(this ovquant implements version {hookspecs.HOOK_API_VERSION})")
+    if need > hookspecs.HOOK_API_VERSION:
         raise PluginError(f"plugin {name!r} needs ovquant hook API version {need!r}, but this ovquant "
                           f"implements version {hookspecs.HOOK_API_VERSION}; upgrade ovquant")
 
@@ -144,6 +174,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
                 _load_entry_points(pm)
             for name, plugin in pm.list_name_plugin():
                 _check_api_version(plugin, name)
+            _check_hooks(pm)
             _pm = pm
         return _pm
 
@@ -153,7 +184,13 @@ def register_plugin(plugin: Any, name: Optional[str] = None) -> str:
     name = name or getattr(plugin, "__name__", None) or repr(plugin)
     _check_api_version(plugin, name)
     with _lock:
-        get_plugin_manager().register(plugin, name=name)
+        pm = get_plugin_manager()
+        pm.register(plugin, name=name)
+        try:
+            _check_hooks(pm)
+        except PluginError:
+            pm.unregister(name=name)
+            raise
         _reset_registry()
     return name
 

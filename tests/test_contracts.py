@@ -307,3 +307,46 @@ def test_a_plugin_returning_the_wrong_type_is_one_line_naming_it(mode, where, wh
         registry.unregister_plugin(name)
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith(where) and "test_contracts.bad_types" in msg and msg.endswith(what), msg
+
+
+@pytest.mark.parametrize("mode,what", [
+    ("instance", "registered an instance as estimator; register a subclass of ovquant.statistics.Estimator "
+                 "(the class, not an instance)"),
+    ("not_a_subclass", "as aggregator; register a subclass of ovquant.statistics.Aggregator"),
+    ("typo", "unknown hook 'register_estimatorz'"),
+])
+def test_a_bad_registration_is_refused_when_it_happens_naming_the_plugin(mode, what):
+    """These were accepted and failed later, when a config used them ('GoodEst' object is not callable), or,
+    for a misspelt hook, never ran at all."""
+    from ovquant.statistics import Estimator
+
+    class Est(Estimator):
+        name = "test_reg_est"
+
+        def reduce(self, x, axes):
+            return x.max(axis=axes)
+
+    class Plugin:
+        if mode == "instance":
+            @ovquant.hookimpl
+            def register_estimators(self, register):
+                register(Est())
+        elif mode == "not_a_subclass":
+            @ovquant.hookimpl
+            def register_aggregators(self, register):
+                register(Est)
+        else:
+            @ovquant.hookimpl
+            def register_estimatorz(self, register):
+                register(Est)
+
+    with pytest.raises(PluginError) as info:
+        name = registry.register_plugin(Plugin(), name="test_contracts.bad_registration")
+        try:
+            registry.get_registry()
+        finally:
+            registry.unregister_plugin(name)
+    msg = str(info.value)
+    assert "'test_contracts.bad_registration'" in msg and what in msg and "\n" not in msg, msg
+    assert registry.get_plugin_manager().get_plugin("test_contracts.bad_registration") is None
+    registry.get_registry()   # the registry is whole again
