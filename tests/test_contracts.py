@@ -350,3 +350,29 @@ def test_a_bad_registration_is_refused_when_it_happens_naming_the_plugin(mode, w
     assert "'test_contracts.bad_registration'" in msg and what in msg and "\n" not in msg, msg
     assert registry.get_plugin_manager().get_plugin("test_contracts.bad_registration") is None
     registry.get_registry()   # the registry is whole again
+
+
+@pytest.mark.parametrize("mode,what", [("raise", "failed in rule(graph): RuntimeError: rule boom"),
+                                       ("list", "failed in rule(graph): TypeError: returned ['relu1'], expected a dict")])
+def test_a_placement_rule_that_fails_is_named_not_minmax(mode, what):
+    """A third-party placement rule that raised, or gave a list, was reported as MinMaxQuantization failing."""
+    def rule(graph):
+        if mode == "raise":
+            raise RuntimeError("rule boom")
+        return ["relu1"]
+    rule.name = "test_bad_rule"
+
+    class Plugin:
+        @ovquant.hookimpl
+        def register_placement_rules(self, register):
+            register(rule)
+
+    name = registry.register_plugin(Plugin(), name="test_contracts.bad_rule")
+    try:
+        m = models.conv_net()
+        with pytest.raises(PluginError) as info:
+            quantize_with_report(m, models.random_samples(m, 4))
+    finally:
+        registry.unregister_plugin(name)
+    msg = str(info.value)
+    assert msg.startswith("placement_rule 'test_bad_rule' (plugin 'test_contracts.bad_rule') ") and what in msg, msg

@@ -19,7 +19,7 @@ they return in float (they get no FakeQuantize on their inputs or weights, and q
 """
 from ovquant import hookimpl
 from ovquant.graph import Graph
-from ovquant.registry import get_registry
+from ovquant.registry import get_registry, guarded
 
 LINEAR = ("Convolution", "GroupConvolution", "MatMul")
 SE_ACTIVATIONS = ("Relu", "PRelu", "Swish", "HSwish")
@@ -133,6 +133,15 @@ def protected(graph: Graph, rules=None) -> dict:
     """``{node name: rule}`` for every node a rule leaves in float."""
     out = {}
     for rule in (registered_rules() if rules is None else rules):
-        for name, why in rule(graph).items():
+        found = guarded("placement_rules", getattr(rule, "name", repr(rule)), "rule(graph)",
+                        lambda r=rule: _names(r(graph)))
+        for name, why in found.items():
             out.setdefault(name, why)
     return out
+
+
+def _names(found) -> dict:
+    """A rule's answer: ``{node name: why}``, or a TypeError saying what it gave."""
+    if not isinstance(found, dict) or not all(isinstance(k, str) for k in found):
+        raise TypeError(f"returned {found!r:.60}, expected a dict of node name -> reason")
+    return found
