@@ -324,6 +324,9 @@ def quantize_with_accuracy_control_report(model: Any, calibration_dataset: Any, 
     from .api import _as_model, compress_weights, quantize_with_report
 
     drop_type = check_drop_type(drop_type)
+    for key in ("advanced_quantization_parameters", "advanced_accuracy_restorer_parameters"):   # NNCF's
+        if kwargs.pop(key, None) is not None:
+            raise ConfigError(f"{key}: NNCF's advanced parameters have no ovquant equivalent; leave it None")
     if not isinstance(max_drop, (int, float)) or not max_drop >= 0:
         raise ConfigError(f"max_drop: expected a number >= 0, got {max_drop!r}")
     if one_shot(validation_dataset):

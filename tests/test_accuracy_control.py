@@ -113,6 +113,12 @@ def test_nncf_function_returns_the_model_and_relative_drop(task):
     assert drop_of(0.8, 0.7, "relative") == pytest.approx(0.125) and drop_of(0.8, 0.7, "absolute") == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="drop_type"):
         ovquant.quantize_with_accuracy_control(m, calib, val, accuracy, drop_type="percent")
+    q2 = ovquant.quantize_with_accuracy_control(m, calib, val, accuracy, max_drop=1.0, subset_size=64,
+                                                advanced_quantization_parameters=None,
+                                                advanced_accuracy_restorer_parameters=None)   # NNCF's defaults
+    assert isinstance(q2, ov.Model)
+    with pytest.raises(ConfigError, match="^advanced_accuracy_restorer_parameters: NNCF's advanced"):
+        ovquant.quantize_with_accuracy_control(m, calib, val, accuracy, advanced_accuracy_restorer_parameters=object())
 
 
 def test_no_revert_when_already_within(task):
