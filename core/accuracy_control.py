@@ -203,8 +203,9 @@ def analyze_quantized(fp32: ov.Model, q: ov.Model, samples: list, report: dict, 
     full = q.clone() if ctl["n_reverted"] else q
     ctl["reverted_with_them"] = sorted(set(revert(q, ctl["reverted"], fp32, whole_matmuls=True)) - set(ctl["reverted"]))
     inner = _body_quantizers(q)
-    if inner:   # the board switches top-level quantizers only: the result is measured as it is
+    if inner or ctl["reverted_with_them"]:   # the board switched other quantizers: the result is measured as it is
         ctl["relative_l2_after"] = [round(v, 6) for v in _measured(fp32, q, samples)]
+    if inner:   # the board switches top-level quantizers only
         ctl["not_controlled"] = f"{inner} quantizer(s) inside If bodies"
         warnings.warn(f"max_output_error: the {inner} quantizer(s) inside If bodies are not ranked or reverted; "
                       f"the returned model's relative L2 error is {max(ctl['relative_l2_after']):.4g}", stacklevel=3)
@@ -384,8 +385,9 @@ def control_summary(report: dict) -> list:
     ctl = report.get("output_error_control")
     if ctl:
         sp = ctl["speed"]
+        with_them = f" (and {len(ctl['reverted_with_them'])} with them)" if ctl.get("reverted_with_them") else ""
         lines.append(f"max_output_error {ctl['max_output_error']:g}: reverted {ctl['n_reverted']} of "
-                     f"{ctl['n_quantizers']} quantizers to float; relative L2 "
+                     f"{ctl['n_quantizers']} quantizers to float{with_them}; relative L2 "
                      f"{max(ctl['relative_l2_before'] or [0]):.4f} -> {max(ctl['relative_l2_after'] or [0]):.4f}; "
                      f"speed-up over FP32 {sp['speedup_result']:.2f}x (full INT8 {sp['speedup_full_int8']:.2f}x)"
                      + ("" if ctl.get("within_bound", True) else "; the bound is NOT met"))

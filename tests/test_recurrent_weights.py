@@ -124,3 +124,21 @@ def test_sensitivity_runs_on_an_int8_lstm():
     kinds = sorted(e["kind"] for e in s["quantizers"])
     assert kinds == ["activations", "activations"], kinds
     assert 0 < s["error_all_quantized"] < 1, s["error_all_quantized"]
+
+
+def test_max_output_error_on_an_lstm_reports_the_error_of_the_model_it_returns():
+    """Reverting X's quantizer takes the LSTM's other quantizers with it (the op goes back to float whole): the
+    control reported the switch model's error for the quantizers it chose, not the returned model's."""
+    m, _ = rnn_net("lstm")
+    rng = np.random.default_rng(2)
+    data = [[rng.normal(0, 1, (1, 6, 8)).astype(np.float32), rng.normal(0, 0.5, (1, 1, 16)).astype(np.float32)]
+            for _ in range(48)]
+    q, rep = ovquant.quantize_with_report(m.clone(), data, subset_size=16, max_output_error=0.05, skip_slow_int8=False)
+    ctl = rep["output_error_control"]
+    assert ctl["n_reverted"] < ctl["n_quantizers"] and "h0/fq_output_0" in ctl["reverted_with_them"]
+    cf = ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    cq = ov.Core().compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    held = data[16:16 + ctl["samples"]]
+    num = sum(float(((cf(s)[0] - cq(s)[0]) ** 2).sum()) for s in held)
+    den = sum(float((cf(s)[0] ** 2).sum()) for s in held)
+    assert max(ctl["relative_l2_after"]) == pytest.approx((num / den) ** 0.5, abs=1e-5)
