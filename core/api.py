@@ -314,6 +314,9 @@ def quantize_from_args(model: str, data: str, weights: Optional[str] = None, pre
                        overwrite: bool = False, **more) -> dict:
     """``ovquant quantize -m model.xml --data PATH ...``: the default algorithm with these settings
     (``more``: ``report_html``, ``max_output_error``)."""
+    from .structure import _check_plugin
+
+    _check_plugin("--target", "hw_targets", target_device)   # named as the user gave it, before reading anything
     extra = {"ignored": ignored, **more} if ignored else dict(more)
     return _run_and_save(model, weights, data, None, output_dir, name, strict, progress, use_cache, force=force,
                          image=image, overwrite=overwrite, preset=preset, stat_subset_size=subset_size, target_device=target_device,

@@ -416,6 +416,8 @@ def test_version_help_and_usage_errors():
     for argv in (("-o", ""), ("--target", ""), ("-n", "a\nb")):
         p = cli("quantize", "-m", "x.xml", "--data", "x.npy", *argv)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, (argv, p.stderr)
+    p = cli("quantize", "-m", "x.xml", "--data", "x.npy", "--target", "xpu")   # named as given, not as a params path
+    assert p.returncode == 2 and p.stderr.startswith("ovquant: error: --target: unknown target device 'xpu' (known: "), p.stderr
 
 
 def test_a_config_may_not_name_a_statistic_as_a_range_estimator(tmp_path):
