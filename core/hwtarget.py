@@ -143,6 +143,8 @@ def _expand_scheme(name: str, spec: Any, where: str) -> list[Scheme]:
 def _scheme_list(ref: Any, schemes: dict, where: str) -> tuple[Scheme, ...]:
     refs = ref if isinstance(ref, list) else [ref]
     out: list[Scheme] = []
+    if not refs:
+        _fail(where, "an empty list of schemes (leave the key out for none)")
     for i, r in enumerate(refs):
         w = f"{where}[{i}]" if isinstance(ref, list) else where
         if isinstance(r, str):
@@ -166,7 +168,7 @@ def _parse(data: Any, path: str) -> HardwareTarget:
     if not isinstance(name, str) or not name:
         _fail("name", "a non-empty string is required")
     ver = data.get("$schema_version", SCHEMA_VERSION)
-    if ver != SCHEMA_VERSION or isinstance(ver, bool):
+    if ver != SCHEMA_VERSION or not isinstance(ver, int) or isinstance(ver, bool):
         _fail("$schema_version", f"{ver!r} is not supported (this ovquant reads version {SCHEMA_VERSION})")
     aliases = data.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
@@ -180,6 +182,8 @@ def _parse(data: Any, path: str) -> HardwareTarget:
         _fail("operations", "expected a non-empty object of op types")
     operations: dict[str, list[OpRule]] = {}
     for op_type, entries in ops.items():
+        if entries == []:
+            _fail(f"operations.{op_type}", "an empty list of rules (give a rule object, or leave the op type out)")
         for i, spec in enumerate(entries if isinstance(entries, list) else [entries]):
             where = f"operations.{op_type}" + (f"[{i}]" if isinstance(entries, list) else "")
             if not isinstance(spec, dict):
@@ -214,6 +218,10 @@ def _parse(data: Any, path: str) -> HardwareTarget:
     agn = data.get("agnostic_operations", [])
     if not isinstance(agn, list) or not all(isinstance(a, str) for a in agn):
         _fail("agnostic_operations", "expected a list of op types")
+    for i, op_type in enumerate(agn):
+        if any(r.activations for r in operations.get(op_type, ())):
+            _fail(f"agnostic_operations[{i}]", f"{op_type!r} has activation schemes in operations; an agnostic op "
+                                               "moves its input's quantizer, it gets none of its own")
     sat = data.get("saturation_fix", False)
     if not isinstance(sat, bool):
         _fail("saturation_fix", f"expected true or false, got {sat!r}")

@@ -280,6 +280,14 @@ def _drop(path: tuple):
 
 # (id, mutation of BASE, key path the message must name, words the problem must contain)
 MALFORMED = [
+    # accepted before (found from the outside): a float version, empty rule and scheme lists, an agnostic op
+    # with activation schemes of its own
+    ("float-version", _set(("$schema_version",), 1.0), "$schema_version", "1.0 is not supported"),
+    ("empty-rule-list", _set(("operations", "Convolution"), []), "operations.Convolution", "an empty list of rules"),
+    ("empty-scheme-list", _set(("operations", "Convolution", "activations"), []),
+     "operations.Convolution.activations", "an empty list of schemes"),
+    ("agnostic-with-schemes", _set(("agnostic_operations",), ["MaxPool", "Convolution"]), "agnostic_operations[1]",
+     "'Convolution' has activation schemes in operations"),
     ("unknown-top-key", _set(("colour",), "red"), "colour", "unknown key"),
     ("unknown-scheme-key", _set(("schemes", "q8_a", "bitz"), 8), "schemes.q8_a.bitz", "unknown key"),
     ("unknown-op-key", _set(("operations", "Power", "scales"), "unified"), "operations.Power.scales", "unknown key"),
