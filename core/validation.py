@@ -44,7 +44,16 @@ class Validator:
 
     def __call__(self, model: ov.Model) -> float:
         t0 = time.perf_counter()
-        value = self.fn(self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), self.data)
+        compiled = self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        try:
+            value = self.fn(compiled, self.data)
+        except Exception as exc:   # the user's function: one line naming it (OVQUANT_DEBUG=1: the original)
+            from .registry import debug, one_line
+
+            if debug() or isinstance(exc, ConfigError):
+                raise
+            name = getattr(self.fn, "__qualname__", repr(self.fn))
+            raise ConfigError(f"validation_fn {name}: raised {type(exc).__name__}: {one_line(exc)}") from exc
         value = value[0] if isinstance(value, (tuple, list)) else value
         self.runs += 1
         self.seconds += time.perf_counter() - t0

@@ -285,3 +285,13 @@ def test_a_recurrent_op_whose_int8_weights_have_no_float_twin_gets_them_as_const
         np.testing.assert_allclose(node.get_data(), want[p], rtol=1e-6, atol=1e-7)
     r = ov.Core().compile_model(q, "CPU", F32)({"x": np.ones((1, 6, 8), np.float32)})[0]   # raises if refused
     assert np.all(np.isfinite(r))
+
+
+def test_a_validation_fn_that_raises_is_one_line_naming_it(task):
+    m, calib, val = task
+
+    def broken_metric(compiled, data):
+        return 1 / 0
+
+    with pytest.raises(ConfigError, match=r"^validation_fn .*broken_metric: raised ZeroDivisionError: division by zero$"):
+        ovquant.quantize_with_accuracy_control(m, calib, val, broken_metric, subset_size=64)
