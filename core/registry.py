@@ -104,6 +104,9 @@ class Registry:
         key = name.lower() if kind == "hw_targets" else name
         if key in known:
             other = known[key]
+            if other.obj is obj:
+                raise PluginError(f"plugin {plugin!r}: {kind[:-1].replace('_', ' ')} {name!r} names the same "
+                                  f"{kind[:-1].replace('_', ' ')} twice (an alias equal to its name, or a repeated alias)")
             raise PluginError(f"{kind[:-1]} {name!r} is registered twice: by plugin {other.plugin!r} "
                               f"(package {other.package}) and by plugin {plugin!r} (package {package})")
         known[key] = Entry(name, obj, plugin, package)

@@ -485,6 +485,16 @@ def test_two_plugins_registering_the_same_target_name(tmp_path, use_plugin):
     assert "'first_dup_plugin'" in msg and "'second_dup_plugin'" in msg
 
 
+def test_an_alias_equal_to_the_targets_own_name_says_so(tmp_path, use_plugin):
+    """It said the target was registered twice by the same plugin."""
+    p = _write(tmp_path, "bt.json", name="BT", aliases=["bt"])
+    use_plugin(TargetPlugin(p), "self_alias_plugin")
+    with pytest.raises(PluginError) as info:
+        plugins.get_registry()
+    assert str(info.value) == ("plugin 'self_alias_plugin': hw target 'bt' names the same hw target twice (an alias "
+                               "equal to its name, or a repeated alias)")
+
+
 def test_plugin_target_cannot_take_a_builtin_alias(tmp_path, use_plugin):
     p = _write(tmp_path, "any.json", name="MYANY", aliases=["any"])
     use_plugin(TargetPlugin(p), "alias_thief_plugin")
