@@ -77,8 +77,11 @@ class Estimator:
 
     def key(self) -> tuple:
         """What makes two estimators compute the same thing (used to collect it once, and to cache it):
-        the name, the side and outlier_prob where they matter, and the declared params."""
-        base = (self.name, self.side, self.outlier_prob) if self.uses_outlier_prob else (self.name,)
+        the name, the side and outlier_prob where they matter (:attr:`uses_outlier_prob`, :attr:`uses_side`),
+        and the declared params."""
+        side = self.uses_outlier_prob or self.uses_side or (
+            self.uses_side is None and not type(self).__module__.startswith("ovquant."))
+        base = (self.name, self.side, self.outlier_prob) if side else (self.name,)
         return base + self.params_key()
 
     def params_key(self) -> tuple:
@@ -88,6 +91,10 @@ class Estimator:
 
     #: whether ``outlier_prob`` and ``side`` change the result (quantile estimators)
     uses_outlier_prob: ClassVar[bool] = False
+    #: whether ``side`` changes the result; None (unsaid): yes for a third-party estimator (a min and a max
+    #: request are then collected apart: safe, if not the cheapest), no for the built-ins, which say so in
+    #: their math; False: the value is the same for both sides
+    uses_side: ClassVar[Optional[bool]] = None
 
     def __repr__(self):
         return f"{type(self).__name__}(side={self.side!r}, outlier_prob={self.outlier_prob})"

@@ -376,3 +376,34 @@ def test_a_placement_rule_that_fails_is_named_not_minmax(mode, what):
         registry.unregister_plugin(name)
     msg = str(info.value)
     assert msg.startswith("placement_rule 'test_bad_rule' (plugin 'test_contracts.bad_rule') ") and what in msg, msg
+
+
+def test_a_third_party_estimator_that_reads_side_gets_each_side_its_own_value():
+    """Estimator.key() left ``side`` out unless ``uses_outlier_prob``: a plugin estimator returning the min
+    for side "min" and the max for side "max" got one of the two values for both (a [0, 1.74] range)."""
+    from ovquant.engine import Engine
+    from ovquant.statistics import Estimator
+
+    class Border(Estimator):
+        name = "test_border"
+
+        def reduce(self, x, axes):
+            return x.min(axis=axes) if self.side == "min" else x.max(axis=axes)
+
+    class Plugin:
+        @ovquant.hookimpl
+        def register_estimators(self, register):
+            register(Border)
+
+    name = registry.register_plugin(Plugin(), name="test_contracts.border")
+    try:
+        m = models.conv_net()
+        samples = models.random_samples(m, 6)
+        lo, hi = (Statistic.make(TensorRef("conv2/add"), "test_border", "min" if side == "min" else "max",
+                                 None, {"side": side}) for side in ("min", "max"))
+        out = Engine().collect(m, [lo, hi], samples)
+    finally:
+        registry.unregister_plugin(name)
+    acts = models.activations(m, ["conv2/add"], samples)["conv2/add"]
+    np.testing.assert_allclose(out[lo], acts.min(), rtol=1e-5)
+    np.testing.assert_allclose(out[hi], acts.max(), rtol=1e-5)
