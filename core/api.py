@@ -18,7 +18,7 @@ from .dataset import (DEFAULT_SUBSET_SIZE, ImageFolder, ImageOptions, held_back,
 from .engine import Engine
 from .events import finish_run, writing_files
 from . import __version__
-from .errors import ConfigError, QuantizationFailed
+from .errors import ConfigError, PluginError, QuantizationFailed
 from .graph import stable_names
 from .io import check_output, read_model, save_outputs
 from .nncf_compat import NNCF_KEYWORDS, nncf_overrides  # noqa: F401 (re-exported)
@@ -232,7 +232,11 @@ def _run_and_save(model_path, weights, data, config, output_dir, name, strict, p
         page = render(report["sensitivity"], name)
     result = save_outputs(q, output_dir, name, report, overwrite=overwrite, inputs=inputs, html=page)
     with open(result["report"], encoding="utf-8") as f:   # the event carries the report as written
-        finish_run(json.load(f), result)
+        written = json.load(f)
+    try:
+        finish_run(written, result)
+    except PluginError as exc:   # an observer's failure does not undo a run whose files are committed
+        warnings.warn(f"{exc}; the output was written", stacklevel=2)
     result["summary"] = report["summary"]
     return result
 

@@ -197,3 +197,31 @@ def test_the_api_sends_run_finished_once_with_the_returned_report():
     assert seen[0].report is report and seen[0].outputs == {}
     with pytest.raises(Exception):   # payloads are frozen
         seen[0].outputs = {"xml": "x"}
+
+
+def test_a_run_finished_hook_that_fails_after_the_files_are_written_is_a_warning(tmp_path):
+    """The CLI exited 2 ("bad input") with the model already committed and no "saved" line; the failure is now
+    a warning naming the plugin, and the run returns its files."""
+    import warnings
+
+    from ovquant.api import quantize_from_args
+
+    class Broken:
+        @hookimpl
+        def run_finished(self, report, outputs):
+            raise RuntimeError("observer boom")
+
+    m = aca_net()
+    ov.save_model(m, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", np.concatenate(random_samples(m, 12)))
+    name = register_plugin(Broken(), name="test_events.broken_finish")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = quantize_from_args(str(tmp_path / "m.xml"), str(tmp_path / "d.npy"),
+                                        output_dir=str(tmp_path / "out"), use_cache=False, progress=False)
+    finally:
+        unregister_plugin(name)
+    msgs = [str(w.message) for w in caught if "observer boom" in str(w.message)]
+    assert len(msgs) == 1 and "'test_events.broken_finish'" in msgs[0] and msgs[0].endswith("; the output was written")
+    assert os.path.exists(result["xml"]) and ov.Core().read_model(result["xml"]) is not None
