@@ -31,8 +31,8 @@ class _Terminated(BaseException):
     """SIGTERM/SIGHUP, raised in the main thread so that the run cleans up as for Ctrl-C."""
 
 
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
+def _one_line(text) -> str:   # (a path of undecodable bytes, a lone surrogate, prints as its escape)
+    return " ".join(str(text).split()).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _cmd_plugins(args) -> int:

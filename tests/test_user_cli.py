@@ -582,3 +582,19 @@ def test_a_cached_rerun_counts_samples_not_batch_rows(tmp_path):
         counts.append(report(tmp_path / out, "b4")["stages"][0]["n_samples"])
     assert counts == [40, 40]
     assert report(tmp_path / "o2", "b4")["stages"][0]["n_cached"] > 0
+
+
+def test_a_path_with_a_lone_surrogate_is_the_one_line_error_escaped(tmp_path, monkeypatch):
+    """A config whose model path is "\\ud800" (JSON allows it): printing the error to a strict UTF-8 stderr (a
+    pipe with PYTHONIOENCODING=utf-8:strict, a test's capture) raised UnicodeEncodeError."""
+    import io
+
+    from ovquant import cli as ovcli
+
+    (tmp_path / "c.json").write_text('{"model": {"model_name": "t", "model": "\\ud800"}, "engine": {"data_source": '
+                                     '"x.npy"}, "compression": {"algorithms": [{"name": "DefaultQuantization"}]}}')
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8", errors="strict"))
+    rc = ovcli.main(["quantize", "-c", str(tmp_path / "c.json"), "-o", str(tmp_path / "o")])
+    sys.stderr.flush()
+    assert rc == 2 and raw.getvalue().decode() == "ovquant: error: \\ud800: no such model file\n"
