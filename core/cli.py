@@ -31,8 +31,8 @@ class _Terminated(BaseException):
     """SIGTERM/SIGHUP, raised in the main thread so that the run cleans up as for Ctrl-C."""
 
 
-def _one_line(text) -> str:   # (a path of undecodable bytes, a lone surrogate, prints as its escape)
-    return " ".join(str(text).split()).encode("utf-8", "backslashreplace").decode("utf-8")
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
 
 
 def _cmd_plugins(args) -> int:
@@ -304,6 +304,8 @@ def _on_sigint(signum, frame):
 
 def main(argv=None) -> int:
     _RECEIVED.clear()
+    for stream in (sys.stdout, sys.stderr):   # a file name of undecodable bytes prints as its escapes
+        getattr(stream, "reconfigure", lambda **k: None)(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
     except OVQuantError as exc:
@@ -365,15 +367,13 @@ def _catch_termination() -> dict:
         raise _Terminated()
 
     saved = {}
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signum = getattr(signal, name)
-            try:
-                saved[signum] = signal.getsignal(signum)
-                if name != "SIGINT" and saved[signum] in (signal.SIG_DFL, None):
-                    signal.signal(signum, handler)
-            except (ValueError, OSError):   # not the main thread
-                saved.pop(signum, None)
+    for signum in [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]:
+        try:
+            saved[signum] = signal.getsignal(signum)
+            if signum != signal.SIGINT and saved[signum] in (signal.SIG_DFL, None):
+                signal.signal(signum, handler)
+        except (ValueError, OSError):   # not the main thread
+            saved.pop(signum, None)
     return saved
 
 

@@ -598,3 +598,19 @@ def test_a_path_with_a_lone_surrogate_is_the_one_line_error_escaped(tmp_path, mo
     rc = ovcli.main(["quantize", "-c", str(tmp_path / "c.json"), "-o", str(tmp_path / "o")])
     sys.stderr.flush()
     assert rc == 2 and raw.getvalue().decode() == "ovquant: error: \\ud800: no such model file\n"
+
+
+def test_an_output_name_of_undecodable_bytes_prints_as_escapes_after_saving(tmp_path):
+    """``model_name`` "\\udc80x" is the file name b"\\x80x": the files were written, then printing "saved ..." to a
+    strict UTF-8 stdout raised UnicodeEncodeError (a traceback and exit 1 after the commit)."""
+    m = models.conv_net()
+    ov.save_model(m, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    np.save(tmp_path / "d.npy", np.concatenate(models.random_samples(m, 4)))
+    cfg = {"model": {"model_name": "\udc80x", "model": str(tmp_path / "m.xml")}, "engine": {"data_source": str(tmp_path / "d.npy")},
+           "compression": {"algorithms": [{"name": "DefaultQuantization"}]}}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    p = cli("quantize", "-c", tmp_path / "c.json", "-o", tmp_path / "o", "--no-progress",
+            env={**ENV, "PYTHONIOENCODING": "utf-8:strict"})
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == f"saved {tmp_path / 'o'}/\\udc80x.xml"
+    assert os.path.exists(os.path.join(os.fsencode(tmp_path / "o"), b"\x80x.xml"))
