@@ -220,11 +220,11 @@ def analyze_quantized(fp32: ov.Model, q: ov.Model, samples: list, report: dict, 
 
 
 def _body_quantizers(model: ov.Model) -> int:
+    """The quantizers inside the If bodies of ``model`` (:func:`ovquant.inspect.quantizers` of each body)."""
     from .inspect import quantizers
 
-    return len(quantizers(model)) - len([n for n in model.get_ordered_ops() if n.get_type_name() == "FakeQuantize"
-                                         or n.get_type_name() == "Constant" and n.get_output_element_type(0) in
-                                         (ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4, ov.Type.nf4)])
+    return sum(len(quantizers(n.get_function(i))) for n in model.get_ordered_ops() if n.get_type_name() == "If"
+               for i in (0, 1))
 
 
 def _measured(fp32: ov.Model, q: ov.Model, samples: list) -> list:
